@@ -1,0 +1,447 @@
+"""The merging engine: mergekit-style YAML config -> validated plan -> streamed, atomic checkpoint.
+
+    from l2s_utils.merging import merge
+    result = merge("data/configs/qwen-7b/ties.yaml", "merged/ties-7b")
+
+Config (mergekit's shape; keys after ``dtype`` are l2s extras, all optional)::
+
+    merge_method: ties                    # any name in l2s_utils.methods.REGISTRY (`l2s merge --list`)
+    base_model: Qwen/Qwen2.5-Math-7B      # theta_0 (System 1); optional for average / lore
+    models:                               # theta_1..theta_K
+      - model: deepseek-ai/DeepSeek-R1-Distill-Qwen-7B
+        parameters: {weight: 1.0}         # per-model parameters (weight, k/density, p, twin_weight)
+    parameters: {k: 0.8, alpha: 1.0}      # global parameters (see each method)
+    dtype: bfloat16                       # dtype of the written weights (computation is always fp32)
+    tokenizer_source: base                # base | models[i].model path | any path
+    config_source: base                   # where config.json / generation_config.json come from
+    max_position_embeddings: 131072       # override in the written config (METHODS.md section 0)
+    exclude: []                           # regexes (re.match on the tensor name): kept from the base
+    tied_embeddings: follow_base          # follow_base | untie (see below)
+    max_shard_size: 2GB
+    seed: 0                               # DARE masks
+
+Tied embeddings. ``follow_base`` (default, the L2S code's behaviour): the output has exactly the
+base's tensors and tie flag; an ``lm_head.weight`` present only in a fine-tuned model is ignored with
+a warning (e.g. the untied DeepSeek-R1-Distill-Qwen-1.5B merged onto tied Qwen2.5-Math-1.5B), and a
+tied fine-tuned model merged onto an untied base contributes its embedding as its ``lm_head``.
+``untie``: every tied input exposes its embedding as ``lm_head.weight``, both are merged separately
+and the output is untied (``tie_word_embeddings: false``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import resource
+import sys
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from . import methods as M
+from .checkpoint import (
+    DTYPE_NAMES, EMBED, LM_HEAD, TOKENIZER_FILES, Checkpoint, CheckpointError, PlannedTensor, StreamingWriter,
+    iter_with_prefetch, model_fingerprint,
+)
+from .methods import MergeConfigError
+
+ARCH_KEYS = ("model_type", "architectures", "hidden_size", "num_hidden_layers", "num_attention_heads",
+             "num_key_value_heads", "intermediate_size", "vocab_size")
+TOP_KEYS = {"merge_method", "base_model", "models", "parameters", "dtype", "out_dtype", "tokenizer_source",
+            "config_source", "max_position_embeddings", "exclude", "tied_embeddings", "max_shard_size", "seed",
+            "allow_pickle", "name", "description", "calibration"}
+
+
+@dataclass
+class MergeConfig:
+    """A parsed, validated merge configuration."""
+
+    merge_method: str
+    models: list[str]
+    model_params: list[dict[str, Any]]
+    base_model: str | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+    dtype: str = "bfloat16"
+    tokenizer_source: str = "base"
+    config_source: str = "base"
+    max_position_embeddings: int | None = None
+    exclude: list[str] = field(default_factory=list)
+    tied_embeddings: str = "follow_base"
+    max_shard_size: int = 2 << 30
+    seed: int | None = None
+    allow_pickle: bool = False
+    source: str = "<dict>"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_yaml_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"merge_method": self.merge_method}
+        if self.base_model:
+            d["base_model"] = self.base_model
+        d["models"] = [{"model": m, **({"parameters": p} if p else {})} for m, p in zip(self.models, self.model_params)]
+        if self.parameters:
+            d["parameters"] = self.parameters
+        d.update(dtype=self.dtype, tokenizer_source=self.tokenizer_source, config_source=self.config_source,
+                 tied_embeddings=self.tied_embeddings, max_shard_size=self.max_shard_size)
+        if self.max_position_embeddings:
+            d["max_position_embeddings"] = self.max_position_embeddings
+        if self.exclude:
+            d["exclude"] = self.exclude
+        if self.seed is not None:
+            d["seed"] = self.seed
+        d.update(self.extra)
+        return d
+
+
+def _parse_size(v: Any, where: str) -> int:
+    if isinstance(v, int) and v > 0:
+        return v
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*", str(v), re.I)
+    if not m:
+        raise MergeConfigError(f"{where}: max_shard_size {v!r} is not a size like '2GB' or a byte count")
+    mult = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}[m.group(2).upper()]
+    return int(float(m.group(1)) * mult)
+
+
+def load_config(config: str | os.PathLike | dict) -> MergeConfig:
+    """Parse a YAML file (safe loader) or a dict into a :class:`MergeConfig`, validating every key."""
+    if isinstance(config, dict):
+        raw, where, root = config, "<dict>", Path.cwd()
+    else:
+        p = Path(config)
+        if not p.is_file():
+            raise MergeConfigError(f"{p}: merge config not found")
+        try:
+            raw = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as e:
+            raise MergeConfigError(f"{p}: invalid YAML ({e})") from None
+        where, root = str(p), p.parent
+    if not isinstance(raw, dict):
+        raise MergeConfigError(f"{where}: a merge config must be a mapping")
+    unknown = set(raw) - TOP_KEYS
+    if unknown:
+        raise MergeConfigError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {sorted(TOP_KEYS)}")
+    if "merge_method" not in raw:
+        raise MergeConfigError(f"{where}: missing 'merge_method'")
+    method = M.get_method(str(raw["merge_method"]))
+    models_raw = raw.get("models") or []
+    if not isinstance(models_raw, list) or not models_raw:
+        raise MergeConfigError(f"{where}: 'models' must be a non-empty list of {{model: PATH, parameters: {{...}}}}")
+    models, mparams = [], []
+    for i, item in enumerate(models_raw):
+        if isinstance(item, str):
+            item = {"model": item}
+        if not isinstance(item, dict) or "model" not in item:
+            raise MergeConfigError(f"{where}: models[{i}] needs a 'model' key")
+        bad = set(item) - {"model", "parameters"}
+        if bad:
+            raise MergeConfigError(f"{where}: models[{i}] has unknown key(s) {sorted(bad)}")
+        models.append(_resolve_ref(str(item["model"]), root))
+        mparams.append(dict(item.get("parameters") or {}))
+    base = raw.get("base_model")
+    if method.needs_base and not base:
+        raise MergeConfigError(f"{where}: merge_method {method.name!r} needs 'base_model' (theta_0, System 1)")
+    dtype = str(raw.get("out_dtype", raw.get("dtype", "bfloat16")))
+    if dtype not in DTYPE_NAMES:
+        raise MergeConfigError(f"{where}: dtype {dtype!r} not one of {sorted(DTYPE_NAMES)}")
+    tied = str(raw.get("tied_embeddings", "follow_base"))
+    if tied not in ("follow_base", "untie"):
+        raise MergeConfigError(f"{where}: tied_embeddings must be 'follow_base' or 'untie', got {tied!r}")
+    mpe = raw.get("max_position_embeddings")
+    if mpe is not None and (not isinstance(mpe, int) or isinstance(mpe, bool) or mpe < 1):
+        raise MergeConfigError(f"{where}: max_position_embeddings must be a positive integer, got {mpe!r}")
+    exclude = raw.get("exclude") or []
+    if isinstance(exclude, str):
+        exclude = [s for s in exclude.split(",") if s]
+    for pat in exclude:
+        try:
+            re.compile(pat)
+        except re.error as e:
+            raise MergeConfigError(f"{where}: exclude pattern {pat!r} is not a valid regex ({e})") from None
+    seed = raw.get("seed")
+    if seed is not None and (not isinstance(seed, int) or seed < 0):
+        raise MergeConfigError(f"{where}: seed must be a non-negative integer, got {seed!r}")
+    params = dict(raw.get("parameters") or {})
+    cfg = MergeConfig(
+        merge_method=method.name if raw["merge_method"] == method.name else str(raw["merge_method"]),
+        models=models, model_params=mparams, base_model=_resolve_ref(str(base), root) if base else None,
+        parameters=params, dtype=dtype,
+        tokenizer_source=_source(raw.get("tokenizer_source", "base"), root),
+        config_source=_source(raw.get("config_source", "base"), root),
+        max_position_embeddings=mpe, exclude=list(exclude), tied_embeddings=tied,
+        max_shard_size=_parse_size(raw.get("max_shard_size", 2 << 30), where), seed=seed,
+        allow_pickle=bool(raw.get("allow_pickle", False)), source=where,
+        extra={k: raw[k] for k in ("name", "description", "calibration") if k in raw},
+    )
+    M.resolve_params(method, params, mparams)  # fail early on bad hyper-parameters
+    return cfg
+
+
+def _source(v: Any, root: Path) -> str:
+    return "base" if v in (None, "base") else _resolve_ref(str(v), root)
+
+
+def _resolve_ref(ref: str, root: Path) -> str:
+    """A local path (absolute, relative to the cwd, or relative to the config file) or a hub id."""
+    p = Path(ref).expanduser()
+    if p.is_absolute() or p.exists():
+        return str(p)
+    if (root / p).exists():
+        return str(root / p)
+    return ref
+
+
+def fetch_model(ref: str) -> Path:
+    """A local model directory for ``ref``; hub ids are downloaded (safetensors, configs, tokenizer only)."""
+    p = Path(ref)
+    if p.exists():
+        return p
+    if re.fullmatch(r"[\w.-]+/[\w.-]+", ref):
+        try:
+            from huggingface_hub import snapshot_download
+
+            return Path(snapshot_download(ref, allow_patterns=["*.safetensors", "*.json", "*.txt", "*.jinja", "*.model"]))
+        except Exception as e:  # network errors, missing repos
+            raise CheckpointError(f"{ref}: not a local directory and could not be fetched from the hub ({e})") from None
+    raise CheckpointError(f"{ref}: model directory not found")
+
+
+@dataclass
+class MergeResult:
+    out: Path
+    method: str
+    tensors_merged: int
+    tensors_copied: int
+    bytes_written: int
+    seconds: float
+    peak_rss_bytes: int
+
+    def summary(self) -> str:
+        return (f"merged model: {self.out}\n  method: {self.method}   tensors merged: {self.tensors_merged}"
+                f" (+{self.tensors_copied} copied)   written: {self.bytes_written / 1e6:.1f} MB"
+                f"   time: {self.seconds:.1f} s   peak RSS: {self.peak_rss_bytes / 1e6:.0f} MB")
+
+
+def peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class _Inputs:
+    """The opened checkpoints of one merge, validated against each other."""
+
+    def __init__(self, cfg: MergeConfig):
+        self.cfg = cfg
+        untie = cfg.tied_embeddings == "untie"
+        self.base = Checkpoint(fetch_model(cfg.base_model), allow_pickle=cfg.allow_pickle, virtual_lm_head=untie) \
+            if cfg.base_model else None
+        self.models = [Checkpoint(fetch_model(m), allow_pickle=cfg.allow_pickle, virtual_lm_head=untie) for m in cfg.models]
+        self.ref = self.base or self.models[0]
+        if not untie:
+            # follow_base: a tied model merged onto an untied reference contributes its embedding as lm_head.
+            ref_has_head = LM_HEAD in self.ref.tensors
+            for c in self.all:
+                if ref_has_head and LM_HEAD not in c.tensors and EMBED in c.tensors:
+                    c.virtual_lm_head = True
+        self.names = self.ref.names()
+        self._validate()
+
+    @property
+    def all(self) -> list[Checkpoint]:
+        return ([self.base] if self.base else []) + self.models
+
+    def _validate(self) -> None:
+        ref = self.ref
+        for c in self.all:
+            if c is ref:
+                continue
+            for key in ARCH_KEYS:
+                if key in ref.config or key in c.config:
+                    if ref.config.get(key) != c.config.get(key):
+                        raise CheckpointError(
+                            f"{c.path / 'config.json'}: {key} = {c.config.get(key)!r} but "
+                            f"{ref.path / 'config.json'} has {ref.config.get(key)!r} (architectures must match)")
+            names = set(c.names())
+            missing = [n for n in self.names if n not in names]
+            if missing:
+                raise CheckpointError(f"{c.path}: tensor {missing[0]!r} (of {ref.path}) is missing"
+                                      f"{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}")
+            extra = sorted(names - set(self.names))
+            for n in extra:
+                if n == LM_HEAD:
+                    warnings.warn(f"{c.path}: has an untied lm_head.weight but the reference {ref.path} is tied; "
+                                  "it is ignored (tied_embeddings: follow_base, as the L2S code). "
+                                  "Use tied_embeddings: untie to merge it.", stacklevel=3)
+                else:
+                    raise CheckpointError(f"{c.path}: tensor {n!r} does not exist in {ref.path}")
+            for n in self.names:
+                a, b = ref.info(n), c.info(n)
+                if a.shape != b.shape:
+                    raise CheckpointError(f"{c.path}: tensor {n!r} has shape {b.shape}, {ref.path} has {a.shape}")
+
+
+def _excluded(name: str, patterns: list[str]) -> bool:
+    return any(re.match(p, name) for p in patterns)
+
+
+def _check_finite(t: torch.Tensor, what: str) -> None:
+    if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+        raise MergeConfigError(f"{what}: contains NaN or Inf")
+
+
+def global_ties_thresholds(inputs: _Inputs, drops: list[float], device: str) -> list[float]:
+    """Exact global (whole-model, per-model) TIES thresholds in two streamed passes.
+
+    Pass 1 counts |delta| per float32-bit bucket (top 16 bits; monotone), pass 2 collects only the
+    bucket that holds the m-th smallest value. Memory: one bucket's values, never the whole model.
+    """
+    base = inputs.base
+    counts = [torch.zeros(1 << 15, dtype=torch.int64) for _ in inputs.models]
+    total = 0
+    for n in inputs.names:
+        b = base.get(n, device=device)
+        total += b.numel()
+        for i, c in enumerate(inputs.models):
+            bits = (c.get(n, device=device) - b).abs().float().reshape(-1).view(torch.int32) >> 16
+            counts[i] += torch.bincount(bits, minlength=1 << 15).cpu()
+    targets = []
+    for i, k in enumerate(drops):
+        m = int(total * k)
+        if m == 0:
+            targets.append(None)
+            continue
+        cum = torch.cumsum(counts[i], 0)
+        bucket = int(torch.searchsorted(cum, torch.tensor(m)).item())
+        targets.append((bucket, m - (int(cum[bucket - 1]) if bucket else 0)))
+    collected: list[list[torch.Tensor]] = [[] for _ in inputs.models]
+    for n in inputs.names:
+        b = base.get(n, device=device)
+        for i, c in enumerate(inputs.models):
+            if targets[i] is None:
+                continue
+            a = (c.get(n, device=device) - b).abs().float().reshape(-1)
+            collected[i].append(a[(a.view(torch.int32) >> 16) == targets[i][0]].cpu())
+    out = []
+    for i, t in enumerate(targets):
+        out.append(0.0 if t is None else float(torch.kthvalue(torch.cat(collected[i]), t[1]).values))
+    return out
+
+
+def merge(config: str | os.PathLike | dict | MergeConfig, out: str | os.PathLike, *, overwrite: bool = False,
+          device: str = "cpu", seed: int | None = None, progress: bool = True) -> MergeResult:
+    """Merge the models of ``config`` into a new checkpoint directory ``out``.
+
+    Every input is validated (architecture, tensor names, shapes, vocabulary, hyper-parameters)
+    before anything is written; NaN/Inf in an input or the result aborts the merge and removes the
+    partial output. Tensors are streamed one at a time (computed in fp32 on ``device``, cast once to
+    ``dtype``), so peak memory is a few tensors. ``seed`` overrides the config's seed (DARE masks).
+    """
+    t0 = time.perf_counter()
+    cfg = config if isinstance(config, MergeConfig) else load_config(config)
+    method = M.get_method(cfg.merge_method)
+    params = dict(cfg.parameters)
+    if seed is not None or cfg.seed is not None:
+        if "seed" in {p.name for p in method.params}:
+            params["seed"] = seed if seed is not None else cfg.seed
+    kwargs = M.resolve_params(method, params, cfg.model_params)
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise MergeConfigError("--device cuda requested but no CUDA device is available")
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} already exists; pass overwrite=True (--overwrite) to replace it")
+    inputs = _Inputs(cfg)
+    out_dtype = DTYPE_NAMES[cfg.dtype]
+
+    kwargs_run = dict(kwargs)
+    if kwargs.get("scope") == "global":  # MergeLM's ties_merging_dare: one threshold per model, all tensors
+        kwargs_run["thresholds"] = global_ties_thresholds(inputs, kwargs["k"], device)
+
+    config_dir = inputs.ref.path if cfg.config_source == "base" else fetch_model(cfg.config_source)
+    try:
+        src_config = json.loads((Path(config_dir) / "config.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{config_dir}: config_source has no readable config.json ({e})") from None
+    tok_dir = inputs.ref.path if cfg.tokenizer_source == "base" else fetch_model(cfg.tokenizer_source)
+
+    out_names = inputs.names
+    plan = [PlannedTensor(n, inputs.ref.info(n).shape,
+                          out_dtype if inputs.ref.info(n).dtype.is_floating_point else inputs.ref.info(n).dtype)
+            for n in out_names]
+    write_dtype = {t.name: t.dtype for t in plan}
+    fp_holder: dict[str, Any] = {}
+    fp_thread = threading.Thread(target=lambda: fp_holder.update(
+        {str(c.path): model_fingerprint(c.path) for c in inputs.all}), daemon=True)
+    fp_thread.start()
+
+    merged = copied = 0
+
+    def load(name: str):
+        base_t = inputs.base.get(name, device=device) if inputs.base else None
+        return name, base_t, [c.get(name, device=device) for c in inputs.models]
+
+    from tqdm.auto import tqdm
+
+    with StreamingWriter(out, plan, max_shard_bytes=cfg.max_shard_size, overwrite=overwrite,
+                         metadata={"l2s_merge_method": method.name}) as w:
+        bar = tqdm(total=len(w.order), desc=f"merge[{method.name}]", unit="tensor", disable=not progress)
+        for name, base_t, model_ts in iter_with_prefetch(w.order, load):
+            ref_t = base_t if base_t is not None else model_ts[0]
+            if not ref_t.is_floating_point() or _excluded(name, cfg.exclude):
+                result = ref_t
+                copied += 1
+            else:
+                if base_t is not None:
+                    _check_finite(base_t, f"{inputs.base.path}: tensor {name!r}")
+                for c, t in zip(inputs.models, model_ts):
+                    _check_finite(t, f"{c.path}: tensor {name!r}")
+                result = _apply(method, base_t, model_ts, name, kwargs_run).to(write_dtype[name])
+                _check_finite(result, f"merged tensor {name!r} (method {method.name}, as {cfg.dtype})")
+                merged += 1
+            w.write(name, result.to(write_dtype[name]))
+            bar.update(1)
+        bar.close()
+        out_cfg = dict(src_config)
+        if cfg.max_position_embeddings:
+            out_cfg["max_position_embeddings"] = cfg.max_position_embeddings
+        if LM_HEAD in out_names:
+            out_cfg["tie_word_embeddings"] = False
+        elif EMBED in out_names:
+            out_cfg["tie_word_embeddings"] = True
+        out_cfg["dtype"] = {torch.bfloat16: "bfloat16", torch.float16: "float16", torch.float32: "float32"}[out_dtype]
+        out_cfg.pop("torch_dtype", None)
+        w.add_file("config.json", json.dumps(out_cfg, indent=2, sort_keys=True))
+        gen = Path(config_dir) / "generation_config.json"
+        if gen.is_file():
+            w.copy_file(gen)
+        for f in TOKENIZER_FILES:
+            if (Path(tok_dir) / f).is_file():
+                w.copy_file(Path(tok_dir) / f)
+        w.add_file("merge_config.yaml", yaml.safe_dump(cfg.to_yaml_dict(), sort_keys=False))
+        fp_thread.join()
+        w.add_file("l2s_merge.json", json.dumps(_provenance(cfg, method, kwargs, fp_holder, merged, copied), indent=2))
+    return MergeResult(out, method.name, merged, copied, w.bytes_written, time.perf_counter() - t0, peak_rss_bytes())
+
+
+def _apply(method: M.Method, base_t, model_ts, name: str, kwargs: dict[str, Any]) -> torch.Tensor:
+    return method.kernel(base_t, model_ts, name=name, **kwargs)
+
+
+def _provenance(cfg: MergeConfig, method: M.Method, kwargs: dict, fps: dict, merged: int, copied: int) -> dict:
+    import platform
+
+    import transformers
+
+    from . import __version__
+
+    return {
+        "method": method.name, "paper": method.paper, "resolved_parameters": kwargs,
+        "config": cfg.to_yaml_dict(), "inputs": fps, "tensors_merged": merged, "tensors_copied": copied,
+        "versions": {"l2s_utils": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+                     "python": platform.python_version()},
+        "command": " ".join(sys.argv), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }

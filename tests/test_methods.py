@@ -1,0 +1,189 @@
+"""The merging kernels against hand-computed cases and closed forms."""
+
+import math
+
+import pytest
+import torch
+
+from l2s_utils import methods as M
+from l2s_utils.methods import MergeConfigError
+
+
+def t(*xs):
+    return torch.tensor(xs, dtype=torch.float32)
+
+
+def test_average_hand_computed():
+    out = M.average(None, [t(1, 2, 3), t(3, 6, 9)], weights=[1.0, 1.0])
+    assert torch.equal(out, t(2, 4, 6))
+    out = M.average(None, [t(0, 0), t(4, 8)], weights=[3.0, 1.0])
+    assert torch.allclose(out, t(1, 2))
+
+
+def test_task_arithmetic_hand_computed_and_closed_forms():
+    base, ft = t(1, 1, 1), t(2, 0, 1)
+    assert torch.allclose(M.task_arithmetic(base, [ft], weights=[1.0], alpha=0.5), t(1.5, 0.5, 1.0))
+    assert torch.allclose(M.task_arithmetic(base, [ft, base], weights=[1.0, 1.0], alpha=0.7), t(1.7, 0.3, 1.0))
+    g = torch.Generator().manual_seed(0)
+    b, f = torch.randn(50, 40, generator=g), torch.randn(50, 40, generator=g)
+    assert torch.allclose(M.task_arithmetic(b, [f], weights=[1.0], alpha=1.0), f, atol=1e-6)  # alpha=1: System 2
+    assert torch.equal(M.task_arithmetic(b, [f], weights=[1.0], alpha=0.0), b)  # alpha=0: System 1
+    # Average of [System 1, System 2] is task arithmetic with alpha = 0.5 (paper section 4.2)
+    assert torch.allclose(M.average(None, [b, f], weights=[1.0, 1.0]), M.task_arithmetic(b, [f], weights=[1.0], alpha=0.5), atol=1e-6)
+
+
+def test_ties_hand_computed_two_models():
+    base = torch.zeros(4)
+    d1, d2 = t(3, -1, 0.5, -4), t(-2, -2, 1, 1)
+    # k=0.5: m=2. d1 threshold = 2nd smallest |.| = 1 -> [3,-1,0,-4]; d2 threshold 1 -> all kept.
+    # elected signs of [1,-3,1,-3] = [+,-,+,-]; disjoint means: [3, (-1-2)/2, 1, -4]
+    out = M.ties(base, [d1, d2], weights=[1.0, 1.0], k=[0.5, 0.5], alpha=1.0)
+    assert torch.allclose(out, t(3, -1.5, 1, -4))
+    out = M.ties(base + 1, [d1 + 1, d2 + 1], weights=[1.0, 1.0], k=[0.5, 0.5], alpha=0.5)
+    assert torch.allclose(out, 1 + 0.5 * t(3, -1.5, 1, -4))
+    # normalize=False: sums instead of means
+    out = M.ties(base, [d1, d2], weights=[1.0, 1.0], k=[0.5, 0.5], normalize=False)
+    assert torch.allclose(out, t(3, -3, 1, -4))
+
+
+@pytest.mark.parametrize("n", [7, 1000, 70_001, 300_000])
+def test_kth_smallest_abs_matches_kthvalue(n):
+    g = torch.Generator().manual_seed(n)
+    x = torch.randn(n, generator=g)
+    x[: n // 10] = 0.0  # many exact ties at zero
+    x[n // 10: n // 5] = 0.5
+    for m in {1, n // 7 + 1, n // 2, n - 1, n}:
+        assert M.kth_smallest_abs(x, m) == torch.kthvalue(x.abs(), m).values
+
+
+def test_ties_single_model_is_magnitude_pruning():
+    g = torch.Generator().manual_seed(1)
+    base, ft = torch.randn(300, 300, generator=g), torch.randn(300, 300, generator=g)
+    k = 0.8
+    d = ft - base
+    m = int(d.numel() * k)
+    thr = torch.kthvalue(d.abs().reshape(-1), m).values
+    expected = base + 0.6 * torch.where(d.abs() >= thr, d, torch.zeros(()))
+    out = M.ties(base, [ft], weights=[1.0], k=[k], alpha=0.6)
+    assert torch.allclose(out, expected, atol=1e-6)
+    kept = (out - base != 0).sum().item()
+    assert kept == d.numel() - m + 1  # the L2S rule keeps n - m + 1 on tie-free data
+    out_topk = M.ties(base, [ft], weights=[1.0], k=[k], alpha=0.6, trim="topk")
+    assert (out_topk - base != 0).sum().item() == d.numel() - m  # mergekit keeps int(n * density)
+    assert torch.equal(M.ties(base, [ft], weights=[1.0], k=[0.0], alpha=1.0), M.task_arithmetic(base, [ft], weights=[1.0], alpha=1.0))
+
+
+def test_dare_closed_forms_and_expectation():
+    g = torch.Generator().manual_seed(2)
+    base, ft = torch.randn(64, 64, generator=g), torch.randn(64, 64, generator=g)
+    ta = M.task_arithmetic(base, [ft], weights=[1.0], alpha=0.7)
+    # p = 0: DARE-TA is TA
+    assert torch.allclose(M.dare(base, [ft], weights=[1.0], p=[0.0], combine="task_arithmetic", alpha=0.7, name="w"), ta)
+    # the mask drops about p of the entries and rescales the rest by 1/(1-p)
+    out = M.dare(base, [ft], weights=[1.0], p=[0.3], combine="task_arithmetic", alpha=1.0, seed=0, name="w")
+    d, dt = ft - base, out - base
+    dropped = (dt == 0).float().mean().item()
+    assert abs(dropped - 0.3) < 0.03
+    kept = dt != 0
+    assert torch.allclose(dt[kept], d[kept] / 0.7, atol=1e-5)
+    # expectation: the mean over many seeds approaches task arithmetic
+    mean = sum(M.dare(base, [ft], weights=[1.0], p=[0.3], combine="task_arithmetic", alpha=0.7, seed=s, name="w")
+               for s in range(400)) / 400
+    err = (mean - ta).abs().mean() / (ta - base).abs().mean()
+    assert err < 0.04
+    # the same seed and name give the same mask; another name or seed another one
+    a = M.dare(base, [ft], weights=[1.0], p=[0.3], seed=5, name="a")
+    assert torch.equal(a, M.dare(base, [ft], weights=[1.0], p=[0.3], seed=5, name="a"))
+    assert not torch.equal(a, M.dare(base, [ft], weights=[1.0], p=[0.3], seed=5, name="b"))
+    assert not torch.equal(a, M.dare(base, [ft], weights=[1.0], p=[0.3], seed=6, name="a"))
+    # plain DARE over [System 1, System 2] is base + 0.5 * masked delta
+    two = M.dare(base, [base, ft], weights=[1.0, 1.0], p=[0.3, 0.3], combine="average", seed=1, name="w")
+    one = M.dare(base, [base, ft], weights=[1.0, 1.0], p=[0.3, 0.3], combine="task_arithmetic", alpha=0.5, seed=1, name="w")
+    assert torch.allclose(two, one, atol=1e-6)
+
+
+def test_dare_ties_with_p0_is_ties():
+    g = torch.Generator().manual_seed(3)
+    base, f1, f2 = (torch.randn(40, 30, generator=g) for _ in range(3))
+    a = M.dare(base, [f1, f2], weights=[1.0, 1.0], p=[0.0, 0.0], combine="ties", k=[0.5, 0.5], alpha=0.9)
+    b = M.ties(base, [f1, f2], weights=[1.0, 1.0], k=[0.5, 0.5], alpha=0.9)
+    assert torch.allclose(a, b)
+
+
+def test_svd_lowrank_is_exact_at_rank_r():
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(30, 3, generator=g) @ torch.randn(3, 20, generator=g)
+    assert torch.allclose(M.svd_lowrank_exact(x, 3), x, atol=1e-4)
+    assert not torch.allclose(M.svd_lowrank_exact(x, 2), x, atol=1e-2)
+
+
+def test_twin_full_rank_and_rank_r():
+    g = torch.Generator().manual_seed(5)
+    base, ft = torch.randn(16, 12, generator=g), torch.randn(16, 12, generator=g)
+    assert torch.allclose(M.twin(base, [ft], weights=[1.0], alpha=0.7, rank=12), ft, atol=1e-5)
+    bias_b, bias_f = torch.randn(12, generator=g), torch.randn(12, generator=g)
+    assert torch.allclose(M.twin(bias_b, [bias_f], weights=[1.0], alpha=0.3, rank=1), bias_f, atol=1e-6)
+    # rank 1: shared expert + the rank-1 part of the residual (1 - alpha) delta
+    out = M.twin(base, [ft], weights=[1.0], alpha=0.7, rank=1)
+    shared = base + 0.7 * (ft - base)
+    assert torch.allclose(out, shared + M.svd_lowrank_exact(ft - shared, 1), atol=1e-5)
+    assert torch.linalg.matrix_rank(out - shared).item() == 1
+
+
+def test_lore_objective_never_increases_and_mu0_is_exact():
+    g = torch.Generator().manual_seed(6)
+    common = torch.randn(24, 18, generator=g)
+    models = [common + 0.3 * torch.randn(24, 2, generator=g) @ torch.randn(2, 18, generator=g) + 0.01 * torch.randn(24, 18, generator=g)
+              for _ in range(3)]
+    mu = 0.5
+    prev = math.inf
+    for it in range(0, 8):
+        theta0, deltas = M.lore_decompose(models, mu, it)
+        f = M.lore_objective(models, theta0, deltas, mu)
+        assert f <= prev + 1e-4
+        prev = f
+    theta0, deltas = M.lore_decompose(models, mu, 10)
+    assert max(torch.linalg.matrix_rank(d, atol=1e-4).item() for d in deltas) <= 6  # low rank
+    # mu = 0: the decomposition is exact and TA(alpha=1) on one model returns it
+    out = M.lore(None, models[:1], weights=[1.0], mu=0.0, iterations=3, alpha=1.0)
+    assert torch.allclose(out, models[0], atol=1e-5)
+
+
+def test_resolve_params_names_ranges_and_aliases():
+    ties = M.get_method("ties")
+    kw = M.resolve_params(ties, {"density": 0.2, "lambda": 0.5}, [{}, {"density": 0.75}])
+    assert kw["k"] == pytest.approx([0.8, 0.25]) and kw["alpha"] == 0.5 and kw["weights"] == [1.0, 1.0]
+    kw = M.resolve_params(ties, {"k": 0.8}, [{}])
+    assert kw["k"] == [0.8]
+    with pytest.raises(MergeConfigError, match="either 'k'"):
+        M.resolve_params(ties, {"k": 0.8, "density": 0.2}, [{}])
+    with pytest.raises(MergeConfigError, match=r"'k' = 1.0 is out of range"):
+        M.resolve_params(ties, {"k": 1.0}, [{}])
+    with pytest.raises(MergeConfigError, match="'density'"):
+        M.resolve_params(ties, {"density": 0.0}, [{}])
+    with pytest.raises(MergeConfigError, match=r"'p' = 1.0 is out of range"):
+        M.resolve_params(M.get_method("dare"), {"p": 1.0}, [{}])
+    with pytest.raises(MergeConfigError, match=r"'p' = -0.1 is out of range"):
+        M.resolve_params(M.get_method("dare_ta"), {}, [{"p": -0.1}])
+    with pytest.raises(MergeConfigError, match="'rank' = 0"):
+        M.resolve_params(M.get_method("twin"), {"rank": 0}, [{}])
+    with pytest.raises(MergeConfigError, match="'alpha' = nan"):
+        M.resolve_params(M.get_method("task_arithmetic"), {"alpha": float("nan")}, [{}])
+    with pytest.raises(MergeConfigError, match="'alpha' = inf"):
+        M.resolve_params(M.get_method("task_arithmetic"), {"alpha": float("inf")}, [{}])
+    with pytest.raises(MergeConfigError, match="unknown parameter 'densty'"):
+        M.resolve_params(ties, {"densty": 0.2}, [{}])
+    with pytest.raises(MergeConfigError, match="must be bool"):
+        M.resolve_params(ties, {"normalize": "yes"}, [{}])
+    with pytest.raises(MergeConfigError, match="global parameter"):
+        M.resolve_params(ties, {}, [{"alpha": 0.3}])
+    with pytest.raises(MergeConfigError, match="unknown merge_method 'tie'"):
+        M.get_method("tie")
+    assert M.get_method("linear") is M.get_method("average")
+    assert M.resolve_params(M.get_method("dare_ties"), {}, [{}])["combine"] == "ties"
+
+
+def test_every_method_has_formula_and_paper():
+    for m in M.REGISTRY.values():
+        assert "arXiv" in m.paper
+        assert m.kernel.__doc__ and len(m.kernel.__doc__) > 100
