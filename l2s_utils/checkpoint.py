@@ -176,21 +176,30 @@ class Checkpoint:
         except KeyError:
             raise CheckpointError(f"{self.path}: no tensor {name!r}") from None
 
-    def get(self, name: str, dtype: torch.dtype | None = torch.float32, device: str | torch.device = "cpu") -> torch.Tensor:
-        """Read one tensor (converted to ``dtype``, moved to ``device``)."""
+    def get(self, name: str, dtype: torch.dtype | None = torch.float32, device: str | torch.device = "cpu",
+            rows: tuple[int, int] | None = None) -> torch.Tensor:
+        """Read one tensor, or only its rows [r0, r1) along dim 0 (converted to ``dtype``, on ``device``)."""
         info = self.info(name)
+        shape = info.shape
         if self._pickled is not None:
             t = self._pickled[info.name]
+            if rows is not None:
+                t = t[rows[0]:rows[1]]
         else:
-            buf = bytearray(info.nbytes)
+            start, nbytes = info.start, info.nbytes
+            if rows is not None:
+                row_bytes = info.nbytes // shape[0] if shape and shape[0] else 0
+                start, nbytes = info.start + rows[0] * row_bytes, (rows[1] - rows[0]) * row_bytes
+                shape = (rows[1] - rows[0], *shape[1:])
+            buf = bytearray(nbytes)
             with open(info.file, "rb") as f:
-                f.seek(info.start)
-                if f.readinto(buf) != info.nbytes:
+                f.seek(start)
+                if f.readinto(buf) != nbytes:
                     raise CheckpointError(f"{info.file}: tensor {name!r} is truncated")
-            if info.nbytes == 0:
-                t = torch.empty(info.shape, dtype=info.dtype)
+            if nbytes == 0:
+                t = torch.empty(shape, dtype=info.dtype)
             else:
-                t = torch.frombuffer(buf, dtype=info.dtype).reshape(info.shape)
+                t = torch.frombuffer(buf, dtype=info.dtype).reshape(shape)
         if dtype is not None and t.dtype != dtype:
             t = t.to(dtype)
         return t.to(device) if str(device) != "cpu" else t
@@ -313,6 +322,7 @@ class StreamingWriter:
         self._shard_i = -1
         self._pos = 0
         self._names: list[str] = []
+        self._partial = 0
 
     def _shard_name(self, i: int) -> str:
         n = len(self.shards)
@@ -335,18 +345,27 @@ class StreamingWriter:
         self.bytes_written += len(hdr)
 
     def write(self, name: str, tensor: torch.Tensor) -> None:
+        """Write a whole tensor, or the next consecutive rows of it (row chunks of a large tensor)."""
         if self._fh is None or self._pos == len(self._names):
             self._open_next()
         expected = self.shards[self._shard_i][self._pos]
         if name != expected.name:
             raise RuntimeError(f"tensors must be written in plan order: expected {expected.name!r}, got {name!r}")
-        if tuple(tensor.shape) != expected.shape or tensor.dtype != expected.dtype:
+        whole = tuple(tensor.shape) == expected.shape
+        part = expected.shape and tuple(tensor.shape[1:]) == expected.shape[1:]
+        if tensor.dtype != expected.dtype or not (whole or part):
             raise RuntimeError(f"{name}: planned {expected.shape}/{expected.dtype}, got {tuple(tensor.shape)}/{tensor.dtype}")
         t = tensor.detach().to("cpu").contiguous()
         if t.numel():
-            self._fh.write(t.view(torch.uint8).numpy().tobytes() if t.dtype == torch.bfloat16 else t.numpy().tobytes())
-        self.bytes_written += expected.nbytes
-        self._pos += 1
+            self._fh.write(memoryview(t.view(torch.uint8).reshape(-1).numpy()))
+        n = t.numel() * t.element_size()
+        self._partial += n
+        self.bytes_written += n
+        if self._partial > expected.nbytes:
+            raise RuntimeError(f"{name}: more rows written than planned")
+        if self._partial == expected.nbytes:
+            self._partial = 0
+            self._pos += 1
 
     def add_file(self, name: str, content: str | bytes) -> None:
         target = self._tmp / name

@@ -40,7 +40,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import torch
 import yaml
@@ -294,42 +294,71 @@ def _check_finite(t: torch.Tensor, what: str) -> None:
         raise MergeConfigError(f"{what}: contains NaN or Inf")
 
 
-def global_ties_thresholds(inputs: _Inputs, drops: list[float], device: str) -> list[float]:
-    """Exact global (whole-model, per-model) TIES thresholds in two streamed passes.
+CHUNK_ELEMENTS = 1 << 24  # row chunks of at most ~16.7M elements (64 MB in fp32) for large tensors
+CHUNKABLE = {"average", "task_arithmetic", "ties", "dare", "dare_ta", "dare_ties"}
 
-    Pass 1 counts |delta| per float32-bit bucket (top 16 bits; monotone), pass 2 collects only the
-    bucket that holds the m-th smallest value. Memory: one bucket's values, never the whole model.
+
+def streamed_kth_abs(make_iter: Callable[[], Iterator[list[torch.Tensor]]], ms: list[int]) -> list[float]:
+    """Exact m_i-th smallest |x| over a stream of chunks, for several streams at once, in two passes.
+
+    ``make_iter()`` yields, per chunk, one tensor per stream (model). Pass 1 counts |x| per float32
+    bit-pattern bucket (top 16 bits; monotone for non-negative floats), pass 2 keeps only the values
+    of the bucket that holds the m-th smallest. Memory: one chunk plus one bucket, never everything.
+    m = 0 gives threshold 0 (nothing trimmed).
     """
-    base = inputs.base
-    counts = [torch.zeros(1 << 15, dtype=torch.int64) for _ in inputs.models]
-    total = 0
-    for n in inputs.names:
-        b = base.get(n, device=device)
-        total += b.numel()
-        for i, c in enumerate(inputs.models):
-            bits = (c.get(n, device=device) - b).abs().float().reshape(-1).view(torch.int32) >> 16
+    counts: list[torch.Tensor] = [torch.zeros(1 << 15, dtype=torch.int64) for _ in ms]
+    for xs in make_iter():
+        for i, x in enumerate(xs):
+            bits = x.abs().float().reshape(-1).view(torch.int32) >> 16
             counts[i] += torch.bincount(bits, minlength=1 << 15).cpu()
-    targets = []
-    for i, k in enumerate(drops):
-        m = int(total * k)
+    targets: list[tuple[int, int] | None] = []
+    for i, m in enumerate(ms):
         if m == 0:
             targets.append(None)
             continue
         cum = torch.cumsum(counts[i], 0)
         bucket = int(torch.searchsorted(cum, torch.tensor(m)).item())
         targets.append((bucket, m - (int(cum[bucket - 1]) if bucket else 0)))
-    collected: list[list[torch.Tensor]] = [[] for _ in inputs.models]
-    for n in inputs.names:
-        b = base.get(n, device=device)
-        for i, c in enumerate(inputs.models):
-            if targets[i] is None:
-                continue
-            a = (c.get(n, device=device) - b).abs().float().reshape(-1)
-            collected[i].append(a[(a.view(torch.int32) >> 16) == targets[i][0]].cpu())
-    out = []
-    for i, t in enumerate(targets):
-        out.append(0.0 if t is None else float(torch.kthvalue(torch.cat(collected[i]), t[1]).values))
-    return out
+    if all(t is None for t in targets):
+        return [0.0] * len(ms)
+    collected: list[list[torch.Tensor]] = [[] for _ in ms]
+    for xs in make_iter():
+        for i, x in enumerate(xs):
+            if targets[i] is not None:
+                a = x.abs().float().reshape(-1)
+                collected[i].append(a[(a.view(torch.int32) >> 16) == targets[i][0]].cpu())
+    return [0.0 if t is None else float(torch.kthvalue(torch.cat(collected[i]), t[1]).values)
+            for i, t in enumerate(targets)]
+
+
+def global_ties_thresholds(inputs: "_Inputs", drops: list[float], device: str) -> list[float]:
+    """Exact global (whole-model, per-model) TIES thresholds, streamed (MergeLM's ``ties_merging_dare``)."""
+    total = sum(_numel(inputs.ref.info(n).shape) for n in inputs.names)
+
+    def deltas():
+        for n in inputs.names:
+            b = inputs.base.get(n, device=device)
+            yield [c.get(n, device=device) - b for c in inputs.models]
+
+    return streamed_kth_abs(deltas, [int(total * k) for k in drops])
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
+def row_chunks(shape: tuple[int, ...], chunk_elements: int | None = None) -> list[tuple[int, int] | None]:
+    """Row ranges [r0, r1) covering a tensor in chunks of at most ``chunk_elements`` (None = whole)."""
+    chunk_elements = chunk_elements or CHUNK_ELEMENTS
+    n = _numel(shape)
+    if len(shape) < 2 or n <= chunk_elements:
+        return [None]
+    per_row = n // shape[0]
+    step = max(1, chunk_elements // per_row)
+    return [(r, min(r + step, shape[0])) for r in range(0, shape[0], step)]
 
 
 def merge(config: str | os.PathLike | dict | MergeConfig, out: str | os.PathLike, *, overwrite: bool = False,
@@ -378,32 +407,65 @@ def merge(config: str | os.PathLike | dict | MergeConfig, out: str | os.PathLike
         {str(c.path): model_fingerprint(c.path) for c in inputs.all}), daemon=True)
     fp_thread.start()
 
-    merged = copied = 0
+    chunkable = method.name in CHUNKABLE and kwargs.get("trim", "threshold") == "threshold" \
+        and kwargs.get("scope", "tensor") == "tensor"
+    state: dict[str, Any] = {}  # per-tensor state shared by its row chunks (DARE generators, TIES thresholds)
 
-    def load(name: str):
-        base_t = inputs.base.get(name, device=device) if inputs.base else None
-        return name, base_t, [c.get(name, device=device) for c in inputs.models]
+    def load(item):
+        name, rows = item
+        base_t = inputs.base.get(name, device=device, rows=rows) if inputs.base else None
+        return name, rows, base_t, [c.get(name, device=device, rows=rows) for c in inputs.models]
+
+    def start_tensor(name: str, chunks: list) -> None:
+        state.clear()
+        seed_ = kwargs.get("seed", 0)
+        new_gens = lambda: [torch.Generator().manual_seed(M.tensor_seed(seed_, name, i)) for i in range(len(inputs.models))]
+        if method.kernel is M.dare:
+            state["generators"] = new_gens()
+        needs_thr = method.kernel is M.ties or (method.kernel is M.dare and kwargs.get("combine") == "ties")
+        if needs_thr and len(chunks) > 1:
+            def stream():
+                gens = new_gens()
+                for rows in chunks:
+                    _, _, b, ms = load((name, rows))
+                    ds = M.task_vectors(b, ms)
+                    if method.kernel is M.dare:
+                        ds = [M.dare_mask(d, pk, g) for d, pk, g in zip(ds, kwargs["p"], gens)]
+                    yield ds
+            n = _numel(inputs.ref.info(name).shape)
+            state["thresholds"] = streamed_kth_abs(stream, [int(n * kk) for kk in kwargs["k"]])
+
+    chunks_of = {n: (row_chunks(inputs.ref.info(n).shape) if chunkable and not _excluded(n, cfg.exclude) else [None])
+                 for n in out_names}
+    items = [(n, rows) for n in out_names for rows in chunks_of[n]]
+    merged = copied = 0
 
     from tqdm.auto import tqdm
 
     with StreamingWriter(out, plan, max_shard_bytes=cfg.max_shard_size, overwrite=overwrite,
                          metadata={"l2s_merge_method": method.name}) as w:
-        bar = tqdm(total=len(w.order), desc=f"merge[{method.name}]", unit="tensor", disable=not progress)
-        for name, base_t, model_ts in iter_with_prefetch(w.order, load):
+        bar = tqdm(total=len(out_names), desc=f"merge[{method.name}]", unit="tensor", disable=not progress)
+        current = None
+        for name, rows, base_t, model_ts in iter_with_prefetch(items, load):
+            if name != current:
+                current = name
+                start_tensor(name, chunks_of[name])
+            last_chunk = rows is None or rows[1] == inputs.ref.info(name).shape[0]
             ref_t = base_t if base_t is not None else model_ts[0]
             if not ref_t.is_floating_point() or _excluded(name, cfg.exclude):
-                result = ref_t
-                copied += 1
+                result = ref_t.to(write_dtype[name])
+                copied += last_chunk
             else:
                 if base_t is not None:
                     _check_finite(base_t, f"{inputs.base.path}: tensor {name!r}")
                 for c, t in zip(inputs.models, model_ts):
                     _check_finite(t, f"{c.path}: tensor {name!r}")
-                result = _apply(method, base_t, model_ts, name, kwargs_run).to(write_dtype[name])
+                result = method.kernel(base_t, model_ts, name=name, **{**kwargs_run, **state}).to(write_dtype[name])
                 _check_finite(result, f"merged tensor {name!r} (method {method.name}, as {cfg.dtype})")
-                merged += 1
-            w.write(name, result.to(write_dtype[name]))
-            bar.update(1)
+                merged += last_chunk
+            w.write(name, result)
+            if last_chunk:
+                bar.update(1)
         bar.close()
         out_cfg = dict(src_config)
         if cfg.max_position_embeddings:
@@ -425,10 +487,6 @@ def merge(config: str | os.PathLike | dict | MergeConfig, out: str | os.PathLike
         fp_thread.join()
         w.add_file("l2s_merge.json", json.dumps(_provenance(cfg, method, kwargs, fp_holder, merged, copied), indent=2))
     return MergeResult(out, method.name, merged, copied, w.bytes_written, time.perf_counter() - t0, peak_rss_bytes())
-
-
-def _apply(method: M.Method, base_t, model_ts, name: str, kwargs: dict[str, Any]) -> torch.Tensor:
-    return method.kernel(base_t, model_ts, name=name, **kwargs)
 
 
 def _provenance(cfg: MergeConfig, method: M.Method, kwargs: dict, fps: dict, merged: int, copied: int) -> dict:

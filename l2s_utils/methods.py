@@ -128,15 +128,17 @@ def tensor_seed(seed: int, name: str, index: int) -> int:
     return int.from_bytes(h[:8], "little") & ((1 << 63) - 1)
 
 
-def dare_mask(delta: Tensor, p: float, seed: int) -> Tensor:
+def dare_mask(delta: Tensor, p: float, seed: int | torch.Generator) -> Tensor:
     """DARE drop-and-rescale: delta * (1 - M) / (1 - p), with M ~ Bernoulli(p) i.i.d. (M = 1 drops).
 
-    The uniform draws are made on the CPU in fp32 from a generator seeded by ``seed``, so the mask is
-    the same on every device and run. E[result] = delta (Yu et al. 2024, arXiv 2311.03099).
+    The uniform draws are made on the CPU in fp32 from a generator seeded by ``seed`` (or the given
+    generator, which the engine carries across the row chunks of one tensor: consecutive draws equal
+    one large draw), so the mask is the same on every device and run. E[result] = delta
+    (Yu et al. 2024, arXiv 2311.03099).
     """
     if p == 0.0:
         return delta.clone()
-    g = torch.Generator(device="cpu").manual_seed(seed)
+    g = seed if isinstance(seed, torch.Generator) else torch.Generator(device="cpu").manual_seed(seed)
     u = torch.rand(delta.shape, generator=g, dtype=torch.float32)
     keep = (u >= p).to(delta.device)
     return torch.where(keep, delta / (1.0 - p), torch.zeros((), dtype=delta.dtype, device=delta.device))
@@ -222,10 +224,10 @@ def ties(
     continuous weights such entries carry no mass either way).
     """
     deltas = task_vectors(base, models)
-    if scope == "global":
-        if thresholds is None:
-            raise MergeConfigError("ties scope='global' needs model-wide thresholds (computed by merging.merge)")
+    if thresholds is not None:  # precomputed: model-wide (scope="global") or per tensor over row chunks
         trimmed = [torch.where(d.abs() >= t, d, torch.zeros((), dtype=d.dtype)) for d, t in zip(deltas, thresholds)]
+    elif scope == "global":
+        raise MergeConfigError("ties scope='global' needs model-wide thresholds (computed by merging.merge)")
     elif trim == "threshold":
         trimmed = [trim_magnitude(d, kk) for d, kk in zip(deltas, k)]
     else:
@@ -245,6 +247,8 @@ def dare(
     normalize: bool = True,
     trim: str = "threshold",
     seed: int = 0,
+    generators: Sequence[torch.Generator] | None = None,
+    thresholds: Sequence[float] | None = None,
     name: str = "",
 ) -> Tensor:
     """DARE (Yu et al. 2024, arXiv 2311.03099): drop-and-rescale every task vector, then merge.
@@ -258,7 +262,8 @@ def dare(
     The paper uses p = 0.3 (1.5B, 7B) and 0.4 (14B); the alpha/k of DARE-TA/-Ties are not reported.
     """
     deltas = task_vectors(base, models)
-    masked = [dare_mask(d, pk, tensor_seed(seed, name, i)) for i, (d, pk) in enumerate(zip(deltas, p))]
+    gens = generators or [tensor_seed(seed, name, i) for i in range(len(models))]
+    masked = [dare_mask(d, pk, g) for d, pk, g in zip(deltas, p, gens)]
     if combine == "average":
         total = float(sum(weights))
         return base + sum((w / total) * d for w, d in zip(weights, masked))
@@ -266,9 +271,11 @@ def dare(
         return base + alpha * sum(w * d for w, d in zip(weights, masked))
     if combine == "ties":
         assert k is not None
-        trimmed = [
-            (trim_magnitude(d, kk) if trim == "threshold" else trim_topk(d, round(1.0 - kk, 12))) for d, kk in zip(masked, k)
-        ]
+        if thresholds is not None:
+            trimmed = [torch.where(d.abs() >= t, d, torch.zeros((), dtype=d.dtype)) for d, t in zip(masked, thresholds)]
+        else:
+            trimmed = [(trim_magnitude(d, kk) if trim == "threshold" else trim_topk(d, round(1.0 - kk, 12)))
+                       for d, kk in zip(masked, k)]
         return base + alpha * elect_and_combine(trimmed, weights, normalize=normalize)
     raise MergeConfigError(f"dare: unknown combine {combine!r}")
 
