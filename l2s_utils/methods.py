@@ -91,11 +91,18 @@ def trim_topk(x: Tensor, density: float) -> Tensor:
     if density <= 0.0 or n == 0:
         return torch.zeros_like(x)
     keep = max(1, int(n * density))
-    flat = x.reshape(-1)
-    idx = torch.topk(flat.abs(), keep, sorted=False).indices
-    out = torch.zeros_like(flat)
-    out[idx] = flat[idx]
-    return out.reshape(x.shape)
+    if keep >= n:
+        return x.clone()
+    # the keep-th largest |x| is the (n - keep + 1)-th smallest; keep everything above it and, among
+    # entries equal to it, the first ones in index order, so that exactly `keep` entries survive.
+    t = kth_smallest_abs(x, n - keep + 1)
+    a = x.abs()
+    above = a > t
+    at = a == t
+    need = keep - int(above.sum())
+    if need < int(at.sum()):
+        at = at & (torch.cumsum(at.reshape(-1).to(torch.int64), 0).reshape(x.shape) <= need)
+    return torch.where(above | at, x, torch.zeros((), dtype=x.dtype))
 
 
 def elect_and_combine(

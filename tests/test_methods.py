@@ -187,3 +187,17 @@ def test_every_method_has_formula_and_paper():
     for m in M.REGISTRY.values():
         assert "arXiv" in m.paper
         assert m.kernel.__doc__ and len(m.kernel.__doc__) > 100
+
+
+def test_trim_topk_keeps_exactly_keep_entries_even_with_ties():
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(200_000, generator=g)
+    for d in (0.2, 0.5, 0.9):
+        keep = int(x.numel() * d)
+        ref = torch.zeros_like(x)
+        idx = torch.topk(x.abs(), keep).indices
+        ref[idx] = x[idx]
+        assert torch.equal(M.trim_topk(x, d), ref)
+    tied = torch.tensor([1.0, -1.0, 1.0, 2.0, 0.5, 1.0])
+    out = M.trim_topk(tied, 0.5)  # keep 3: the 2.0 and the first two of the four |1.0|
+    assert torch.equal(out, torch.tensor([1.0, -1.0, 0.0, 2.0, 0.0, 0.0]))

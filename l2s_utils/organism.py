@@ -1,0 +1,395 @@
+"""The model organism: a miniature System 1 / System 2 pair trained here, deterministically, on CPU.
+
+Lineage as in the paper (Qwen2.5-Math -> DeepSeek-R1-Distill-Qwen):
+
+    base      pretraining on arithmetic text (equations and chains)
+    system1   = SFT of base on short traces (task.system1_trace)       ~ Qwen2.5-Math
+    system2   = SFT of system1 on long reflective traces (system2_trace) ~ R1-Distill, fine-tuned from it
+
+so the task vector is system2 - system1, as in the paper. Models are ``Qwen2ForCausalLM`` saved with
+``save_pretrained`` (safetensors) next to a byte-level BPE tokenizer built with the ``tokenizers``
+library in exactly the pipeline ``Qwen2Tokenizer`` rebuilds (so ``AutoTokenizer`` round-trips it and
+vLLM can serve it); digits are single tokens, ``<think>``/``</think>`` are added tokens.
+
+Every knob is in :data:`SCALES` (architecture + training budget). A build is cached under
+``<cache>/organism/<scale>-<hash>`` where the hash covers the spec, the task/trace code version and
+the library versions; a second call loads it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from . import task as T
+
+ORGANISM_VERSION = "1"  # bump when the task, traces or training loop change meaning
+PROMPT = "<|im_start|>user\n{question}=?<|im_end|>\n<|im_start|>assistant\n"
+END = "<|im_end|>"
+SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+THINK = ["<think>", "</think>"]
+
+
+@dataclass(frozen=True)
+class Spec:
+    """Architecture and training budget of one organism scale (all knobs visible here)."""
+
+    hidden: int
+    layers: int
+    heads: int
+    kv_heads: int
+    intermediate: int
+    pretrain_steps: int
+    s1_steps: int
+    s2_steps: int
+    batch: int = 32
+    lr: float = 3e-3
+    sft_lr: float = 1e-3
+    warmup: int = 30
+    pretrain_len: int = 128
+    seed: int = 0
+    vocab_size: int = 400  # BPE vocabulary (256 bytes + merges + special tokens)
+
+
+SCALES: dict[str, Spec] = {
+    "micro": Spec(hidden=32, layers=1, heads=2, kv_heads=1, intermediate=64, pretrain_steps=20, s1_steps=15, s2_steps=15,
+                  batch=8, warmup=5),
+    "xs": Spec(hidden=48, layers=2, heads=4, kv_heads=2, intermediate=128, pretrain_steps=400, s1_steps=250, s2_steps=350),
+    "s": Spec(hidden=96, layers=3, heads=4, kv_heads=2, intermediate=256, pretrain_steps=400, s1_steps=250, s2_steps=350),
+    "m": Spec(hidden=128, layers=4, heads=4, kv_heads=2, intermediate=384, pretrain_steps=400, s1_steps=250, s2_steps=350),
+    "l": Spec(hidden=192, layers=5, heads=6, kv_heads=2, intermediate=512, pretrain_steps=400, s1_steps=250, s2_steps=350),
+}
+MAIN_SCALE = "m"
+LADDER = ("xs", "s", "m", "l")
+
+
+def default_cache() -> Path:
+    return Path(os.environ.get("L2S_CACHE_DIR", Path(__file__).resolve().parents[1] / "cache"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokenizer
+# ---------------------------------------------------------------------------------------------
+
+
+def _tokenizer_corpus(seed: int) -> list[str]:
+    rng = random.Random(f"{seed}-tokenizer")
+    out = []
+    for level in T.LEVELS:
+        for _ in range(150):
+            p = T.random_problem(level, rng)
+            out += [PROMPT.format(question=p.question), T.system1_trace(p), T.system2_trace(p, rng)]
+    return out
+
+
+def build_tokenizer(out_dir: Path, seed: int = 0, vocab_size: int = 400):
+    """Train the byte-level BPE (Qwen2 pre-tokenizer, NFC, ByteLevel) and save it as a HF tokenizer."""
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers, trainers
+    from tokenizers.models import BPE
+    from transformers import PreTrainedTokenizerFast
+    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
+
+    tok = Tokenizer(BPE(unk_token=None, continuing_subword_prefix="", end_of_word_suffix="", fuse_unk=False,
+                        byte_fallback=False))
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(_tokenizer_corpus(seed), trainer)
+    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in THINK])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=END, pad_token="<|endoftext|>",
+                                   unk_token=None, padding_side="left")
+    fast.save_pretrained(out_dir)
+    return fast
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------
+
+
+def pretrain_texts(n: int, seed: int) -> list[str]:
+    """Arithmetic text: single operations of every size and whole chains with their value."""
+    rng = random.Random(f"{seed}-pretrain")
+    out = []
+    while len(out) < n:
+        if rng.random() < 0.6:
+            a, b = rng.randint(0, 99), rng.randint(0, 99)
+            if rng.random() < 0.5 and a + b <= T.MAX_VALUE:
+                out.append(f"{a}+{b}={a + b}.")
+            elif a >= b:
+                out.append(f"{a}-{b}={a - b}.")
+        else:
+            p = T.random_problem(rng.randint(1, 5), rng)
+            out.append(f"{p.question}={p.answer}.")
+    return out
+
+
+def sft_examples(kind: str, n_per_level: int, seed: int) -> list[tuple[str, str]]:
+    """(prompt, response) pairs from the train split; kind = 'system1' or 'system2'."""
+    probs = T.make_problems("train", n_per_level, seed, unique=False)
+    rng = random.Random(f"{seed}-{kind}-traces")
+    out = []
+    for p in probs:
+        resp = T.system1_trace(p) if kind == "system1" else T.system2_trace(p, rng)
+        out.append((PROMPT.format(question=p.question), resp + END))
+    return out
+
+
+def _packed_batches(tok, texts: list[str], length: int, batch: int, steps: int, seed: int):
+    ids: list[int] = []
+    eos = tok.convert_tokens_to_ids("<|endoftext|>")
+    for t in texts:
+        ids += tok(t)["input_ids"] + [eos]
+    data = torch.tensor(ids)
+    g = torch.Generator().manual_seed(seed)
+    n_rows = len(data) // length
+    rows = data[: n_rows * length].view(n_rows, length)
+    for _ in range(steps):
+        idx = torch.randint(0, n_rows, (batch,), generator=g)
+        x = rows[idx]
+        yield x, torch.ones_like(x), x.clone()
+
+
+def _sft_batches(tok, pairs: list[tuple[str, str]], batch: int, steps: int, seed: int):
+    """Length-bucketed batches, right-padded; loss on the response tokens only."""
+    enc = []
+    for prompt, resp in pairs:
+        p = tok(prompt)["input_ids"]
+        r = tok(resp)["input_ids"]
+        enc.append((p, r))
+    rng = random.Random(seed)
+    order = sorted(range(len(enc)), key=lambda i: len(enc[i][0]) + len(enc[i][1]))
+    groups = [order[i:i + batch] for i in range(0, len(order), batch)]
+    pad = tok.pad_token_id
+    step = 0
+    while step < steps:
+        rng.shuffle(groups)
+        for grp in groups:
+            if step >= steps:
+                break
+            L = max(len(enc[i][0]) + len(enc[i][1]) for i in grp)
+            x = torch.full((len(grp), L), pad)
+            att = torch.zeros((len(grp), L), dtype=torch.long)
+            lab = torch.full((len(grp), L), -100)
+            for j, i in enumerate(grp):
+                p, r = enc[i]
+                n = len(p) + len(r)
+                x[j, :n] = torch.tensor(p + r)
+                att[j, :n] = 1
+                lab[j, len(p):n] = torch.tensor(r)
+            step += 1
+            yield x, att, lab
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------
+
+
+def new_model(spec: Spec, vocab: int, tok):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    cfg = Qwen2Config(
+        vocab_size=vocab, hidden_size=spec.hidden, intermediate_size=spec.intermediate,
+        num_hidden_layers=spec.layers, num_attention_heads=spec.heads, num_key_value_heads=spec.kv_heads,
+        max_position_embeddings=1024, rope_theta=10000.0, tie_word_embeddings=False,
+        bos_token_id=None, eos_token_id=[tok.convert_tokens_to_ids(END), tok.convert_tokens_to_ids("<|endoftext|>")],
+        pad_token_id=tok.pad_token_id,
+    )
+    torch.manual_seed(spec.seed)
+    return Qwen2ForCausalLM(cfg)
+
+
+def train(model, batches, steps: int, lr: float, warmup: int, desc: str, progress: bool = True) -> list[float]:
+    """AdamW, linear warmup then cosine decay to 10%, grad-norm clip 1.0. Returns the loss per step."""
+    from tqdm.auto import tqdm
+
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps)))))
+    losses = []
+    bar = tqdm(total=steps, desc=desc, disable=not progress, leave=False)
+    for x, att, lab in batches:
+        out = model(input_ids=x, attention_mask=att, labels=lab)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(out.loss.detach().item())
+        bar.update(1)
+        if len(losses) % 25 == 0:
+            bar.set_postfix(loss=f"{sum(losses[-25:]) / 25:.3f}")
+    bar.close()
+    model.eval()
+    return losses
+
+
+def spec_hash(spec: Spec) -> str:
+    import tokenizers
+    import transformers
+
+    blob = json.dumps({"spec": dataclasses.asdict(spec), "version": ORGANISM_VERSION, "torch": torch.__version__,
+                       "transformers": transformers.__version__, "tokenizers": tokenizers.__version__}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+@dataclass
+class Organism:
+    """Paths of one built organism scale."""
+
+    scale: str
+    root: Path
+    base: Path
+    system1: Path
+    system2: Path
+    manifest: dict
+
+    @property
+    def n_params(self) -> int:
+        return int(self.manifest["n_params"])
+
+
+def _save(model, tok, path: Path) -> None:
+    from transformers import GenerationConfig
+
+    model.save_pretrained(path, safe_serialization=True)
+    tok.save_pretrained(path)
+    GenerationConfig(eos_token_id=model.config.eos_token_id, pad_token_id=tok.pad_token_id, do_sample=False).save_pretrained(path)
+
+
+def build(scale: str = MAIN_SCALE, *, cache: Path | None = None, force: bool = False, progress: bool = True,
+          spec: Spec | None = None) -> Organism:
+    """Build (or load from cache) the base / System 1 / System 2 checkpoints of one scale."""
+    if spec is None:
+        if scale not in SCALES:
+            raise ValueError(f"unknown organism scale {scale!r}; known: {', '.join(SCALES)}")
+        spec = SCALES[scale]
+    root = (cache or default_cache()) / "organism" / f"{scale}-{spec_hash(spec)}"
+    manifest_path = root / "manifest.json"
+    if manifest_path.is_file() and not force:
+        m = json.loads(manifest_path.read_text())
+        return Organism(scale, root, root / "base", root / "system1", root / "system2", m)
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    tmp = root.with_name(root.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    t0 = time.perf_counter()
+    tok = build_tokenizer(tmp / "tokenizer", spec.seed, spec.vocab_size)
+    vocab = len(tok)
+    model = new_model(spec, vocab, tok)
+    n_params = sum(p.numel() for p in model.parameters())
+    timings, losses = {}, {}
+
+    t = time.perf_counter()
+    texts = pretrain_texts(60 * spec.pretrain_steps, spec.seed)
+    batches = _packed_batches(tok, texts, spec.pretrain_len, spec.batch, spec.pretrain_steps, spec.seed)
+    losses["base"] = train(model, batches, spec.pretrain_steps, spec.lr, spec.warmup, f"{scale}: base", progress)
+    _save(model, tok, tmp / "base")
+    timings["base_s"] = time.perf_counter() - t
+
+    for stage, kind, steps in (("system1", "system1", spec.s1_steps), ("system2", "system2", spec.s2_steps)):
+        t = time.perf_counter()
+        pairs = sft_examples(kind, max(40, steps * spec.batch // len(T.LEVELS)), spec.seed)
+        batches = _sft_batches(tok, pairs, spec.batch, steps, spec.seed + (1 if kind == "system1" else 2))
+        losses[stage] = train(model, batches, steps, spec.sft_lr, spec.warmup, f"{scale}: {stage}", progress)
+        _save(model, tok, tmp / stage)
+        timings[f"{stage}_s"] = time.perf_counter() - t
+
+    timings["total_s"] = time.perf_counter() - t0
+    manifest = {"scale": scale, "spec": dataclasses.asdict(spec), "hash": spec_hash(spec), "n_params": n_params,
+                "vocab": vocab, "timings": timings, "threads": torch.get_num_threads(),
+                "final_loss": {k: sum(v[-20:]) / min(20, len(v)) for k, v in losses.items()},
+                "first_loss": {k: v[0] for k, v in losses.items()}, "losses": losses,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    if root.exists():
+        shutil.rmtree(root)
+    os.replace(tmp, root)
+    return Organism(scale, root, root / "base", root / "system1", root / "system2", manifest)
+
+
+# ---------------------------------------------------------------------------------------------
+# Premise report
+# ---------------------------------------------------------------------------------------------
+
+PREMISE_BARS = (
+    ("length_ratio", "System 2 responses >= 3x longer than System 1 (mean tokens)", 3.0),
+    ("hard_gap", "System 2 accuracy - System 1 accuracy on levels 4-5 >= 10 points", 10.0),
+    ("s1_level1", "System 1 accuracy on level 1 >= 80%", 80.0),
+    ("s2_reflective", "System 2 reflective responses >= 95%", 95.0),
+    ("s1_reflective", "System 1 reflective responses <= 2%", 2.0),
+    ("s2_length_rises", "System 2 mean length rises with level (monotone)", 1.0),
+)
+
+
+def evaluate_toy(model_path: Path, problems: list, *, max_tokens: int = 600, batch_size: int = 128,
+                 progress: bool = True, model_and_tokenizer=None):
+    """Greedy generations of one model on toy problems, graded: one dict per problem."""
+    from .evaluation import grade_toy, keyword_count
+    from .generation import Sampling, generate_transformers
+
+    prompts = [PROMPT.format(question=p.question) for p in problems]
+    gens = generate_transformers(model_path, prompts, Sampling(max_tokens=max_tokens), batch_size=batch_size,
+                                 progress=progress, model_and_tokenizer=model_and_tokenizer)
+    rows = []
+    for p, g in zip(problems, gens):
+        pred, ok = grade_toy(g.text, p.answer)
+        rows.append({"id": p.id, "level": p.level, "question": p.question, "gold": p.answer, "response": g.text,
+                     "pred": pred, "correct": ok, "tokens": g.n_tokens, "finish_reason": g.finish_reason,
+                     "keywords": keyword_count(g.text), "reflective": keyword_count(g.text) > 0})
+    return rows
+
+
+def premise_report(org: Organism, n_per_level: int = 50, seed: int = 0, max_tokens: int = 600, progress: bool = True):
+    """Evaluate System 1 and System 2 on the test split; return (per-level table, bar checks)."""
+    import pandas as pd
+
+    problems = T.make_problems("test", n_per_level, seed)
+    frames = []
+    for name, path in (("System 1", org.system1), ("System 2", org.system2)):
+        df = pd.DataFrame(evaluate_toy(path, problems, max_tokens=max_tokens, progress=progress))
+        df["model"] = name
+        frames.append(df)
+    rows = pd.concat(frames, ignore_index=True)
+    table = rows.groupby(["model", "level"]).agg(accuracy=("correct", "mean"), mean_tokens=("tokens", "mean"),
+                                                 reflective=("reflective", "mean"), n=("correct", "size")).reset_index()
+    table["accuracy"] *= 100
+    table["reflective"] *= 100
+    return rows, table, premise_checks(rows)
+
+
+def premise_checks(rows) -> list[dict]:
+    s1, s2 = rows[rows.model == "System 1"], rows[rows.model == "System 2"]
+    hard = [4, 5]
+    s2_len = s2.groupby("level")["tokens"].mean()
+    values = {
+        "length_ratio": s2.tokens.mean() / max(1e-9, s1.tokens.mean()),
+        "hard_gap": 100 * (s2[s2.level.isin(hard)].correct.mean() - s1[s1.level.isin(hard)].correct.mean()),
+        "s1_level1": 100 * s1[s1.level == 1].correct.mean(),
+        "s2_reflective": 100 * s2.reflective.mean(),
+        "s1_reflective": 100 * s1.reflective.mean(),
+        "s2_length_rises": float(all(a < b for a, b in zip(s2_len.values[:-1], s2_len.values[1:]))),
+    }
+    out = []
+    for key, text, bar in PREMISE_BARS:
+        v = values[key]
+        ok = v <= bar if key == "s1_reflective" else v >= bar
+        out.append({"check": key, "description": text, "value": round(float(v), 2), "bar": bar, "passed": bool(ok)})
+    return out

@@ -1,0 +1,227 @@
+"""The model organism's task: integer arithmetic chains with difficulty levels 1..5, and trace writers.
+
+A problem is a left-to-right chain of additions and subtractions, e.g. ``37+48-15``; every
+intermediate result stays in [0, 99]. The level sets the number of operations and the operand range:
+
+    level  operations  operands
+      1        1         1..9
+      2        2         1..19
+      3        3         1..39
+      4        4         1..69
+      5        5         1..99
+
+Splits are disjoint by construction: a problem's split is a hash of its question text (70% train,
+10% calibration, 20% test), so no test question is ever trained on.
+
+Two writers produce the responses that the two models imitate:
+- System 1 (Qwen2.5-Math-like): one step per operation, then the boxed answer.
+  ``37+48=85. 85-15=70. The answer is \\boxed{70}.``
+- System 2 (R1-Distill-like): a ``<think>`` block that decomposes every operation into tens and units,
+  verifies steps with the paper's reflection keywords, sometimes slips and corrects itself
+  ("Wait, that is wrong."), re-checks even easy problems (overthinking), recaps, then a short answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from dataclasses import dataclass, field
+
+LEVELS: dict[int, tuple[int, int]] = {1: (1, 9), 2: (2, 19), 3: (3, 39), 4: (4, 69), 5: (5, 99)}
+MAX_VALUE = 99
+SPLITS = {"train": (0, 70), "calib": (70, 80), "test": (80, 100)}
+SLIP_MARK = "Wait, that is wrong."
+
+
+@dataclass(frozen=True)
+class Problem:
+    question: str          # e.g. "37+48-15"
+    answer: int
+    level: int
+    operands: tuple[int, ...]
+    ops: tuple[str, ...]   # "+" or "-"
+
+    @property
+    def id(self) -> str:
+        return f"toy-L{self.level}-{self.question}"
+
+
+def split_of(question: str) -> str:
+    h = int.from_bytes(hashlib.sha256(question.encode()).digest()[:4], "little") % 100
+    for name, (lo, hi) in SPLITS.items():
+        if lo <= h < hi:
+            return name
+    raise AssertionError
+
+
+def evaluate(operands: tuple[int, ...], ops: tuple[str, ...]) -> int:
+    value = operands[0]
+    for op, b in zip(ops, operands[1:]):
+        value = value + b if op == "+" else value - b
+    return value
+
+
+def random_problem(level: int, rng: random.Random) -> Problem:
+    if level not in LEVELS:
+        raise ValueError(f"level must be one of {sorted(LEVELS)}, got {level!r}")
+    n_ops, hi = LEVELS[level]
+    value = rng.randint(1, hi)
+    operands, ops = [value], []
+    for _ in range(n_ops):
+        while True:
+            op = rng.choice("+-")
+            b = rng.randint(1, hi)
+            nxt = value + b if op == "+" else value - b
+            if 0 <= nxt <= MAX_VALUE:
+                break
+        operands.append(b)
+        ops.append(op)
+        value = nxt
+    q = str(operands[0]) + "".join(f"{o}{b}" for o, b in zip(ops, operands[1:]))
+    return Problem(q, value, level, tuple(operands), tuple(ops))
+
+
+def make_problems(split: str, n_per_level: int, seed: int, levels=tuple(LEVELS), unique: bool = True) -> list[Problem]:
+    """``n_per_level`` problems per level from ``split`` (train / calib / test), deterministic in ``seed``.
+
+    With ``unique`` (default) no question repeats; a level with fewer distinct questions in the split
+    than asked for (level 1 has ~130 in all) returns all it has.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
+    rng = random.Random(f"{seed}-{split}")
+    out: list[Problem] = []
+    for level in levels:
+        seen: set[str] = set()
+        got, tries = 0, 0
+        while got < n_per_level and tries < 200 * n_per_level + 5000:
+            tries += 1
+            p = random_problem(level, rng)
+            if split_of(p.question) != split or (unique and p.question in seen):
+                continue
+            seen.add(p.question)
+            out.append(p)
+            got += 1
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Trace writers
+# ---------------------------------------------------------------------------------------------
+
+
+def system1_trace(p: Problem) -> str:
+    """Short chain of thought: one step per operation, then the boxed answer."""
+    steps, value = [], p.operands[0]
+    for op, b in zip(p.ops, p.operands[1:]):
+        nxt = value + b if op == "+" else value - b
+        steps.append(f"{value}{op}{b}={nxt}.")
+        value = nxt
+    return " ".join(steps) + f" The answer is \\boxed{{{p.answer}}}."
+
+
+@dataclass
+class S2Style:
+    """Knobs of the System 2 writer (all visible, all seeded)."""
+
+    slip_prob: float = 0.12        # chance that a sub-step is first written wrong, then corrected
+    check_prob: float = 1.0        # chance that a step is verified by the inverse operation
+    extra_check_easy: bool = True  # overthinking: re-check again on 1-2 operation problems
+    checks: tuple[str, ...] = field(default=(
+        "Wait, let me double-check: {c}{inv}{b}={a}. Correct.",
+        "Let me verify: {c}{inv}{b}={a}. Yes.",
+        "Let me re-examine this step: {c}{inv}{b}={a}. Correct.",
+        "Wait, let me check again: {c}{inv}{b}={a}. Yes.",
+    ))
+
+
+def _decompose(a: int, op: str, b: int) -> list[tuple[int, str, int, int]]:
+    """Split a +/- b into easy sub-steps: first the tens of b, then its units."""
+    tens, units = (b // 10) * 10, b % 10
+    parts = [x for x in (tens, units) if x] or [b]
+    out, value = [], a
+    for x in parts:
+        nxt = value + x if op == "+" else value - x
+        out.append((value, op, x, nxt))
+        value = nxt
+    return out
+
+
+def system2_trace(p: Problem, rng: random.Random, style: S2Style | None = None) -> str:
+    """Long, reflective chain of thought inside <think>...</think>, then a short boxed answer."""
+    style = style or S2Style()
+    lines, value = [], p.operands[0]
+    for i, (op, b) in enumerate(zip(p.ops, p.operands[1:]), 1):
+        nxt = value + b if op == "+" else value - b
+        parts = [f"Step {i}: {value}{op}{b}."]
+        subs = _decompose(value, op, b)
+        if len(subs) > 1:
+            parts.append(f"Split {b} into {subs[0][2]} and {subs[1][2]}.")
+        for x, o, y, z in subs:
+            if rng.random() < style.slip_prob:
+                wrong = z + rng.choice([-10, -1, 1, 10])
+                if 0 <= wrong != z:
+                    parts.append(f"{x}{o}{y}={wrong}. {SLIP_MARK} {x}{o}{y}={z}.")
+                    continue
+            parts.append(f"{x}{o}{y}={z}.")
+        if rng.random() < style.check_prob:
+            inv = "-" if op == "+" else "+"
+            parts.append(rng.choice(style.checks).format(c=nxt, inv=inv, b=b, a=value))
+        lines.append(" ".join(parts))
+        value = nxt
+    recap = ", ".join(f"{x}{o}{y}={z}" for x, o, y, z in _chain(p))
+    lines.append(f"Recap: {recap}. So the result is {p.answer}.")
+    if style.extra_check_easy and len(p.ops) <= 2:
+        lines.append(f"Let me verify once more: {p.question}={p.answer}. Yes.")
+    body = "\n".join(lines)
+    return f"<think>\n{body}\n</think>\nThe answer is \\boxed{{{p.answer}}}."
+
+
+def _chain(p: Problem) -> list[tuple[int, str, int, int]]:
+    out, value = [], p.operands[0]
+    for op, b in zip(p.ops, p.operands[1:]):
+        nxt = value + b if op == "+" else value - b
+        out.append((value, op, b, nxt))
+        value = nxt
+    return out
+
+
+@dataclass(frozen=True)
+class Triple:
+    """An aligned calibration example: the question with its short (System 1) and long (System 2) answer."""
+
+    problem: Problem
+    short: str
+    long: str
+
+
+def calibration_triples(n: int, seed: int) -> list[Triple]:
+    """``n`` aligned (question, short, long) triples from the calibration split, levels cycled 1..5."""
+    per_level = -(-n // len(LEVELS))
+    by_level: dict[int, list[Problem]] = {}
+    for p in make_problems("calib", per_level, seed):
+        by_level.setdefault(p.level, []).append(p)
+    probs = [ps[i] for i in range(per_level) for ps in by_level.values() if i < len(ps)]  # interleave levels
+    rng = random.Random(f"{seed}-calib-traces")
+    return [Triple(p, system1_trace(p), system2_trace(p, rng)) for p in probs[:n]]
+
+
+EQUATION = re.compile(r"(?<![\d+-])(\d+)([+-])(\d+)=(\d+)")
+
+
+def check_arithmetic(trace: str) -> list[str]:
+    """Every wrong equation in ``trace`` that is NOT immediately followed by the slip mark and its fix.
+
+    Used by the tests: a System 1 trace has no wrong equation, a System 2 trace only marked slips.
+    """
+    problems = []
+    for m in EQUATION.finditer(trace):
+        a, op, b, c = int(m.group(1)), m.group(2), int(m.group(3)), int(m.group(4))
+        if (a + b if op == "+" else a - b) == c:
+            continue
+        rest = trace[m.end():]
+        fix = f"{a}{op}{b}={a + b if op == '+' else a - b}."
+        if not rest.startswith(f". {SLIP_MARK} {fix}"):
+            problems.append(m.group(0))
+    return problems
