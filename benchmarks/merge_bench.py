@@ -123,30 +123,35 @@ def main() -> None:
         with open(p, "rb") as f:
             while f.read(1 << 24):
                 pass
+    # (method, our parameters, mergekit per-model / global parameters)
     cases = {
         "task_arithmetic": ({"alpha": 0.7}, ({"weight": 0.7}, {})),
         "ties": ({"k": 0.8, "alpha": 1.0, "trim": "topk"}, ({"density": 0.2, "weight": 1.0}, {})),
     }
     rows = []
     for method, (ours, theirs) in cases.items():
-        out_l2s = work / f"l2s_{method}"
-        out_mk32, out_mk16 = work / f"mk32_{method}", work / f"mk16_{method}"
-        for o in (out_l2s, out_mk32, out_mk16):
+        outs = {tag: work / f"{tag}_{method}" for tag in ("l2s", "l2s_paper", "mk32", "mk16")}
+        for o in outs.values():
             shutil.rmtree(o, ignore_errors=True)
         l2s_cfg = {"merge_method": method, "base_model": str(base), "models": [{"model": str(ft)}],
                    "parameters": ours, "dtype": "bfloat16", "max_shard_size": 1 << 30}
         mk = {"merge_method": method, "base_model": str(base),
               "models": [{"model": str(ft), "parameters": theirs[0]}], "parameters": theirs[1]}
-        r1 = run(RUN_L2S.format(root=str(ROOT), cfg=l2s_cfg, out=str(out_l2s)))
-        r2 = run(RUN_MK.format(cfg={**mk, "dtype": "float32", "out_dtype": "bfloat16"}, out=str(out_mk32)))
-        r3 = run(RUN_MK.format(cfg={**mk, "dtype": "bfloat16"}, out=str(out_mk16)))
-        rows.append((method, "l2s (fp32 compute)", r1, "-"))
-        rows.append((method, "mergekit 0.1.5 (fp32 compute)", r2, compare(out_l2s, out_mk32)))
-        rows.append((method, "mergekit 0.1.5 (bf16 compute)", r3, compare(out_l2s, out_mk16)))
+        r = run(RUN_L2S.format(root=str(ROOT), cfg=l2s_cfg, out=str(outs["l2s"])))
+        label = "l2s, trim: topk (mergekit's rule)" if method == "ties" else "l2s"
+        rows.append((method, label, r, "-"))
+        if method == "ties":  # the L2S code's rule (our default): keep |delta| >= the m-th smallest, streamed
+            paper = {**l2s_cfg, "parameters": {"k": 0.8, "alpha": 1.0}}
+            r = run(RUN_L2S.format(root=str(ROOT), cfg=paper, out=str(outs["l2s_paper"])))
+            rows.append((method, "l2s, trim: threshold (L2S rule, default)", r, compare(outs["l2s"], outs["l2s_paper"])))
+        r = run(RUN_MK.format(cfg={**mk, "dtype": "float32", "out_dtype": "bfloat16"}, out=str(outs["mk32"])))
+        rows.append((method, "mergekit 0.1.5, dtype float32", r, compare(outs["l2s"], outs["mk32"])))
+        r = run(RUN_MK.format(cfg={**mk, "dtype": "bfloat16"}, out=str(outs["mk16"])))
+        rows.append((method, "mergekit 0.1.5, dtype bfloat16", r, compare(outs["l2s"], outs["mk16"])))
         if not args.keep:
-            for o in (out_l2s, out_mk32, out_mk16):
+            for o in outs.values():
                 shutil.rmtree(o, ignore_errors=True)
-    print(f"\n| method | tool | wall time (s) | peak RSS (GB) | peak RSS / model size | output vs l2s |")
+    print(f"\n| method | tool | wall time (s) | peak RSS (GB) | peak RSS / model size | output vs first l2s row |")
     print("|---|---|---|---|---|---|")
     for method, tool, r, agree in rows:
         print(f"| {method} | {tool} | {r['seconds']:.1f} | {r['rss'] / 1e9:.2f} | {r['rss'] / size:.0%} | {agree} |")

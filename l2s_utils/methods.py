@@ -46,6 +46,24 @@ def task_vectors(base: Tensor, models: Sequence[Tensor]) -> list[Tensor]:
     return [m - base for m in models]
 
 
+def weighted_sum(base: Tensor, models: Sequence[Tensor], weights: Sequence[float]) -> Tensor:
+    """sum_k w_k (theta_k - theta_0), accumulated in place in one new tensor (same order as mergekit)."""
+    mixed = None
+    for w, m in zip(weights, models):
+        d = m - base
+        if w != 1.0:
+            d.mul_(w)
+        mixed = d if mixed is None else mixed.add_(d)
+    return mixed
+
+
+def base_plus(base: Tensor, mixed: Tensor, alpha: float) -> Tensor:
+    """theta_0 + alpha * mixed, reusing ``mixed``'s storage (it must be a temporary of the caller)."""
+    if alpha != 1.0:
+        mixed.mul_(alpha)
+    return mixed.add_(base)
+
+
 def kth_smallest_abs(x: Tensor, m: int) -> Tensor:
     """The m-th smallest |x| (1-indexed), exactly, as ``torch.kthvalue(|x|, m)`` would return it.
 
@@ -80,7 +98,7 @@ def trim_magnitude(x: Tensor, drop: float) -> Tensor:
     if m == 0:
         return x.clone()
     t = kth_smallest_abs(x, m)
-    return torch.where(x.abs() >= t, x, torch.zeros((), dtype=x.dtype))
+    return x.masked_fill(x.abs() < t, 0.0)
 
 
 def trim_topk(x: Tensor, density: float) -> Tensor:
@@ -97,12 +115,12 @@ def trim_topk(x: Tensor, density: float) -> Tensor:
     # entries equal to it, the first ones in index order, so that exactly `keep` entries survive.
     t = kth_smallest_abs(x, n - keep + 1)
     a = x.abs()
-    above = a > t
-    at = a == t
-    need = keep - int(above.sum())
-    if need < int(at.sum()):
-        at = at & (torch.cumsum(at.reshape(-1).to(torch.int64), 0).reshape(x.shape) <= need)
-    return torch.where(above | at, x, torch.zeros((), dtype=x.dtype))
+    out = x.masked_fill(a < t, 0.0)
+    tied = torch.nonzero((a == t).reshape(-1)).squeeze(1)
+    surplus = int((a > t).sum()) + tied.numel() - keep
+    if surplus > 0:  # drop the last `surplus` entries equal to the threshold
+        out.reshape(-1)[tied[tied.numel() - surplus:]] = 0.0
+    return out
 
 
 def elect_and_combine(
@@ -117,6 +135,8 @@ def elect_and_combine(
         tau* = sum_k u_k keep_k                      (normalize=False)
     With all w_k = 1 this is the paper's disjoint mean (METHODS.md section 2).
     """
+    if len(trimmed) == 1 and weights[0] == 1.0:  # K = 1: election and disjoint mean are the identity
+        return trimmed[0] if normalize else trimmed[0].clone()
     u = torch.stack([w * m for w, m in zip(weights, trimmed)])
     s = torch.sign(u.sum(0))
     s = torch.where(s == 0, torch.full_like(s, zero_sign), s)
@@ -195,8 +215,7 @@ def task_arithmetic(
     alpha = 0 gives the base. Same as mergekit's ``task_arithmetic`` with per-model ``weight`` w_k and
     ``lambda`` = alpha (Ilharco et al. 2023, arXiv 2212.04089).
     """
-    mixed = torch.stack([w * d for w, d in zip(weights, task_vectors(base, models))]).sum(0)
-    return base + alpha * mixed
+    return base_plus(base, weighted_sum(base, models, weights), alpha)
 
 
 def ties(
@@ -232,7 +251,7 @@ def ties(
     """
     deltas = task_vectors(base, models)
     if thresholds is not None:  # precomputed: model-wide (scope="global") or per tensor over row chunks
-        trimmed = [torch.where(d.abs() >= t, d, torch.zeros((), dtype=d.dtype)) for d, t in zip(deltas, thresholds)]
+        trimmed = [d.masked_fill_(d.abs() < t, 0.0) for d, t in zip(deltas, thresholds)]
     elif scope == "global":
         raise MergeConfigError("ties scope='global' needs model-wide thresholds (computed by merging.merge)")
     elif trim == "threshold":
@@ -279,7 +298,7 @@ def dare(
     if combine == "ties":
         assert k is not None
         if thresholds is not None:
-            trimmed = [torch.where(d.abs() >= t, d, torch.zeros((), dtype=d.dtype)) for d, t in zip(masked, thresholds)]
+            trimmed = [d.masked_fill_(d.abs() < t, 0.0) for d, t in zip(masked, thresholds)]
         else:
             trimmed = [(trim_magnitude(d, kk) if trim == "threshold" else trim_topk(d, round(1.0 - kk, 12)))
                        for d, kk in zip(masked, k)]
