@@ -57,6 +57,31 @@ def _cmd_organism(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .generation import Sampling
+    from .harness import evaluate
+    from .metrics import summarize
+    from .prompts import stop_strings
+
+    prompt = args.prompt or ("toy" if args.benchmark == "toy" else "qwen25-math-cot")
+    sampling = Sampling(max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed, stop=stop_strings(prompt))
+    options = {}
+    if args.tensor_parallel_size:
+        options["tensor_parallel_size"] = args.tensor_parallel_size
+    if args.max_model_len:
+        options["max_model_len"] = args.max_model_len
+    if args.ray:
+        options["distributed_executor_backend"] = "ray"
+    df = evaluate(args.model, args.benchmark, limit=args.limit, prompt=prompt, backend=args.backend, sampling=sampling,
+                  out=args.out, data=args.data, progress=not args.quiet, **options)
+    s = summarize(df)
+    r = s.iloc[0]
+    print(f"{r.model} on {r.benchmark} (n={r.n}): accuracy {r.accuracy:.1f}% [95% CI {r.acc_lo:.1f}, {r.acc_hi:.1f}]  "
+          f"mean tokens {r.mean_tokens:.1f}  reflective {r.reflective_pct:.1f}%  truncated {r.truncated_pct:.1f}%")
+    print(f"results: {Path(args.out) / 'results' / df.model.iloc[0] / (args.benchmark + '.parquet')}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="l2s", description="Model merging for long-to-short reasoning (arXiv 2503.20641).")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -82,6 +107,25 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("-n", type=int, default=50, help="test problems per level for --premise (default 50)")
     o.add_argument("--quiet", action="store_true", help="no progress bars")
     o.set_defaults(func=_cmd_organism)
+
+    e = sub.add_parser("eval", help="evaluate a model on a benchmark (generate, grade, summarize)",
+                       description="Generate greedy responses for a benchmark, grade them and print a summary. "
+                                   "Generations are cached: a rerun or a resumed run only generates what is missing.")
+    e.add_argument("--model", required=True, help="local checkpoint directory")
+    e.add_argument("--benchmark", required=True, help="gsm8k | math500 | aime24 | minerva_math | olympiadbench | college_math | toy")
+    e.add_argument("--limit", type=int, default=None, help="first N problems only")
+    e.add_argument("--backend", default="auto", choices=["auto", "vllm", "transformers"])
+    e.add_argument("--max-tokens", type=int, default=10240, help="max new tokens (paper: 10240; 8192 for System 1)")
+    e.add_argument("--prompt", default=None, help="qwen25-math-cot (default) | cot | r1 | toy (default for --benchmark toy)")
+    e.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (the paper)")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--data", type=Path, default=None, help="local JSONL in the Qwen2.5-Math toolkit format")
+    e.add_argument("--out", type=Path, default=Path("runs/eval"), help="output directory (cache and results)")
+    e.add_argument("--tensor-parallel-size", type=int, default=None, help="vLLM: GPUs per model (default: all visible)")
+    e.add_argument("--max-model-len", type=int, default=None, help="vLLM: context length (prompt + max tokens)")
+    e.add_argument("--ray", action="store_true", help="vLLM: use the Ray executor (multi-node tensor parallelism)")
+    e.add_argument("--quiet", action="store_true", help="no progress bars")
+    e.set_defaults(func=_cmd_eval)
     return ap
 
 

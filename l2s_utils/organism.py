@@ -34,7 +34,7 @@ import torch
 from . import task as T
 
 ORGANISM_VERSION = "1"  # bump when the task, traces or training loop change meaning
-PROMPT = "<|im_start|>user\n{question}=?<|im_end|>\n<|im_start|>assistant\n"
+from .prompts import TOY as PROMPT  # noqa: E402  (the toy chat prompt)
 END = "<|im_end|>"
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 THINK = ["<think>", "</think>"]

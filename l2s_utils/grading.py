@@ -1,0 +1,186 @@
+"""Answer extraction and equivalence for math benchmarks.
+
+Extraction (:func:`extract_answer`), in the Qwen2.5-Math toolkit's priority order:
+  1. Minerva's "final answer is $X$. I hope"      2. the LAST ``\\boxed{}`` (brace-matched)
+  3. "he answer is X"                            4. "final answer is X"
+  5. "答案是X"                                     6. the last number in the text
+
+Equivalence (:func:`is_equiv`), the first that succeeds wins:
+  a. normalised strings are equal (:func:`normalize`, our re-implementation of the toolkit's
+     ``strip_string``: ``\\left``/``\\right``, ``\\!``, ``$``, ``\\text{}``, degrees, ``%``, ``\\dfrac``,
+     ``x=`` prefixes, ``\\frac12``, ``a/b``, ``\\sqrt2``, spaces, trailing ``.0``);
+  b. both are numbers and equal up to rel. 1e-4 (also gold/100 and gold*100, as the toolkit);
+  c. ``math_verify.verify(parse(gold), parse(pred))`` (gold first; bare LaTeX is wrapped in ``$...$``),
+     for intervals, tuples, sets, symbolic expressions.
+
+math-verify's own timeouts use ``signal.alarm``, which only works in a main thread, so
+:func:`grade_batch` runs it in worker *processes* (each task runs in a worker's main thread) with
+math-verify's timeouts on; a timeout counts as wrong, as in the toolkit.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from concurrent.futures import ProcessPoolExecutor
+from typing import Sequence
+
+from .evaluation import extract_last_boxed
+
+_NUM = re.compile(r"-?\d*\.?\d+")
+
+
+def extract_answer(text: str) -> str | None:
+    """The predicted answer of a response (see the module docstring for the order)."""
+    m = re.findall(r"final answer is \$(.+?)\$\. I hope", text)
+    if m:
+        return m[-1].strip()
+    if "boxed" in text or "fbox" in text:
+        b = extract_last_boxed(text)
+        if b is not None:
+            return b
+    for pat in (r"he answer is[:\s]*(.+)", r"final answer is[:\s]*(.+)", r"答案是[:：\s]*(.+)"):
+        m = re.findall(pat, text)
+        if m:
+            ans = m[-1].strip().split("\n")[0].strip()
+            return ans.rstrip(".").strip().strip("$").strip() or None
+    nums = _NUM.findall(text.replace(",", ""))
+    return nums[-1] if nums else None
+
+
+_UNIT_WORDS = r"(?:degrees?|cm|m|km|inches|inch|feet|foot|ft|units?|meters?|dollars?|cents?|hours?|minutes?|seconds?|days?|sq)"
+
+
+def _fix_fracs(s: str) -> str:
+    # \frac12 -> \frac{1}{2}, \frac1{2} -> \frac{1}{2}, \frac{1}2 -> \frac{1}{2}
+    s = re.sub(r"\\frac(\d)(\d)", r"\\frac{\1}{\2}", s)
+    s = re.sub(r"\\frac(\d)\{", r"\\frac{\1}{", s)
+    s = re.sub(r"\\frac\{([^{}]*)\}(\d)", r"\\frac{\1}{\2}", s)
+    return s
+
+
+def normalize(ans: str) -> str:
+    """A canonical string for an answer (our version of the toolkit's ``strip_string``)."""
+    s = str(ans).strip().replace("\n", "").rstrip(".").strip()
+    s = s.replace("\\!", "").replace("\\,", "").replace("\\;", "").replace("\\ ", "")
+    s = s.replace("\\left", "").replace("\\right", "")
+    s = s.replace("tfrac", "frac").replace("dfrac", "frac")
+    s = re.sub(r"\\text\{\s*([^{}]*)\}", r"\1", s)
+    s = re.sub(r"\\mbox\{\s*([^{}]*)\}", r"\1", s)
+    s = s.replace("^\\circ", "").replace("^{\\circ}", "").replace("°", "")
+    s = s.replace("\\$", "").replace("$", "").replace("\\%", "").replace("%", "")
+    s = re.sub(rf"(\d)\s*{_UNIT_WORDS}\b\.?$", r"\1", s)
+    s = re.sub(r"^[a-zA-Z]\s*=\s*", "", s)  # x = 5 -> 5
+    s = s.replace(" ", "")
+    s = _fix_fracs(s)
+    s = re.sub(r"\\sqrt(\w)", r"\\sqrt{\1}", s)
+    if re.fullmatch(r"-?\d+/\d+", s):
+        a, b = s.split("/")
+        s = f"\\frac{{{a}}}{{{b}}}"
+    s = re.sub(r"(\d),(\d{3})(?!\d)", r"\1\2", s)  # 1,000 -> 1000
+    s = re.sub(r"^(-?\d+)\.0+$", r"\1", s)
+    s = re.sub(r"^\.(\d)", r"0.\1", s)
+    if s.startswith("{") and s.endswith("}") and s.count("{") == 1:
+        s = s[1:-1]
+    return s
+
+
+def _to_number(s: str) -> float | None:
+    s = s.replace(",", "")
+    m = re.fullmatch(r"(-?)\\frac\{(-?\d+(?:\.\d+)?)\}\{(-?\d+(?:\.\d+)?)\}", s)
+    if m:
+        den = float(m.group(3))
+        return None if den == 0 else (-1 if m.group(1) else 1) * float(m.group(2)) / den
+    try:
+        return float(s)
+    except ValueError:
+        return None
+
+
+def numbers_equal(a: float, b: float, rel: float = 1e-4) -> bool:
+    return math.isclose(a, b, rel_tol=rel, abs_tol=1e-9)
+
+
+def fast_equiv(pred: str | None, gold: str) -> bool | None:
+    """True/False when decidable without sympy, None when math-verify should decide."""
+    if pred is None or not str(pred).strip():
+        return False
+    p, g = normalize(pred), normalize(gold)
+    if p == g or p.lower() == g.lower():
+        return True
+    pn, gn = _to_number(p), _to_number(g)
+    if pn is not None and gn is not None:
+        return any(numbers_equal(pn, x) for x in (gn, gn / 100, gn * 100))
+    return None
+
+
+def _wrap(x: str) -> str:
+    x = x.strip()
+    return x if x.startswith("$") or x.startswith("\\(") or x.startswith("\\[") else f"${x}$"
+
+
+def verify_with_math_verify(pred: str, gold: str, timeout: int = 5) -> bool:
+    """math-verify equivalence (call in a main thread: its timeouts use signals)."""
+    from math_verify import parse, verify
+
+    try:
+        g = parse(_wrap(gold), parsing_timeout=timeout)
+        p = parse(_wrap(pred), parsing_timeout=timeout)
+        if not g or not p:
+            return False
+        if verify(g, p, timeout_seconds=timeout):
+            return True
+        return _numeric_close(g[0], p[0])
+    except Exception:  # timeouts and parser failures count as wrong
+        return False
+
+
+def _numeric_close(a, b) -> bool:
+    """Both parse to constant numbers equal up to rel. 1e-4 (the toolkit's numeric comparison)."""
+    try:
+        import sympy
+
+        if isinstance(a, sympy.Basic) and isinstance(b, sympy.Basic) and a.is_number and b.is_number:
+            x, y = complex(sympy.N(a)), complex(sympy.N(b))
+            return abs(x.imag) < 1e-12 and abs(y.imag) < 1e-12 and numbers_equal(x.real, y.real)
+    except Exception:
+        return False
+    return False
+
+
+def is_equiv(pred: str | None, gold: str, timeout: int = 5) -> bool:
+    fast = fast_equiv(pred, gold)
+    if fast is not None:
+        return fast
+    return verify_with_math_verify(str(pred), gold, timeout) or verify_with_math_verify(normalize(str(pred)), normalize(gold), timeout)
+
+
+def _grade_chunk(args: tuple[list[tuple[str | None, str]], int]) -> list[bool]:
+    pairs, timeout = args
+    return [is_equiv(p, g, timeout) for p, g in pairs]
+
+
+def grade_batch(preds: Sequence[str | None], golds: Sequence[str], *, workers: int = 2, timeout: int = 5,
+                chunk: int = 256) -> list[bool]:
+    """Grade many (prediction, gold) pairs; undecided pairs go to math-verify in worker processes."""
+    if len(preds) != len(golds):
+        raise ValueError("preds and golds differ in length")
+    out: list[bool | None] = [fast_equiv(p, g) for p, g in zip(preds, golds)]
+    todo = [i for i, v in enumerate(out) if v is None]
+    if todo:
+        pairs = [(preds[i], golds[i]) for i in todo]
+        chunks = [(pairs[i:i + chunk], timeout) for i in range(0, len(pairs), chunk)]
+        if workers <= 1 or len(pairs) < 32:
+            import multiprocessing as mp
+
+            ctx = mp.get_context("fork")
+            with ctx.Pool(1) as pool:  # still a separate main thread, so signal timeouts work
+                results = [r for part in pool.map(_grade_chunk, chunks) for r in part]
+        else:
+            import multiprocessing as mp
+
+            with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("fork")) as ex:
+                results = [r for part in ex.map(_grade_chunk, chunks) for r in part]
+        for i, r in zip(todo, results):
+            out[i] = r
+    return [bool(v) for v in out]
