@@ -154,10 +154,6 @@ def generate_vllm(model_path: str | os.PathLike, prompts: list[str], sampling: S
     params = SamplingParams(temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=sampling.max_tokens,
                             n=1, seed=sampling.seed, stop=list(sampling.stop), stop_token_ids=list(sampling.stop_token_ids))
     outs = llm.generate(prompts, params)
-    res = []
-    for o in outs:
-        c = o.outputs[0]
-        res.append(Generation(c.text, len(c.token_ids) - (1 if c.finish_reason == "stop" and c.stop_reason is not None
-                                                          and isinstance(c.stop_reason, int) else 0),
-                              "length" if c.finish_reason == "length" else "stop"))
-    return res
+    # vLLM's token_ids may include a stop token id; the study's length metric re-tokenizes the text instead.
+    return [Generation(o.outputs[0].text, len(o.outputs[0].token_ids),
+                       "length" if o.outputs[0].finish_reason == "length" else "stop") for o in outs]
