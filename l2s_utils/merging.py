@@ -180,7 +180,12 @@ def load_config(config: str | os.PathLike | dict) -> MergeConfig:
         allow_pickle=bool(raw.get("allow_pickle", False)), source=where,
         extra={k: raw[k] for k in ("name", "description", "calibration") if k in raw},
     )
-    M.resolve_params(method, params, mparams)  # fail early on bad hyper-parameters
+    if method.composite:
+        from .composite import split_params
+
+        split_params(cfg)  # fail early on bad hyper-parameters
+    else:
+        M.resolve_params(method, params, mparams)  # fail early on bad hyper-parameters
     return cfg
 
 
@@ -365,7 +370,8 @@ def row_chunks(shape: tuple[int, ...], chunk_elements: int | None = None) -> lis
 
 
 def merge(config: str | os.PathLike | dict | MergeConfig, out: str | os.PathLike, *, overwrite: bool = False,
-          device: str = "cpu", seed: int | None = None, progress: bool = True) -> MergeResult:
+          device: str = "cpu", seed: int | None = None, progress: bool = True,
+          _tensor_weights: Callable[[str], list[float]] | None = None, _extra: dict | None = None) -> MergeResult:
     """Merge the models of ``config`` into a new checkpoint directory ``out``.
 
     Every input is validated (architecture, tensor names, shapes, vocabulary, hyper-parameters)
@@ -376,6 +382,10 @@ def merge(config: str | os.PathLike | dict | MergeConfig, out: str | os.PathLike
     t0 = time.perf_counter()
     cfg = config if isinstance(config, MergeConfig) else load_config(config)
     method = M.get_method(cfg.merge_method)
+    if method.composite:
+        from .composite import merge_composite
+
+        return merge_composite(cfg, Path(out), overwrite=overwrite, device=device, seed=seed, progress=progress)
     params = dict(cfg.parameters)
     if seed is not None or cfg.seed is not None:
         if "seed" in {p.name for p in method.params}:
@@ -463,7 +473,10 @@ def merge(config: str | os.PathLike | dict | MergeConfig, out: str | os.PathLike
                     _check_finite(base_t, f"{inputs.base.path}: tensor {name!r}")
                 for c, t in zip(inputs.models, model_ts):
                     _check_finite(t, f"{c.path}: tensor {name!r}")
-                result = method.kernel(base_t, model_ts, name=name, **{**kwargs_run, **state}).to(write_dtype[name])
+                call = {**kwargs_run, **state}
+                if _tensor_weights is not None:
+                    call["weights"] = _tensor_weights(name)
+                result = method.kernel(base_t, model_ts, name=name, **call).to(write_dtype[name])
                 _check_finite(result, f"merged tensor {name!r} (method {method.name}, as {cfg.dtype})")
                 merged += last_chunk
             w.write(name, result)
@@ -488,7 +501,8 @@ def merge(config: str | os.PathLike | dict | MergeConfig, out: str | os.PathLike
                 w.copy_file(Path(tok_dir) / f)
         w.add_file("merge_config.yaml", yaml.safe_dump(cfg.to_yaml_dict(), sort_keys=False))
         fp_thread.join()
-        w.add_file("l2s_merge.json", json.dumps(_provenance(cfg, method, kwargs, fp_holder, merged, copied), indent=2))
+        w.add_file("l2s_merge.json", json.dumps({**_provenance(cfg, method, kwargs, fp_holder, merged, copied),
+                                                 **(_extra or {})}, indent=2, default=str))
     return MergeResult(out, method.name, merged, copied, w.bytes_written, time.perf_counter() - t0, peak_rss_bytes())
 
 

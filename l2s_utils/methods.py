@@ -427,6 +427,7 @@ class Method:
     aliases: tuple[str, ...] = ()
     fixed: dict[str, Any] = field(default_factory=dict)
     summary: str = ""
+    composite: bool = False  # needs model-level statistics (calibration data); run by merging._merge_composite
 
 
 def _in_unit_open(x: float) -> bool:
@@ -503,6 +504,72 @@ register(Method(
      Param("twin_weight", float, None, "fixed router weight c_k of model k's twin vector (default 1/K)",
            _finite, "finite", per_model=True)),
     "Lu et al. 2024, arXiv 2406.15479", summary="shared TA expert + rank-r exclusive knowledge",
+))
+
+
+def _aim_doc(base: Tensor, merged: Tensor, importance: Tensor | None, omega: float) -> Tensor:
+    """AIM relaxation of one weight: W_base + (W_merged - W_base) * (1 - I (1 - omega)).
+
+    I is the base model's normalised mean |input activation| per input channel
+    (:func:`l2s_utils.activation.aim_importance`); omega = 1 is the identity (Nobari et al. 2025).
+    """
+    from .activation import aim_relax
+
+    return aim_relax(base, merged, importance, omega)
+
+
+def _acm_doc(base: Tensor, merged: Tensor, lam: float) -> Tensor:
+    """ACM post-hoc scaling of one layer's tensor: theta_0 + lambda^l (theta_merged - theta_0).
+
+    lambda^l comes from the normalised mutual information of base and fine-tuned layer activations
+    (:func:`l2s_utils.activation.acm_coefficients`; Yao et al. 2025, arXiv 2505.14009; our assumption).
+    """
+    return base + lam * (merged - base)
+
+
+def _sens_doc(base: Tensor, models: Sequence[Tensor], *, coeffs: Sequence[float], alpha: float) -> Tensor:
+    """Sens-Merging plug-in for one tensor of layer l: theta_0 + alpha sum_i (K sigma_i^l) delta_i.
+
+    K sigma_i^l comes from parameter sensitivities and logit alignment on calibration data
+    (:func:`l2s_utils.activation.sens_coefficients`; Liu et al. 2025, arXiv 2502.12420). With uniform
+    sigma (K sigma = 1) this is task arithmetic.
+    """
+    return task_arithmetic(base, models, weights=list(coeffs), alpha=alpha)
+
+
+_BASE_METHOD = Param("base_method", str, "ties", "the merge that AIM/ACM adjust (any non-composite registry method)",
+                     lambda s: s in REGISTRY and not REGISTRY[s].composite, "a registry method")
+register(Method(
+    "aim", _aim_doc,
+    (Param("omega", float, 0.4, "AIM balance factor (1 = no change, 0 = most important channel keeps the base)",
+           lambda x: 0.0 <= x <= 1.0, "0 <= omega <= 1"), _BASE_METHOD),
+    "Nobari et al. 2025, arXiv 2502.02421", composite=True,
+    summary="relax a merge toward the base on input channels the base's activations mark important",
+))
+register(Method(
+    "acm", _acm_doc,
+    (Param("theta", float, 1.2, "ACM sharpness of the NMI -> coefficient map (0 = identity)", _finite, "finite"),
+     Param("bins", int, 64, "histogram bins per variable for the NMI estimate", lambda b: b >= 2, ">= 2"),
+     Param("max_values", int, 200_000, "activation value pairs sampled per layer", lambda b: b >= 100, ">= 100"),
+     _BASE_METHOD),
+    "Yao et al. 2025, arXiv 2505.14009", composite=True,
+    summary="layer-wise task-vector scale from base/fine-tuned activation mutual information (assumed form)",
+))
+register(Method(
+    "sens", _sens_doc,
+    (_WEIGHT, Param("alpha", float, 0.7, "task-arithmetic coefficient", _finite, "finite", ("lambda",)),
+     Param("T", float, 2.0, "softmax temperature", _positive, "> 0"),
+     Param("sens_norm", str, "l2", "normalisation of layer sensitivities over layers: l2 | l1 | max | none",
+           lambda s: s in ("l2", "l1", "max", "none"), "l2 | l1 | max | none"),
+     Param("tau_norm", str, "l1", "normalisation of cross-task scores over models: l1 | l2 | max | none",
+           lambda s: s in ("l2", "l1", "max", "none"), "l2 | l1 | max | none"),
+     Param("tau_sign", float, 1.0, "+1: larger logit distance = more weight (RCP); -1: the reverse", lambda x: x in (1.0, -1.0), "+1 or -1"),
+     Param("per_sample", bool, True, "per-sample |theta * grad| (exact) or per-batch gradients (faster)"),
+     Param("calibration_content", str, None, "per model: short | long | both (default: long for the model that is "
+           "the base, short for the others, as the paper)", lambda s: s in ("short", "long", "both"), "short | long | both",
+           per_model=True)),
+    "Liu et al. 2025, arXiv 2502.12420", composite=True,
+    summary="task arithmetic with layer-wise coefficients from sensitivity and logit alignment",
 ))
 
 

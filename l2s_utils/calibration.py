@@ -1,0 +1,158 @@
+"""Calibration data for activation- and gradient-based merging (AIM, Sens-Merging, ACM).
+
+Two sources, the same options (the paper found both methods sensitive to them, section 6):
+
+- ``organism``: the model organism's aligned (question, short, long) triples from its calibration split
+  (:func:`l2s_utils.task.calibration_triples`), written in the toy chat prompt.
+- ``s1k``: ``simplescaling/s1K`` by hub id or a local JSONL/parquet copy. A record's *short* answer is its
+  ``solution`` field (``short_field="attempt"`` takes the model-written final attempt instead -- which
+  one the paper meant is unknown, METHODS.md section 6); its *long* answer is
+  ``thinking_trajectories[0]`` followed by ``attempt``.
+
+``content``: ``"short"`` (question + short answer), ``"long"`` (question + long answer) or ``"both"``
+(each question twice, once with each answer). ``n`` questions are drawn with ``seed``. Sequences longer
+than ``max_length`` tokens are truncated (``overlong="truncate"``, default) or skipped
+(``overlong="skip"``, what the AIM code does with its 512-token filter).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+CONTENTS = ("short", "long", "both")
+
+
+class CalibrationError(ValueError):
+    pass
+
+
+@dataclass
+class Calibration:
+    """Tokenized calibration sequences (lists of ids), with their source description."""
+
+    sequences: list[list[int]]
+    description: dict
+
+    def batches(self, batch_size: int = 8, pad_id: int = 0):
+        """Right-padded (input_ids, attention_mask) batches in a fixed order."""
+        for i in range(0, len(self.sequences), batch_size):
+            part = self.sequences[i:i + batch_size]
+            L = max(len(s) for s in part)
+            ids = torch.full((len(part), L), pad_id, dtype=torch.long)
+            att = torch.zeros((len(part), L), dtype=torch.long)
+            for j, s in enumerate(part):
+                ids[j, :len(s)] = torch.tensor(s)
+                att[j, :len(s)] = 1
+            yield ids, att
+
+
+def _pairs_to_texts(pairs: list[tuple[str, str, str]], content: str) -> list[str]:
+    if content not in CONTENTS:
+        raise CalibrationError(f"calibration content must be one of {CONTENTS}, got {content!r}")
+    texts = []
+    for q, short, long in pairs:
+        if content in ("short", "both"):
+            texts.append(q + short)
+        if content in ("long", "both"):
+            texts.append(q + long)
+    return texts
+
+
+def organism_texts(n: int, seed: int = 0, content: str = "short") -> list[str]:
+    from . import task as T
+    from .organism import END, PROMPT
+
+    triples = T.calibration_triples(n, seed)
+    return _pairs_to_texts([(PROMPT.format(question=t.problem.question), t.short + END, t.long + END) for t in triples],
+                           content)
+
+
+def s1k_texts(n: int, seed: int = 0, content: str = "short", path: str | None = None, short_field: str = "solution") -> list[str]:
+    if short_field not in ("solution", "attempt"):
+        raise CalibrationError(f"short_field must be 'solution' or 'attempt', got {short_field!r}")
+    rows = _load_s1k(path)
+    rng = random.Random(seed)
+    idx = rng.sample(range(len(rows)), min(n, len(rows)))
+    pairs = []
+    for i in idx:
+        r = rows[i]
+        traj = r.get("thinking_trajectories") or [""]
+        long = (traj[0] if isinstance(traj, list) else str(traj)) + "\n" + str(r.get("attempt", ""))
+        pairs.append((str(r["question"]).strip() + "\n", str(r[short_field]), long))
+    return _pairs_to_texts(pairs, content)
+
+
+def _load_s1k(path: str | None) -> list[dict]:
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise CalibrationError(f"{p}: s1K file not found")
+        if p.suffix == ".parquet":
+            import pandas as pd
+
+            return pd.read_parquet(p).to_dict(orient="records")
+        return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+    try:
+        import datasets
+
+        return list(datasets.load_dataset("simplescaling/s1K", split="train"))
+    except Exception as e:
+        raise CalibrationError(f"s1K could not be loaded from the hub ({e}); pass a local copy (path=...)") from None
+
+
+def tokenize(texts: list[str], tokenizer, *, max_length: int = 512, overlong: str = "truncate",
+             vocab_size: int | None = None, description: dict | None = None) -> Calibration:
+    """Tokenize calibration texts; validate emptiness, length policy and vocabulary."""
+    if not texts:
+        raise CalibrationError("calibration set is empty (n = 0 or no records)")
+    if overlong not in ("truncate", "skip"):
+        raise CalibrationError(f"overlong must be 'truncate' or 'skip', got {overlong!r}")
+    if max_length < 2:
+        raise CalibrationError(f"max_length must be >= 2, got {max_length}")
+    seqs = []
+    for t in texts:
+        ids = tokenizer(t, add_special_tokens=False)["input_ids"]
+        if not ids:
+            continue
+        if len(ids) > max_length:
+            if overlong == "skip":
+                continue
+            ids = ids[:max_length]
+        seqs.append(ids)
+    if not seqs:
+        raise CalibrationError(f"every calibration text is longer than max_length={max_length} and overlong='skip' "
+                               "dropped them all; raise max_length or use overlong='truncate'")
+    if vocab_size is not None:
+        top = max(max(s) for s in seqs)
+        if top >= vocab_size:
+            raise CalibrationError(f"calibration token id {top} is outside the model's vocabulary ({vocab_size}): "
+                                   "the tokenizer does not belong to this model")
+    return Calibration(seqs, dict(description or {}, n_sequences=len(seqs), max_length=max_length, overlong=overlong))
+
+
+def build(spec: dict, tokenizer, vocab_size: int | None = None) -> Calibration:
+    """A calibration set from a config mapping: {source, n, content, seed, max_length, overlong, path, short_field}."""
+    spec = dict(spec or {})
+    allowed = {"source", "n", "content", "seed", "max_length", "overlong", "path", "short_field", "batch_size"}
+    bad = set(spec) - allowed
+    if bad:
+        raise CalibrationError(f"calibration: unknown key(s) {sorted(bad)}; allowed: {sorted(allowed)}")
+    source = spec.get("source", "organism")
+    n = int(spec.get("n", 100))
+    if n < 1:
+        raise CalibrationError(f"calibration n must be >= 1, got {n}")
+    seed, content = int(spec.get("seed", 0)), spec.get("content", "short")
+    if source == "organism":
+        texts = organism_texts(n, seed, content)
+    elif source == "s1k":
+        texts = s1k_texts(n, seed, content, spec.get("path"), spec.get("short_field", "solution"))
+    else:
+        raise CalibrationError(f"calibration source must be 'organism' or 's1k', got {source!r}")
+    desc = {"source": source, "n": n, "content": content, "seed": seed}
+    return tokenize(texts, tokenizer, max_length=int(spec.get("max_length", 512)), overlong=spec.get("overlong", "truncate"),
+                    vocab_size=vocab_size, description=desc)

@@ -1,0 +1,172 @@
+"""Composite merges that need model-level statistics on calibration data: AIM, ACM and Sens-Merging.
+
+Config shape (the same YAML as every method; ``calibration`` sets the data, see calibration.py)::
+
+    merge_method: aim            # or acm
+    base_model: <System 1>
+    models: [{model: <System 2>}]
+    parameters: {omega: 0.4, base_method: ties, k: 0.8, alpha: 1.0}   # own + the base method's parameters
+    calibration: {source: organism, n: 100, content: short, seed: 0, max_length: 512}
+
+    merge_method: sens
+    models: [{model: <System 1>}, {model: <System 2>}]
+    parameters: {alpha: 0.7, T: 2.0}
+
+AIM / ACM first run ``base_method`` into a temporary directory, then stream every tensor through the
+relaxation into the final, atomically written output. Sens computes its layer coefficients, then runs
+the streamed task-arithmetic merge with per-tensor model weights K sigma_i^l. The statistics are saved
+in ``l2s_merge.json``. Models are loaded whole for the statistics (fp32 on CPU, bf16 on GPU).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from . import activation as A
+from . import calibration as C
+from . import methods as M
+from .checkpoint import Checkpoint, PlannedTensor, StreamingWriter
+from .methods import MergeConfigError
+
+
+def split_params(cfg) -> tuple[dict, dict]:
+    """(own resolved parameters, parameters left for the base method), validated."""
+    method = M.get_method(cfg.merge_method)
+    own_names = {p.name for p in method.params} | {a for p in method.params for a in p.aliases}
+    if method.name == "sens":
+        own = M.resolve_params(method, cfg.parameters, cfg.model_params)
+        return own, {}
+    own_raw = {k: v for k, v in cfg.parameters.items() if k in own_names}
+    rest = {k: v for k, v in cfg.parameters.items() if k not in own_names}
+    own = M.resolve_params(method, own_raw, [{} for _ in cfg.models])
+    inner = M.get_method(own["base_method"])
+    M.resolve_params(inner, rest, cfg.model_params)
+    if not cfg.base_model:
+        raise MergeConfigError(f"{cfg.source}: {method.name} needs 'base_model' (the activations are the base's)")
+    return own, rest
+
+
+def _device(device: str) -> str:
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise MergeConfigError("--device cuda requested but no CUDA device is available")
+    return device
+
+
+def _calibration(cfg, tokenizer_dir: str, vocab: int, content: str | None = None) -> C.Calibration:
+    from transformers import AutoTokenizer
+
+    spec = dict(cfg.extra.get("calibration") or {})
+    if content:
+        spec["content"] = content
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    return C.build(spec, tok, vocab_size=vocab)
+
+
+def _rewrite(src: Path, out: Path, base: Checkpoint, fn, *, overwrite: bool, extra: dict, progress: bool) -> int:
+    """Stream every tensor of checkpoint ``src`` through fn(name, base_t, merged_t) into ``out``."""
+    from tqdm.auto import tqdm
+
+    ck = Checkpoint(src)
+    plan = [PlannedTensor(n, ck.info(n).shape, ck.info(n).dtype) for n in ck.names()]
+    with StreamingWriter(out, plan, overwrite=overwrite, metadata={"l2s_merge_method": extra["method"]}) as w:
+        for name in tqdm(w.order, desc=f"{extra['method']}: rewrite", disable=not progress, leave=False):
+            merged = ck.get(name)
+            new = fn(name, base.get(name), merged) if merged.is_floating_point() else merged
+            w.write(name, new.to(ck.info(name).dtype))
+        for f in src.iterdir():
+            if f.suffix != ".safetensors" and f.name not in ("model.safetensors.index.json", "l2s_merge.json"):
+                w.copy_file(f)
+        prov = json.loads((src / "l2s_merge.json").read_text())
+        prov.update(extra)
+        w.add_file("l2s_merge.json", json.dumps(prov, indent=2, default=str))
+    return len(plan)
+
+
+def merge_composite(cfg, out: Path, *, overwrite: bool, device: str, seed: int | None, progress: bool):
+    from .merging import MergeResult, merge, peak_rss_bytes
+
+    t0 = time.perf_counter()
+    device = _device(device)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} already exists; pass overwrite=True (--overwrite) to replace it")
+    own, rest = split_params(cfg)
+    method = M.get_method(cfg.merge_method)
+    base_path = cfg.base_model
+    if method.name == "sens":
+        return _merge_sens(cfg, out, own, overwrite=overwrite, device=device, seed=seed, progress=progress, t0=t0)
+    base_ck = Checkpoint(base_path)
+    vocab = int(base_ck.config.get("vocab_size", 0)) or None
+    calib = _calibration(cfg, base_path, vocab)  # bad calibration input fails here, before any writing
+    models = A.models_from([base_path], device)
+    base_model = models[0]
+    extra: dict = {"method": method.name, "paper": method.paper, "composite_parameters": own,
+                   "base_method": own["base_method"], "calibration": calib.description}
+    if method.name == "aim":
+        importance = A.aim_importance(base_model, calib, progress=progress)
+        omega = own["omega"]
+        fn = lambda name, b, m: A.aim_relax(b, m, importance.get(name), omega)  # noqa: E731
+        extra["modules_relaxed"] = len(importance)
+    else:
+        (ft_model,) = A.models_from([cfg.models[-1]], device)
+        s0 = A.layer_outputs_sample(base_model, calib, max_values=own["max_values"], seed=seed or 0)
+        s1 = A.layer_outputs_sample(ft_model, calib, max_values=own["max_values"], seed=seed or 0)
+        nmi = [A.nmi_histogram(a, b, own["bins"]) for a, b in zip(s0, s1)]
+        lam = A.acm_coefficients(nmi, own["theta"])
+        extra.update(nmi=nmi, layer_coefficients=lam)
+        del ft_model
+
+        def fn(name, b, m):
+            hit = A.LAYER_RE.match(name)
+            return b + lam[int(hit.group(1))] * (m - b) if hit else m
+    del models, base_model
+    inner_cfg = dataclasses.replace(cfg, merge_method=own["base_method"], parameters=rest)
+    tmp = out.parent / f".{out.name}.inner-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        merge(inner_cfg, tmp, overwrite=True, device="cpu" if device == "cpu" else device, seed=seed, progress=progress)
+        n = _rewrite(tmp, out, base_ck, fn, overwrite=overwrite, extra=extra, progress=progress)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    size = sum(f.stat().st_size for f in out.glob("*.safetensors"))
+    return MergeResult(out, method.name, n, 0, size, time.perf_counter() - t0, peak_rss_bytes())
+
+
+def _merge_sens(cfg, out: Path, own: dict, *, overwrite, device, seed, progress, t0):
+    from .merging import merge
+
+    paths = cfg.models
+    base_path = cfg.base_model or paths[0]
+    vocab = int(Checkpoint(base_path).config.get("vocab_size", 0)) or None
+    contents = own.get("calibration_content") or [None] * len(paths)
+    contents = [c or ("long" if os.path.abspath(p) == os.path.abspath(base_path) else "short") for c, p in zip(contents, paths)]
+    calibs = [_calibration(cfg, base_path, vocab, c) for c in contents]
+    models = A.models_from(paths, device)
+    sens = [A.layer_sensitivity(m, cal, per_sample=own["per_sample"], progress=progress) for m, cal in zip(models, calibs)]
+    K = len(models)
+    g = [[A.logit_distance(models[i], models[j], calibs[j]) if i != j else 0.0 for j in range(K)] for i in range(K)]
+    tau = [sum(g[i][j] for j in range(K) if j != i) for i in range(K)]
+    coeffs = A.sens_coefficients(sens, tau, own["T"], own["sens_norm"], own["tau_norm"], own["tau_sign"])
+    del models
+    weights = own["weights"]
+
+    def tensor_weights(name: str) -> list[float]:
+        grp = A.layer_group(name)
+        return [w * c.get(grp, 1.0) for w, c in zip(weights, coeffs)]
+
+    inner = dataclasses.replace(cfg, merge_method="task_arithmetic", parameters={"alpha": own["alpha"]},
+                                model_params=[{} for _ in paths], base_model=base_path)
+    extra = {"method": "sens", "paper": M.get_method("sens").paper, "composite_parameters": own,
+             "calibration": [c.description for c in calibs], "calibration_content": contents,
+             "layer_sensitivity": sens, "logit_distance": g, "tau": tau, "layer_coefficients": coeffs}
+    r = merge(inner, out, overwrite=overwrite, device=device, seed=seed, progress=progress,
+              _tensor_weights=tensor_weights, _extra=extra)
+    r.method = "sens"
+    r.seconds = time.perf_counter() - t0
+    return r

@@ -1,0 +1,224 @@
+"""AIM, Sens-Merging, ACM and their calibration data (micro organism, CPU)."""
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from l2s_utils import activation as A
+from l2s_utils import calibration as C
+from l2s_utils.checkpoint import Checkpoint
+from l2s_utils.merging import merge
+from l2s_utils.methods import MergeConfigError
+
+
+@pytest.fixture(scope="module")
+def micro(tmp_path_factory):
+    from l2s_utils import organism as O
+
+    return O.build("micro", cache=tmp_path_factory.mktemp("cache"), progress=False)
+
+
+@pytest.fixture(scope="module")
+def tok(micro):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(micro.system1)
+
+
+def weights(path):
+    c = Checkpoint(path)
+    return {n: c.get(n) for n in c.names()}
+
+
+def test_aim_relax_identity_and_one_hot():
+    g = torch.Generator().manual_seed(0)
+    base, merged = torch.randn(4, 5, generator=g), torch.randn(4, 5, generator=g)
+    imp = torch.rand(5, generator=g)
+    assert torch.equal(A.aim_relax(base, merged, imp, 1.0), merged)  # omega = 1: identity
+    one_hot = torch.zeros(5)
+    one_hot[2] = 1.0
+    out = A.aim_relax(base, merged, one_hot, 0.4)
+    assert torch.allclose(out[:, [0, 1, 3, 4]], merged[:, [0, 1, 3, 4]])  # other channels untouched
+    assert torch.allclose(out[:, 2], base[:, 2] + 0.4 * (merged[:, 2] - base[:, 2]))
+    assert torch.allclose(A.aim_relax(base, merged, one_hot, 0.0)[:, 2], base[:, 2])
+    v_base, v_m = torch.randn(5, generator=g), torch.randn(5, generator=g)  # 1-D (norm weights): elementwise
+    assert torch.allclose(A.aim_relax(v_base, v_m, one_hot, 0.0), torch.where(one_hot > 0, v_base, v_m))
+
+
+def test_aim_importance_normalised_and_padding_free(micro, tok):
+    from l2s_utils.generation import load_model
+
+    model, _ = load_model(micro.system1, "cpu", torch.float32)
+    texts = C.organism_texts(4, seed=0, content="short")
+    cal = C.tokenize(texts, tok, max_length=256)
+    imp = A.aim_importance(model, cal, batch_size=4)
+    assert imp and not any("embed" in k for k in imp) and "lm_head.weight" in imp
+    assert any("layernorm" in k for k in imp)
+    for v in imp.values():
+        assert float(v.max()) == pytest.approx(1.0) and float(v.min()) >= 0
+    assert imp["model.layers.0.self_attn.q_proj.weight"].shape == (model.config.hidden_size,)
+    assert imp["model.layers.0.mlp.down_proj.weight"].shape == (model.config.intermediate_size,)
+    one_by_one = A.aim_importance(model, cal, batch_size=1)  # no padding at all
+    for k in imp:  # sums over batches differ, the normalised profile of a padded batch of 4 vs 4 singles is close
+        assert torch.allclose(imp[k], one_by_one[k], atol=0.35)
+
+
+def test_nmi_estimator():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(20000, generator=g)
+    assert A.nmi_histogram(x, x) == pytest.approx(1.0, abs=1e-6)
+    assert A.nmi_histogram(x, 3 * x + 1) == pytest.approx(1.0, abs=1e-6)  # invariant to monotone maps
+    assert A.nmi_histogram(x, torch.randn(20000, generator=g)) < 0.05
+    assert 0.1 < A.nmi_histogram(x, x + torch.randn(20000, generator=g)) < 0.9
+
+
+def test_acm_coefficients_limits():
+    assert A.acm_coefficients([0.9, 0.9, 0.9], theta=1.2) == [1.0, 1.0, 1.0]  # identical NMI: identity
+    lam = A.acm_coefficients([0.2, 0.5, 0.8], theta=1.2)
+    assert lam[0] > lam[1] > lam[2] and sum(lam) / 3 == pytest.approx(1.0, abs=1e-9)  # high MI -> less
+    assert A.acm_coefficients([0.2, 0.8], theta=0.0) == [1.0, 1.0]
+
+
+def test_sens_equal_sensitivities_reduce_to_task_arithmetic():
+    sens = [{"model.layers.0": 1.0, "model.layers.1": 2.0}] * 2
+    coeffs = A.sens_coefficients(sens, [0.5, 0.5], temperature=2.0)
+    assert all(c == pytest.approx(1.0) for d in coeffs for c in d.values())
+    skew = A.sens_coefficients([{"l": 0.1}, {"l": 0.9}], [0.5, 0.5], temperature=0.1, sens_norm="none")
+    assert skew[1]["l"] > 1.9 and skew[0]["l"] < 0.1 and skew[0]["l"] + skew[1]["l"] == pytest.approx(2.0)
+
+
+def test_sensitivity_gradients_match_finite_differences(micro, tok, monkeypatch):
+    from transformers import AutoModelForCausalLM
+    from transformers.models.qwen2 import modeling_qwen2
+
+    # Qwen2's RMSNorm computes in float32 whatever the model dtype; in float64 end to end, central
+    # differences are accurate to ~1e-9 and can check the autograd sensitivities.
+    def rmsnorm64(self, h):
+        return self.weight * (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.variance_epsilon))
+
+    monkeypatch.setattr(modeling_qwen2.Qwen2RMSNorm, "forward", rmsnorm64)
+    model = AutoModelForCausalLM.from_pretrained(micro.system2, dtype=torch.float64, attn_implementation="sdpa")
+    cal = C.tokenize(C.organism_texts(2, seed=3), tok, max_length=64)
+    ids, att = next(cal.batches(2, model.config.pad_token_id))
+    loss = A.causal_lm_loss(model, ids, att)
+    loss.backward()
+    eps = 1e-6
+    checked = 0
+    for name in ("model.layers.0.mlp.up_proj.weight", "model.norm.weight", "lm_head.weight"):
+        p = dict(model.named_parameters())[name]
+        for flat in (0, p.numel() // 2, p.numel() - 1):
+            idx = torch.unravel_index(torch.tensor(flat), p.shape)
+            with torch.no_grad():
+                old = p[idx].item()
+                p[idx] = old + eps
+                up = A.causal_lm_loss(model, ids, att).item()
+                p[idx] = old - eps
+                down = A.causal_lm_loss(model, ids, att).item()
+                p[idx] = old
+            fd = (up - down) / (2 * eps)
+            assert p.grad[idx].item() == pytest.approx(fd, rel=1e-4, abs=1e-9), (name, flat)
+            checked += 1
+    assert checked == 9
+
+
+def test_calibration_builders_deterministic_and_validated(tok):
+    a = C.build({"source": "organism", "n": 6, "content": "both", "seed": 1}, tok)
+    assert a.sequences == C.build({"source": "organism", "n": 6, "content": "both", "seed": 1}, tok).sequences
+    assert len(a.sequences) == 12 and a.description["content"] == "both"
+    short = C.build({"n": 6, "content": "short", "seed": 1}, tok)
+    long = C.build({"n": 6, "content": "long", "seed": 1}, tok)
+    assert sum(map(len, long.sequences)) > 3 * sum(map(len, short.sequences))
+    with pytest.raises(C.CalibrationError, match="n must be >= 1"):
+        C.build({"n": 0}, tok)
+    with pytest.raises(C.CalibrationError, match="empty"):
+        C.tokenize([], tok)
+    with pytest.raises(C.CalibrationError, match="longer than max_length"):
+        C.build({"n": 3, "content": "long", "max_length": 8, "overlong": "skip"}, tok)
+    with pytest.raises(C.CalibrationError, match="outside the model's vocabulary"):
+        C.build({"n": 3}, tok, vocab_size=50)
+    with pytest.raises(C.CalibrationError, match="content must be one of"):
+        C.build({"n": 3, "content": "medium"}, tok)
+    with pytest.raises(C.CalibrationError, match="unknown key"):
+        C.build({"n": 3, "samples": 4}, tok)
+    s1k = [{"question": f"Q{i}?", "solution": f"S{i}", "attempt": f"A{i}", "thinking_trajectories": [f"T{i} " * 5]} for i in range(5)]
+    import tempfile
+    from pathlib import Path
+
+    p = Path(tempfile.mkdtemp()) / "s1k.jsonl"
+    p.write_text("\n".join(json.dumps(r) for r in s1k))
+    texts = C.s1k_texts(3, seed=0, content="both", path=str(p))
+    assert len(texts) == 6 and any("S" in t for t in texts) and any("T" in t for t in texts)
+    assert C.s1k_texts(3, seed=0, content="short", path=str(p), short_field="attempt")[0].split("\n")[-1].startswith("A")
+
+
+def _yaml(tmp_path, d):
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump(d))
+    return p
+
+
+def test_aim_acm_sens_from_yaml(micro, tmp_path):
+    s1, s2 = str(micro.system1), str(micro.system2)
+    cal = {"source": "organism", "n": 6, "content": "short", "seed": 0, "max_length": 256}
+    ties = merge({"merge_method": "ties", "base_model": s1, "models": [{"model": s2}], "parameters": {"k": 0.8}},
+                 tmp_path / "ties", progress=False).out
+    aim = merge(_yaml(tmp_path, {"merge_method": "aim", "base_model": s1, "models": [{"model": s2}],
+                                 "parameters": {"omega": 0.4, "base_method": "ties", "k": 0.8}, "calibration": cal}),
+                tmp_path / "aim", progress=False).out
+    wt, wa, wb = weights(ties), weights(aim), weights(micro.system1)
+    assert torch.equal(wa["model.embed_tokens.weight"], wt["model.embed_tokens.weight"])  # embeddings untouched
+    assert torch.equal(wa["model.layers.0.self_attn.q_proj.bias"], wt["model.layers.0.self_attn.q_proj.bias"])  # biases too
+    q = "model.layers.0.self_attn.q_proj.weight"
+    d_t, d_a = (wt[q] - wb[q]).abs().sum(), (wa[q] - wb[q]).abs().sum()
+    assert d_a < d_t  # relaxed toward the base
+    prov = json.loads((aim / "l2s_merge.json").read_text())
+    assert prov["method"] == "aim" and prov["base_method"] == "ties" and prov["calibration"]["n"] == 6
+    aim1 = merge({"merge_method": "aim", "base_model": s1, "models": [{"model": s2}], "calibration": cal,
+                  "parameters": {"omega": 1.0, "k": 0.8}}, tmp_path / "aim1", progress=False).out
+    assert all(torch.equal(weights(aim1)[n], wt[n]) for n in wt)  # omega = 1 is TIES itself
+    acm = merge({"merge_method": "acm", "base_model": s1, "models": [{"model": s2}], "calibration": cal,
+                 "parameters": {"theta": 1.2, "base_method": "task_arithmetic", "alpha": 0.7}}, tmp_path / "acm", progress=False).out
+    prov = json.loads((acm / "l2s_merge.json").read_text())
+    assert len(prov["nmi"]) == len(prov["layer_coefficients"]) == 1 and 0 <= prov["nmi"][0] <= 1
+    same = merge({"merge_method": "acm", "base_model": s1, "models": [{"model": s1}], "calibration": cal,
+                  "parameters": {"base_method": "task_arithmetic"}}, tmp_path / "acm_same", progress=False).out
+    assert json.loads((same / "l2s_merge.json").read_text())["layer_coefficients"] == [1.0]  # identical models: lambda = 1
+    sens = merge(_yaml(tmp_path, {"merge_method": "sens", "base_model": s1, "models": [{"model": s1}, {"model": s2}],
+                                  "parameters": {"alpha": 0.7, "T": 2.0}, "calibration": cal}), tmp_path / "sens", progress=False).out
+    prov = json.loads((sens / "l2s_merge.json").read_text())
+    assert prov["calibration_content"] == ["long", "short"] and len(prov["layer_coefficients"]) == 2
+    for c in prov["layer_coefficients"]:
+        assert all(0 < v < 2 for v in c.values())
+
+
+def test_sens_with_uniform_coefficients_equals_task_arithmetic(micro, tmp_path, monkeypatch):
+    s1, s2 = str(micro.system1), str(micro.system2)
+    monkeypatch.setattr(A, "layer_sensitivity", lambda model, cal, **kw: {"model.layers.0": 1.0, "lm_head.weight": 1.0})
+    cal = {"n": 3, "max_length": 128}
+    sens = merge({"merge_method": "sens", "base_model": s1, "models": [{"model": s1}, {"model": s2}], "calibration": cal,
+                  "parameters": {"alpha": 0.7, "T": 2.0}, "dtype": "float32"}, tmp_path / "s", progress=False).out
+    ta = merge({"merge_method": "task_arithmetic", "base_model": s1, "models": [{"model": s2}], "parameters": {"alpha": 0.7},
+                "dtype": "float32"}, tmp_path / "t", progress=False).out
+    coeffs = json.loads((sens / "l2s_merge.json").read_text())["layer_coefficients"]
+    ws, wt = weights(sens), weights(ta)
+    if all(abs(v - 1.0) < 1e-12 for c in coeffs for v in c.values()):
+        for n in wt:
+            assert torch.allclose(ws[n], wt[n], atol=1e-6), n
+    else:  # tau differs between the two models; with equal sensitivities sigma still depends on tau
+        assert coeffs[0]["model.layers.0"] + coeffs[1]["model.layers.0"] == pytest.approx(2.0)
+
+
+def test_composite_bad_inputs_write_nothing(micro, tmp_path):
+    s1, s2 = str(micro.system1), str(micro.system2)
+    out = tmp_path / "out"
+    for params, cal, match in [
+        ({"omega": 1.5}, {"n": 3}, "omega"), ({"omega": 0.4, "k": 1.2}, {"n": 3}, "'k' = 1.2"),
+        ({"omega": 0.4, "base_method": "aim"}, {"n": 3}, "base_method"), ({"omega": 0.4}, {"n": 0}, "n must be >= 1"),
+        ({"omega": 0.4}, {"n": 2, "max_length": 4, "overlong": "skip", "content": "long"}, "longer than max_length"),
+    ]:
+        with pytest.raises((MergeConfigError, C.CalibrationError), match=match):
+            merge({"merge_method": "aim", "base_model": s1, "models": [{"model": s2}], "parameters": params,
+                   "calibration": cal}, out, progress=False)
+        assert not out.exists() and not list(tmp_path.glob(".out*"))
