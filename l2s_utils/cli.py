@@ -82,6 +82,14 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_study(args: argparse.Namespace) -> int:
+    from .driver import NOTEBOOKS, run_study
+
+    notebooks = tuple(n for n in NOTEBOOKS if not args.only or any(n.startswith(o) for o in args.only))
+    run_study(args.profile, out=args.out, book=args.book, notebooks=notebooks, progress=not args.quiet)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="l2s", description="Model merging for long-to-short reasoning (arXiv 2503.20641).")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -100,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     o = sub.add_parser("organism", help="build (or load) the toy System 1 / System 2 pair",
                        description="Train the model organism of one scale (cached; a second call loads it) "
                                    "and print the checkpoint paths.")
-    o.add_argument("--scale", default="m", help="micro | xs | s | m (main) | l | ladder (all study scales)")
+    o.add_argument("--scale", default="s", help="micro | xxs | xs | sm | s (main) | ladder (all study scales)")
     o.add_argument("--force", action="store_true", help="retrain even if cached")
     o.add_argument("--cache", type=Path, default=None, help="cache directory (default ./cache or $L2S_CACHE_DIR)")
     o.add_argument("--premise", action="store_true", help="also evaluate System 1 / System 2 and check the premise")
@@ -126,6 +134,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--ray", action="store_true", help="vLLM: use the Ray executor (multi-node tensor parallelism)")
     e.add_argument("--quiet", action="store_true", help="no progress bars")
     e.set_defaults(func=_cmd_eval)
+
+    s = sub.add_parser("study", help="run the whole study for a profile and render the book",
+                       description="Build the profile's models, execute the six notebooks with papermill into "
+                                   "book/chapters and build the book (jupyter-book 1.x). Unchanged notebooks are not re-run.")
+    s.add_argument("--profile", default="toy", help="toy | smoke | qwen-1.5b | qwen-7b | qwen-14b | qwen-32b | a YAML path")
+    s.add_argument("--out", type=Path, default=None, help="run directory (default runs/<profile>)")
+    s.add_argument("--book", type=Path, default=None, help="book directory (default ./book)")
+    s.add_argument("--only", nargs="*", default=None, help="notebook name prefixes to run (e.g. 00 01)")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=_cmd_study)
     return ap
 
 

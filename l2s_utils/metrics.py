@@ -52,13 +52,18 @@ def summarize(df: pd.DataFrame, by=("model", "benchmark"), reference: str | None
                      "reflective_pct": 100 * g.reflective.mean(), "keyword_freq": refl.keywords.mean() if len(refl) else 0.0,
                      "truncated_pct": 100 * g.truncated.mean() if "truncated" in g else float("nan")})
     out = pd.DataFrame(rows)
-    if reference is not None and "model" in by:
+    if reference is not None and "model" in by and (out.model == reference).any():
         other = [b for b in by if b != "model"]
         ref = out[out.model == reference].set_index(other) if other else out[out.model == reference]
         changes, scores = [], []
         for _, r in out.iterrows():
             key = tuple(r[b] for b in other)
-            rr = (ref.loc[key[0]] if len(key) == 1 else ref.loc[key]) if other else ref.iloc[0]
+            try:
+                rr = (ref.loc[key[0]] if len(key) == 1 else ref.loc[key]) if other else ref.iloc[0]
+            except KeyError:  # no reference row for this group
+                changes.append(float("nan"))
+                scores.append(float("nan"))
+                continue
             if isinstance(rr, pd.DataFrame):
                 rr = rr.iloc[0]
             changes.append(100 * (r.mean_tokens - rr.mean_tokens) / rr.mean_tokens if rr.mean_tokens else float("nan"))

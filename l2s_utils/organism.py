@@ -33,7 +33,7 @@ import torch
 
 from . import task as T
 
-ORGANISM_VERSION = "1"  # bump when the task, traces or training loop change meaning
+ORGANISM_VERSION = "4"  # bump when the task, traces or training loop change meaning
 from .prompts import TOY as PROMPT  # noqa: E402  (the toy chat prompt)
 END = "<|im_end|>"
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -53,8 +53,8 @@ class Spec:
     s1_steps: int
     s2_steps: int
     batch: int = 32
-    lr: float = 3e-3
-    sft_lr: float = 1e-3
+    lr: float = 5e-3
+    sft_lr: float = 2e-3
     warmup: int = 30
     pretrain_len: int = 128
     seed: int = 0
@@ -64,13 +64,13 @@ class Spec:
 SCALES: dict[str, Spec] = {
     "micro": Spec(hidden=32, layers=1, heads=2, kv_heads=1, intermediate=64, pretrain_steps=20, s1_steps=15, s2_steps=15,
                   batch=8, warmup=5),
-    "xs": Spec(hidden=48, layers=2, heads=4, kv_heads=2, intermediate=128, pretrain_steps=400, s1_steps=250, s2_steps=350),
-    "s": Spec(hidden=96, layers=3, heads=4, kv_heads=2, intermediate=256, pretrain_steps=400, s1_steps=250, s2_steps=350),
-    "m": Spec(hidden=128, layers=4, heads=4, kv_heads=2, intermediate=384, pretrain_steps=400, s1_steps=250, s2_steps=350),
-    "l": Spec(hidden=192, layers=5, heads=6, kv_heads=2, intermediate=512, pretrain_steps=400, s1_steps=250, s2_steps=350),
+    "xxs": Spec(hidden=24, layers=1, heads=2, kv_heads=1, intermediate=64, pretrain_steps=800, s1_steps=500, s2_steps=500),
+    "xs": Spec(hidden=32, layers=2, heads=4, kv_heads=2, intermediate=96, pretrain_steps=800, s1_steps=500, s2_steps=500),
+    "sm": Spec(hidden=64, layers=2, heads=4, kv_heads=2, intermediate=192, pretrain_steps=800, s1_steps=500, s2_steps=500),
+    "s": Spec(hidden=96, layers=3, heads=4, kv_heads=2, intermediate=256, pretrain_steps=800, s1_steps=500, s2_steps=500),
 }
-MAIN_SCALE = "m"
-LADDER = ("xs", "s", "m", "l")
+MAIN_SCALE = "s"
+LADDER = ("xxs", "xs", "sm", "s")
 
 
 def default_cache() -> Path:
@@ -123,19 +123,34 @@ def build_tokenizer(out_dir: Path, seed: int = 0, vocab_size: int = 400):
 
 
 def pretrain_texts(n: int, seed: int) -> list[str]:
-    """Arithmetic text: single operations of every size and whole chains with their value."""
+    """Arithmetic text, as a math base model would have seen it.
+
+    35% single-digit facts (a+b=c and c-b=a with c <= 18), 35% worked chains ("37+48-15: 37+48=85.
+    85-15=70."), 20% column work for one operation ("47+38: 7+8=15. 4+3=7. 7+1=8. So 85."), 10% two-digit
+    operations. The worked text teaches the copying of operands that the fine-tuned formats need.
+    """
     rng = random.Random(f"{seed}-pretrain")
     out = []
     while len(out) < n:
-        if rng.random() < 0.6:
+        r = rng.random()
+        if r < 0.35:
+            a, b = rng.randint(0, 9), rng.randint(0, 9)
+            out.append(f"{a}+{b}={a + b}." if rng.random() < 0.5 else f"{a + b}-{b}={a}.")
+        elif r < 0.70:
+            p = T.random_problem(rng.randint(1, 5), rng)
+            steps = " ".join(f"{x}{o}{y}={z}." for x, o, y, z in T._chain(p))
+            out.append(f"{p.question}: {steps}")
+        elif r < 0.90:
+            p = T.random_problem(rng.randint(2, 5), rng)
+            x, o, y, z = T._chain(p)[0]
+            facts = " ".join(f"{a}{op}{b}={c}." for _, a, op, b, c in T._column_steps(x, o, y))
+            out.append(f"{x}{o}{y}: {facts} So {z}.")
+        else:
             a, b = rng.randint(0, 99), rng.randint(0, 99)
             if rng.random() < 0.5 and a + b <= T.MAX_VALUE:
                 out.append(f"{a}+{b}={a + b}.")
             elif a >= b:
                 out.append(f"{a}-{b}={a - b}.")
-        else:
-            p = T.random_problem(rng.randint(1, 5), rng)
-            out.append(f"{p.question}={p.answer}.")
     return out
 
 

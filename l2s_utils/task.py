@@ -16,9 +16,14 @@ Splits are disjoint by construction: a problem's split is a hash of its question
 Two writers produce the responses that the two models imitate:
 - System 1 (Qwen2.5-Math-like): one step per operation, then the boxed answer.
   ``37+48=85. 85-15=70. The answer is \\boxed{70}.``
-- System 2 (R1-Distill-like): a ``<think>`` block that decomposes every operation into tens and units,
-  verifies steps with the paper's reflection keywords, sometimes slips and corrects itself
-  ("Wait, that is wrong."), re-checks even easy problems (overthinking), recaps, then a short answer.
+- System 2 (R1-Distill-like): a ``<think>`` block that works every operation out in columns (units,
+  carry or borrow, tens) so that each sub-step is a single-digit fact, verifies every step with the
+  paper's reflection keywords, sometimes slips and corrects itself ("Wait, that is wrong."), re-checks
+  even easy problems (overthinking), recaps, then a short answer.
+
+Why this gives the paper's premise in miniature: System 1 must do a whole two-digit operation in one
+step, which a tiny model does not learn within the training budget, while System 2's column steps
+need only the single-digit facts that it does learn -- longer thinking buys accuracy on hard problems.
 """
 
 from __future__ import annotations
@@ -125,7 +130,7 @@ def system1_trace(p: Problem) -> str:
 class S2Style:
     """Knobs of the System 2 writer (all visible, all seeded)."""
 
-    slip_prob: float = 0.12        # chance that a sub-step is first written wrong, then corrected
+    slip_prob: float = 0.05        # chance that a single-digit fact is first written wrong, then corrected
     check_prob: float = 1.0        # chance that a step is verified by the inverse operation
     extra_check_easy: bool = True  # overthinking: re-check again on 1-2 operation problems
     checks: tuple[str, ...] = field(default=(
@@ -136,16 +141,40 @@ class S2Style:
     ))
 
 
-def _decompose(a: int, op: str, b: int) -> list[tuple[int, str, int, int]]:
-    """Split a +/- b into easy sub-steps: first the tens of b, then its units."""
-    tens, units = (b // 10) * 10, b % 10
-    parts = [x for x in (tens, units) if x] or [b]
-    out, value = [], a
-    for x in parts:
-        nxt = value + x if op == "+" else value - x
-        out.append((value, op, x, nxt))
-        value = nxt
+def _column_steps(a: int, op: str, b: int) -> list[tuple[str, int, str, int, int]]:
+    """Column arithmetic for a +/- b (result in 0..99) as single-digit facts (x up to 18 after a borrow).
+
+    Returns (label, x, op, y, z) sub-steps meaning "label x op y = z", in writing order.
+    """
+    au, at, bu, bt = a % 10, a // 10, b % 10, b // 10
+    out = []
+    if op == "+":
+        s = au + bu
+        out.append(("Units:", au, "+", bu, s))
+        if bt or s >= 10:
+            if bt:
+                out.append(("Tens:", at, "+", bt, at + bt))
+            if s >= 10:
+                out.append(("Carry 1:", at + bt, "+", 1, at + bt + 1))
+    else:
+        if au >= bu:
+            out.append(("Units:", au, "-", bu, au - bu))
+            top = at
+        else:
+            out.append(("Units, borrow 1:", au + 10, "-", bu, au + 10 - bu))
+            out.append(("Tens:", at, "-", 1, at - 1))
+            top = at - 1
+        if bt:
+            out.append(("Tens:" if au >= bu else "Then", top, "-", bt, top - bt))
     return out
+
+
+def _fact(x: int, op: str, y: int, z: int, rng: random.Random, slip_prob: float) -> str:
+    if rng.random() < slip_prob:
+        wrong = z + rng.choice([-1, 1])
+        if wrong >= 0:
+            return f"{x}{op}{y}={wrong}. {SLIP_MARK} {x}{op}{y}={z}."
+    return f"{x}{op}{y}={z}."
 
 
 def system2_trace(p: Problem, rng: random.Random, style: S2Style | None = None) -> str:
@@ -155,16 +184,9 @@ def system2_trace(p: Problem, rng: random.Random, style: S2Style | None = None) 
     for i, (op, b) in enumerate(zip(p.ops, p.operands[1:]), 1):
         nxt = value + b if op == "+" else value - b
         parts = [f"Step {i}: {value}{op}{b}."]
-        subs = _decompose(value, op, b)
-        if len(subs) > 1:
-            parts.append(f"Split {b} into {subs[0][2]} and {subs[1][2]}.")
-        for x, o, y, z in subs:
-            if rng.random() < style.slip_prob:
-                wrong = z + rng.choice([-10, -1, 1, 10])
-                if 0 <= wrong != z:
-                    parts.append(f"{x}{o}{y}={wrong}. {SLIP_MARK} {x}{o}{y}={z}.")
-                    continue
-            parts.append(f"{x}{o}{y}={z}.")
+        for label, x, o, y, z in _column_steps(value, op, b):
+            parts.append(f"{label} {_fact(x, o, y, z, rng, style.slip_prob)}")
+        parts.append(f"So {value}{op}{b}={nxt}.")
         if rng.random() < style.check_prob:
             inv = "-" if op == "+" else "+"
             parts.append(rng.choice(style.checks).format(c=nxt, inv=inv, b=b, a=value))

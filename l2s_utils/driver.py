@@ -1,0 +1,103 @@
+"""The study driver: build models, execute the notebooks with papermill, render the book.
+
+    l2s study --profile toy
+
+1. builds or loads the profile's models (the organism ladder on ``toy``; progress bars);
+2. executes ``notebooks/*.ipynb`` in order with papermill (parameters: profile, out) into
+   ``book/chapters/`` -- a notebook whose source, profile and package code are unchanged since its last
+   successful run is not executed again (a stamp file records the hash); a failing cell stops the
+   study with the notebook and cell named;
+3. builds the book with jupyter-book 1.x (offline; ``execute_notebooks: off``) and prints the path of
+   ``index.html``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .profiles import load_profile
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ("00_testbed", "01_task_vector_merging", "02_svd_merging", "03_activation_merging", "04_model_scale",
+             "05_self_correction_adaptive_length")
+
+
+class StudyError(RuntimeError):
+    pass
+
+
+def _stamp(nb: Path, profile: dict) -> str:
+    h = hashlib.sha256(nb.read_bytes())
+    h.update(json.dumps(profile, sort_keys=True).encode())
+    for f in sorted((ROOT / "l2s_utils").glob("*.py")):
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def run_notebooks(profile: str, out: Path, chapters: Path, notebooks=NOTEBOOKS, progress: bool = True) -> list[dict]:
+    import papermill as pm
+
+    prof = load_profile(profile)
+    chapters.mkdir(parents=True, exist_ok=True)
+    report = []
+    for name in notebooks:
+        src, dst = ROOT / "notebooks" / f"{name}.ipynb", chapters / f"{name}.ipynb"
+        stamp_file = chapters / f".{name}.stamp"
+        stamp = _stamp(src, prof)
+        if dst.is_file() and stamp_file.is_file() and stamp_file.read_text() == stamp:
+            report.append({"notebook": name, "status": "unchanged", "seconds": 0.0})
+            continue
+        t = time.perf_counter()
+        print(f"[l2s study] executing {name} ...", flush=True)
+        tmp = dst.with_suffix(".partial.ipynb")
+        try:
+            pm.execute_notebook(str(src), str(tmp), parameters={"profile": profile, "out": str(out)},
+                                kernel_name="python3", progress_bar=progress, cwd=str(ROOT))
+        except pm.PapermillExecutionError as e:
+            raise StudyError(f"notebook {name}: cell {e.exec_count} failed: {e.ename}: {e.evalue} "
+                             f"(the executed notebook with the traceback: {tmp})") from None
+        tmp.replace(dst)
+        stamp_file.write_text(stamp)
+        report.append({"notebook": name, "status": "executed", "seconds": round(time.perf_counter() - t, 1)})
+    return report
+
+
+def build_book(book: Path) -> Path:
+    jb = Path(sys.executable).parent / "jupyter-book"
+    cmd = [str(jb) if jb.exists() else "jupyter-book", "build", str(book)]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise StudyError(f"jupyter-book build failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+    index = book / "_build" / "html" / "index.html"
+    if not index.is_file():
+        raise StudyError(f"jupyter-book finished but {index} is missing")
+    return index
+
+
+def run_study(profile: str = "toy", out: str | Path | None = None, book: str | Path | None = None,
+              notebooks=NOTEBOOKS, progress: bool = True) -> Path:
+    prof = load_profile(profile)
+    out = Path(out) if out else ROOT / "runs" / prof["name"]
+    book = Path(book) if book else ROOT / "book"
+    t0 = time.perf_counter()
+    if prof["models"]["kind"] == "organism":
+        from . import organism as O
+
+        for scale in prof["models"].get("ladder") or [prof["models"]["scale"]]:
+            org = O.build(scale, progress=progress)
+            print(f"[l2s study] organism {scale}: {org.n_params / 1e6:.2f}M parameters ({org.root})", flush=True)
+    report = run_notebooks(prof["name"], out, book / "chapters", notebooks, progress)
+    headline = out / "figures" / "headline.png"
+    if headline.is_file():
+        (book / "_static").mkdir(exist_ok=True)
+        (book / "_static" / "headline.png").write_bytes(headline.read_bytes())
+    index = build_book(book)
+    for r in report:
+        print(f"[l2s study] {r['notebook']}: {r['status']} ({r['seconds']} s)")
+    print(f"[l2s study] done in {time.perf_counter() - t0:.0f} s. The book: {index}")
+    return index

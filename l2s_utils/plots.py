@@ -1,0 +1,102 @@
+"""Figures for the book (seaborn, labelled, readable). Each returns the matplotlib Figure."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+sns.set_theme(style="whitegrid", context="notebook")
+PALETTE = {"System 1": "#4C72B0", "System 2": "#C44E52"}
+
+
+def by_level(levels: pd.DataFrame, title: str = ""):
+    """Accuracy, mean response tokens and reflective share by difficulty level, one line per model."""
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for ax, col, label in zip(axes, ("accuracy", "mean_tokens", "reflective"),
+                              ("accuracy (%)", "mean response tokens", "reflective responses (%)")):
+        sns.lineplot(data=levels, x="level", y=col, hue="model", marker="o", ax=ax, palette=_pal(levels.model))
+        ax.set_xlabel("difficulty level")
+        ax.set_ylabel(label)
+        ax.set_xticks(sorted(levels.level.unique()))
+        if ax is not axes[-1]:
+            ax.get_legend().remove()
+    axes[-1].legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def _pal(models):
+    names = list(dict.fromkeys(models))
+    others = [m for m in names if m not in PALETTE]
+    colors = dict(zip(others, sns.color_palette("tab10", len(others) + 2)[2:]))
+    return {m: PALETTE.get(m, colors.get(m)) for m in names}
+
+
+def accuracy_vs_length(summary: pd.DataFrame, title: str = "", annotate: bool = True, line: pd.DataFrame | None = None,
+                       line_label: str = ""):
+    """Each model as a point (mean tokens, accuracy) with 95% CI bars; an optional sweep drawn as a line."""
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    if line is not None and len(line):
+        ax.plot(line.mean_tokens, line.accuracy, "-", color="0.6", zorder=1, label=line_label)
+        for _, r in line.iterrows():
+            ax.annotate(r.get("label", ""), (r.mean_tokens, r.accuracy), textcoords="offset points", xytext=(4, -10),
+                        fontsize=8, color="0.4")
+    pal = _pal(summary.model)
+    for _, r in summary.iterrows():
+        ax.errorbar(r.mean_tokens, r.accuracy, yerr=[[r.accuracy - r.acc_lo], [r.acc_hi - r.accuracy]], fmt="o",
+                    color=pal[r.model], capsize=3, zorder=2, label=r.model)
+        if annotate:
+            ax.annotate(r.model, (r.mean_tokens, r.accuracy), textcoords="offset points", xytext=(5, 5), fontsize=9)
+    ax.set_xlabel("mean response tokens")
+    ax.set_ylabel("accuracy (%), 95% bootstrap CI")
+    ax.set_title(title)
+    handles, labels = ax.get_legend_handles_labels()
+    uniq = dict(zip(labels, handles))
+    ax.legend(uniq.values(), uniq.keys(), loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def bars(summary: pd.DataFrame, column: str, label: str, title: str = "", ci: tuple[str, str] | None = None):
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    order = list(summary.model)
+    sns.barplot(data=summary, x="model", y=column, hue="model", order=order, palette=_pal(order), ax=ax, legend=False)
+    if ci:
+        lo, hi = summary[ci[0]].values, summary[ci[1]].values
+        ax.errorbar(range(len(order)), summary[column].values, yerr=[summary[column].values - lo, hi - summary[column].values],
+                    fmt="none", color="black", capsize=3)
+    ax.set_xlabel("")
+    ax.set_ylabel(label)
+    ax.set_title(title)
+    ax.tick_params(axis="x", rotation=30)
+    fig.tight_layout()
+    return fig
+
+
+def spectra(spec: pd.DataFrame, title: str = ""):
+    """Normalised singular values (sigma_i / sigma_1) of the task vector, per layer type."""
+    fig, ax = plt.subplots(figsize=(8, 5))
+    sns.lineplot(data=spec, x="index", y="sigma_norm", hue="layer_type", errorbar=("pi", 50), ax=ax)
+    ax.set_yscale("log")
+    ax.set_xlabel("singular value index")
+    ax.set_ylabel("sigma_i / sigma_1 (median, 25-75% band over layers)")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def scale_lines(df: pd.DataFrame, x: str, y: str, hue: str, xlabel: str, ylabel: str, title: str = ""):
+    fig, ax = plt.subplots(figsize=(8, 5))
+    sns.lineplot(data=df, x=x, y=y, hue=hue, marker="o", ax=ax)
+    ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,177 @@
+"""The study pipeline that the notebooks call: profile -> models -> merge -> generate -> grade -> summarize.
+
+    st = Study("toy")                                  # validated profile, output under runs/toy
+    pair = st.pair()                                   # System 1 / System 2 checkpoints (organism or hub)
+    path = st.merged("ties")                           # merged checkpoint, cached by its config hash
+    rows = st.evaluate(path, "TIES", role="merged")    # graded rows (generations cached by fingerprint)
+    table = st.summary(rows)                           # accuracy with CI, length, length change vs System 2, ...
+
+Every stage is a function over files with a cache key, so re-running a notebook after an edit or a
+crash redoes only what changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from . import metrics
+from .profiles import load_profile
+
+ROOT = Path(__file__).resolve().parents[1]
+PAIR_METHODS = {"average", "dare", "lore", "sens"}  # methods that take [System 1, System 2] as models
+PRETTY = {"average": "Average Merging", "task_arithmetic": "Task Arithmetic", "ties": "Ties-Merging", "dare": "DARE",
+          "dare_ta": "DARE-TA", "dare_ties": "DARE-Ties", "lore": "LoRE-Merging", "twin": "Twin-Merging",
+          "aim": "AIM-Ties", "sens": "Sens-Merging", "acm": "ACM-Ties"}
+
+
+def _hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+class Study:
+    def __init__(self, profile: str | dict = "toy", out: str | os.PathLike | None = None, progress: bool = False):
+        self.profile = profile if isinstance(profile, dict) else load_profile(profile)
+        self.name = self.profile["name"]
+        self.out = Path(out) if out else ROOT / "runs" / self.name
+        self.progress = progress
+        self._pairs: dict[str, dict[str, Path]] = {}
+        self._length_tok = None
+
+    # -- models -------------------------------------------------------------------------------
+    @property
+    def organism(self) -> bool:
+        return self.profile["models"]["kind"] == "organism"
+
+    @property
+    def scales(self) -> list[str]:
+        m = self.profile["models"]
+        return list(m.get("ladder") or [m.get("scale")]) if self.organism else [self.name]
+
+    def pair(self, scale: str | None = None) -> dict[str, Path]:
+        """{'system1': path, 'system2': path} for the main pair or one ladder scale."""
+        m = self.profile["models"]
+        key = scale or m.get("scale") or self.name
+        if key not in self._pairs:
+            if self.organism:
+                from . import organism as O
+
+                org = O.build(key, progress=self.progress)
+                self._pairs[key] = {"system1": org.system1, "system2": org.system2, "organism": org}
+            else:
+                from .merging import fetch_model
+
+                self._pairs[key] = {"system1": fetch_model(m["system1"]), "system2": fetch_model(m["system2"])}
+        return self._pairs[key]
+
+    # -- merging --------------------------------------------------------------------------------
+    def merge_config(self, method: str, scale: str | None = None, calibration: dict | None = None,
+                     **override) -> dict:
+        pair = self.pair(scale)
+        params = {**self.profile["merge"].get(method, {}), **override}
+        s1, s2 = str(pair["system1"]), str(pair["system2"])
+        cfg = {"merge_method": method, "base_model": s1,
+               "models": [{"model": s1}, {"model": s2}] if method in PAIR_METHODS else [{"model": s2}],
+               "parameters": params, "dtype": "float32" if self.organism else "bfloat16"}
+        if not self.organism:
+            cfg["max_position_embeddings"] = 131072
+        if method in ("aim", "sens", "acm"):
+            cfg["calibration"] = {**self.profile.get("calibration", {}), **(calibration or {})}
+        return cfg
+
+    def merged(self, method: str, scale: str | None = None, calibration: dict | None = None, **override) -> Path:
+        """The merged checkpoint for ``method`` (profile hyper-parameters, overridden by keywords); cached."""
+        from .merging import merge
+
+        cfg = self.merge_config(method, scale, calibration, **override)
+        path = self.out / "merged" / (scale or "main") / f"{method}-{_hash(cfg)}"
+        if not (path / "l2s_merge.json").is_file():
+            merge(cfg, path, overwrite=path.exists(), progress=self.progress)
+        return path
+
+    # -- evaluation -----------------------------------------------------------------------------
+    def length_tokenizer(self):
+        """One fixed tokenizer for every length in this profile (the System 2 tokenizer)."""
+        if self._length_tok is None:
+            from transformers import AutoTokenizer
+
+            self._length_tok = AutoTokenizer.from_pretrained(self.pair()["system2"])
+        return self._length_tok
+
+    def evaluate(self, model: str | os.PathLike, name: str, role: str = "merged", scale: str | None = None) -> pd.DataFrame:
+        """Graded rows of one model on every benchmark of the profile (role picks prompt and max tokens)."""
+        from .benchmarks import load_benchmark
+        from .generation import Sampling
+        from .harness import evaluate
+        from .prompts import stop_strings
+
+        sp, bk = self.profile["sampling"], self.profile["backend"]
+        prompt = self.profile["prompts"][role]
+        max_tokens = sp.get("max_tokens_system1", sp["max_tokens"]) if role == "system1" else sp["max_tokens"]
+        sampling = Sampling(max_tokens=max_tokens, temperature=float(sp.get("temperature", 0.0)), seed=sp.get("seed", 0),
+                            stop=stop_strings(prompt))
+        options: dict[str, Any] = {}
+        if bk["name"] == "transformers":
+            options["batch_size"] = bk.get("batch_size", 64)
+        else:
+            options.update({k: bk[k] for k in ("tensor_parallel_size", "max_model_len", "gpu_memory_utilization") if bk.get(k)})
+            if bk.get("executor") == "ray":
+                options["distributed_executor_backend"] = "ray"
+        frames = []
+        for b in self.profile["benchmarks"]:
+            items = load_benchmark(b["name"], limit=b.get("limit"), seed=self.profile.get("seed", 0),
+                                   toy_per_level=b.get("per_level", 50))
+            df = evaluate(model, b["name"], items=items, prompt=prompt, backend=bk["name"], sampling=sampling,
+                          out=self.out / "eval", length_tokenizer=self.length_tokenizer(), model_name=name,
+                          progress=self.progress, **options)
+            df["role"], df["scale"], df["profile"] = role, scale or "main", self.name
+            frames.append(df)
+        return pd.concat(frames, ignore_index=True)
+
+    def baselines(self, scale: str | None = None) -> pd.DataFrame:
+        pair = self.pair(scale)
+        return pd.concat([self.evaluate(pair["system1"], "System 1", "system1", scale),
+                          self.evaluate(pair["system2"], "System 2", "system2", scale)], ignore_index=True)
+
+    def run_methods(self, methods: list[str], scale: str | None = None) -> pd.DataFrame:
+        frames = [self.evaluate(self.merged(m, scale), PRETTY.get(m, m), "merged", scale) for m in methods]
+        return pd.concat(frames, ignore_index=True)
+
+    # -- summaries ------------------------------------------------------------------------------
+    def summary(self, rows: pd.DataFrame, by=("model", "benchmark")) -> pd.DataFrame:
+        return metrics.summarize(rows, by=by, reference="System 2")
+
+    def by_level(self, rows: pd.DataFrame) -> pd.DataFrame:
+        g = rows.dropna(subset=["level"]).groupby(["model", "level"])
+        out = g.agg(accuracy=("correct", "mean"), mean_tokens=("tokens", "mean"), reflective=("reflective", "mean"),
+                    n=("correct", "size")).reset_index()
+        out["accuracy"] *= 100
+        out["reflective"] *= 100
+        return out
+
+
+def paper_summary(scale: str = "7b") -> pd.DataFrame:
+    """The paper's average accuracy and length change per method (Table 1 summary for 7B)."""
+    if scale != "7b":
+        raise ValueError("the paper's summary table is given for 7B only; per-benchmark tables are in data/paper/")
+    return pd.read_csv(ROOT / "data" / "paper" / "table1_7b_summary.csv")
+
+
+def side_by_side(ours: pd.DataFrame, profile: str) -> pd.DataFrame:
+    """Our accuracy (with CI) and length change beside the paper's 7B averages, one row per method."""
+    paper = paper_summary().rename(columns={"method": "paper_method"})
+    names = {"System 1": "Qwen2.5-Math-7B", "System 2": "DeepSeek-R1-Distill-Qwen-7B", "ACM-Ties": None}
+    rows = []
+    for _, r in ours.iterrows():
+        pm = names.get(r.model, r.model)
+        p = paper[paper.paper_method == pm] if pm else paper.iloc[0:0]
+        rows.append({"method": r.model, f"accuracy ({profile})": f"{r.accuracy:.1f} [{r.acc_lo:.1f}, {r.acc_hi:.1f}]",
+                     f"length change % ({profile})": round(r.length_change_pct, 1),
+                     "accuracy (paper 7B avg)": p.avg_accuracy.iloc[0] if len(p) else None,
+                     "length change % (paper 7B)": p.avg_length_change_pct.iloc[0] if len(p) else None})
+    return pd.DataFrame(rows)

@@ -1,0 +1,110 @@
+"""Profiles, and the whole study on the smoke profile: notebooks (papermill), the book, a browser screenshot."""
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from l2s_utils.profiles import ProfileError, load_profile
+
+ROOT = Path(__file__).resolve().parents[1]
+CHAPTERS = ("00_testbed", "01_task_vector_merging", "02_svd_merging", "03_activation_merging", "04_model_scale",
+            "05_self_correction_adaptive_length")
+
+
+def test_shipped_profiles_load():
+    for name in ("toy", "smoke", "qwen-1.5b", "qwen-7b", "qwen-14b", "qwen-32b"):
+        p = load_profile(name)
+        assert p["name"] == name and p["merge"]
+    q7 = load_profile("qwen-7b")
+    assert q7["merge"]["ties"] == {"k": 0.8, "alpha": 1.0} and q7["sampling"]["max_tokens"] == 10240
+    assert q7["sampling"]["max_tokens_system1"] == 8192 and q7["backend"]["name"] == "vllm"
+    assert load_profile("qwen-14b")["merge"]["sens"] == {"alpha": 0.8, "T": 6.0}
+
+
+@pytest.mark.parametrize("mutate,match", [
+    (lambda p: p.update(colour="red"), r"profile bad\.colour: unknown key"),
+    (lambda p: p["sampling"].update(max_tokens="lots"), r"profile bad\.sampling\.max_tokens: must be int"),
+    (lambda p: p.pop("merge"), r"missing required key 'merge'"),
+    (lambda p: p["merge"].update(tie={}), r"profile bad\.merge\.tie: unknown merge_method"),
+    (lambda p: p["models"].update(kind="cloud"), r"models\.kind: must be 'organism' or 'hub'"),
+    (lambda p: p["backend"].update(tensor_parallel_size=True), r"tensor_parallel_size: must be int"),
+])
+def test_bad_profiles_name_the_key(tmp_path, mutate, match):
+    prof = yaml.safe_load((ROOT / "data" / "profiles" / "smoke.yaml").read_text())
+    mutate(prof)
+    f = tmp_path / "bad.yaml"
+    f.write_text(yaml.safe_dump(prof))
+    with pytest.raises(ProfileError, match=match):
+        load_profile(f)
+    with pytest.raises(ProfileError, match="known profiles"):
+        load_profile("nope")
+
+
+@pytest.fixture(scope="module")
+def smoke_book(tmp_path_factory):
+    """Run the whole study on the smoke profile into a copy of the book sources."""
+    from l2s_utils.driver import run_study
+
+    tmp = tmp_path_factory.mktemp("study")
+    book = tmp / "book"
+    shutil.copytree(ROOT / "book", book, ignore=shutil.ignore_patterns("_build", "chapters", "_static"))
+    index = run_study("smoke", out=tmp / "runs", book=book, progress=False)
+    return book, index
+
+
+def test_notebooks_execute_without_errors(smoke_book):
+    book, _ = smoke_book
+    for name in CHAPTERS:
+        nb = json.loads((book / "chapters" / f"{name}.ipynb").read_text())
+        assert nb["metadata"]["papermill"]["parameters"]["profile"] == "smoke"
+        for cell in nb["cells"]:
+            for out in cell.get("outputs", []):
+                assert out.get("output_type") != "error", (name, out.get("ename"), out.get("evalue"))
+
+
+def test_book_has_every_chapter_with_figures_and_tables(smoke_book):
+    book, index = smoke_book
+    assert index.is_file()
+    html = book / "_build" / "html"
+    for page in ("intro", "methods", "reproduce", "references"):
+        assert (html / f"{page}.html").is_file(), page
+    for name in CHAPTERS:
+        page = (html / "chapters" / f"{name}.html").read_text()
+        assert len(re.findall(r"<img ", page)) >= 1, f"{name}: no figure"
+        assert "<table" in page, f"{name}: no table"
+        assert "smoke" in page  # every chapter names the profile that produced it
+    assert (html / "_static" / "headline.png").is_file() or list((html / "_images").glob("headline*"))
+
+
+def test_rerun_reuses_everything(smoke_book, tmp_path):
+    from l2s_utils.driver import run_notebooks
+
+    book, _ = smoke_book
+    report = run_notebooks("smoke", book.parent / "runs", book / "chapters", progress=False)
+    assert all(r["status"] == "unchanged" for r in report)
+
+
+def test_chapter_renders_in_a_browser(smoke_book, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if chromium is None:
+        pytest.skip("no chromium (.ci/run installs Debian's chromium; install it to run this check)")
+    book, _ = smoke_book
+    page = book / "_build" / "html" / "chapters" / "01_task_vector_merging.html"
+    shot = tmp_path / "shot.png"
+    subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                    f"--screenshot={shot}", "--window-size=1280,4000", page.as_uri()],
+                   capture_output=True, timeout=120)
+    assert shot.is_file()
+    from PIL import Image
+
+    img = Image.open(shot).convert("RGB")
+    pixels = list(img.getdata())
+    non_white = sum(1 for p in pixels if sum(p) < 600) / len(pixels)
+    colourful = sum(1 for r, g, b in pixels if max(r, g, b) - min(r, g, b) > 60) / len(pixels)
+    assert non_white > 0.01, "the page rendered blank"
+    assert colourful > 0.002, "no coloured figure visible on the page"
