@@ -17,8 +17,8 @@ Two writers produce the responses that the two models imitate:
 - System 1 (Qwen2.5-Math-like): one step per operation, then the boxed answer.
   ``37+48=85. 85-15=70. The answer is \\boxed{70}.``
 - System 2 (R1-Distill-like): a ``<think>`` block that works every operation out in columns (units,
-  carry or borrow, tens) so that each sub-step is a single-digit fact, verifies every step with the
-  paper's reflection keywords, sometimes slips and corrects itself ("Wait, that is wrong."), re-checks
+  carry or borrow, tens) so that each sub-step is a single-digit fact, writes the remaining expression
+  after every step ("Now 17+18."), verifies every step with the paper's reflection keywords, sometimes slips and corrects itself ("Wait, that is wrong."), re-checks
   even easy problems (overthinking), recaps, then a short answer.
 
 Why this gives the paper's premise in miniature: System 1 must do a whole two-digit operation in one
@@ -180,22 +180,25 @@ def _fact(x: int, op: str, y: int, z: int, rng: random.Random, slip_prob: float)
 def system2_trace(p: Problem, rng: random.Random, style: S2Style | None = None) -> str:
     """Long, reflective chain of thought inside <think>...</think>, then a short boxed answer."""
     style = style or S2Style()
-    lines, value = [], p.operands[0]
+    lines, value = [f"We need {p.question}."], p.operands[0]
     for i, (op, b) in enumerate(zip(p.ops, p.operands[1:]), 1):
         nxt = value + b if op == "+" else value - b
         parts = [f"Step {i}: {value}{op}{b}."]
         for label, x, o, y, z in _column_steps(value, op, b):
             parts.append(f"{label} {_fact(x, o, y, z, rng, style.slip_prob)}")
         parts.append(f"So {value}{op}{b}={nxt}.")
+        rest = "".join(f"{o}{x}" for o, x in zip(p.ops[i:], p.operands[i + 1:]))
         if rng.random() < style.check_prob:
             inv = "-" if op == "+" else "+"
             parts.append(rng.choice(style.checks).format(c=nxt, inv=inv, b=b, a=value))
+        if rest:  # carry the state: the remaining expression, so the next operand is a local copy
+            parts.append(f"Now {nxt}{rest}.")
         lines.append(" ".join(parts))
         value = nxt
-    recap = ", ".join(f"{x}{o}{y}={z}" for x, o, y, z in _chain(p))
-    lines.append(f"Recap: {recap}. So the result is {p.answer}.")
+    lines.append(f"Recap: the result is {p.answer}.")
     if style.extra_check_easy and len(p.ops) <= 2:
-        lines.append(f"Let me verify once more: {p.question}={p.answer}. Yes.")
+        x, o, y, z = _chain(p)[-1]
+        lines.append(f"Let me verify once more: {z}{'-' if o == '+' else '+'}{y}={x}. Yes.")
     body = "\n".join(lines)
     return f"<think>\n{body}\n</think>\nThe answer is \\boxed{{{p.answer}}}."
 
