@@ -40,6 +40,12 @@ class Study:
         self.name = self.profile["name"]
         self.out = Path(out) if out else ROOT / "runs" / self.name
         self.progress = progress
+        if not progress:  # keep notebook outputs readable: no library progress bars
+            os.environ.setdefault("TQDM_DISABLE", "1")
+            os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
         self._pairs: dict[str, dict[str, Path]] = {}
         self._length_tok = None
 
