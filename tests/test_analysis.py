@@ -11,7 +11,7 @@ def test_self_correction_counts_flags_fixes_and_unflagged_errors():
         "model": ["A", "A", "B"],
         "response": [
             "Units: 7+8=14. Wait, that is wrong. 7+8=15. Tens: 4+3=7.",   # real slip, right fix
-            "Units: 2+2=4. Wait, that is wrong. 2+2=5. So 9-4=6.",         # false alarm, wrong fix, 1 unflagged error
+            "Units: 2+2=4. Wait, that is wrong. 2+2=5. So 9-4=6.",         # false alarm, wrong fix; 1 unflagged step, wrong
             "3+4=7. 7+1=9.",                                              # no flags, 1 unflagged error of 2 steps
         ],
         "correct": [True, False, False],
@@ -20,7 +20,7 @@ def test_self_correction_counts_flags_fixes_and_unflagged_errors():
     assert s.loc["A", "flags per response"] == 1.0
     assert s.loc["A", "flagged steps that were wrong (%)"] == 50.0
     assert s.loc["A", "corrections that are right (%)"] == 50.0
-    assert s.loc["A", "unflagged wrong steps (%)"] == pytest.approx(100 / 3)
+    assert s.loc["A", "unflagged wrong steps (%)"] == 50.0  # flagged pairs excluded: 2 steps left, 1 wrong
     assert s.loc["B", "unflagged wrong steps (%)"] == 50.0 and pd.isna(s.loc["B", "corrections that are right (%)"])
 
 
