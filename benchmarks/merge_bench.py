@@ -151,7 +151,7 @@ def main() -> None:
         if not args.keep:
             for o in outs.values():
                 shutil.rmtree(o, ignore_errors=True)
-    print(f"\n| method | tool | wall time (s) | peak RSS (GB) | peak RSS / model size | output vs first l2s row |")
+    print("\n| method | tool | wall time (s) | peak RSS (GB) | peak RSS / model size | output vs first l2s row |")
     print("|---|---|---|---|---|---|")
     for method, tool, r, agree in rows:
         print(f"| {method} | {tool} | {r['seconds']:.1f} | {r['rss'] / 1e9:.2f} | {r['rss'] / size:.0%} | {agree} |")

@@ -190,7 +190,7 @@ def layer_sensitivity(model, calib: Calibration, *, per_sample: bool = True, pro
                 g = layer_group(n)
                 scores[g] = scores.get(g, 0.0) + float((p.detach() * p.grad).abs().sum()) * ids.shape[0]
     model.zero_grad(set_to_none=True)
-    n = sum(len(s) and 1 for s in calib.sequences)
+    n = len(calib.sequences)
     return {k: v / n for k, v in scores.items()}
 
 

@@ -12,8 +12,7 @@ or ``"length"`` (``max_tokens`` reached: truncated).
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import asdict, dataclass
 
 import torch
 

@@ -93,8 +93,8 @@ def evaluate(model: str | os.PathLike, benchmark: str, *, limit: int | None = No
              backend: str = "auto", max_tokens: int = 10240, sampling: Sampling | None = None, out: str | os.PathLike = "runs/eval",
              data: str | os.PathLike | None = None, items: list[Item] | None = None, length_tokenizer=None,
              model_name: str | None = None, shots: list[tuple[str, str]] = (), grade_workers: int = 2,
-             progress: bool = True, **backend_options) -> "pandas.DataFrame":  # noqa: F821
-    """Evaluate one model on one benchmark; returns (and saves) one row per problem."""
+             progress: bool = True, **backend_options):
+    """Evaluate one model on one benchmark; returns (and saves) a pandas DataFrame, one row per problem."""
     import pandas as pd
 
     out = Path(out)

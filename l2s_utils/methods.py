@@ -123,6 +123,17 @@ def trim_topk(x: Tensor, density: float) -> Tensor:
     return out
 
 
+def trim_all(deltas: Sequence[Tensor], k: Sequence[float] | None, trim: str = "threshold",
+             thresholds: Sequence[float] | None = None) -> list[Tensor]:
+    """TIES step 1 for every model: precomputed ``thresholds`` (|x| >= t kept; deltas are temporaries and
+    are trimmed in place), else :func:`trim_magnitude` (drop k) or :func:`trim_topk` (keep 1 - k)."""
+    if thresholds is not None:
+        return [d.masked_fill_(d.abs() < t, 0.0) for d, t in zip(deltas, thresholds)]
+    if trim == "threshold":
+        return [trim_magnitude(d, kk) for d, kk in zip(deltas, k)]
+    return [trim_topk(d, round(1.0 - kk, 12)) for d, kk in zip(deltas, k)]
+
+
 def elect_and_combine(
     trimmed: Sequence[Tensor], weights: Sequence[float], normalize: bool = True, zero_sign: float = 1.0
 ) -> Tensor:
@@ -249,15 +260,9 @@ def ties(
     Entries whose elected sign is 0 get +1 (MergeLM uses the model-wide majority sign there; with
     continuous weights such entries carry no mass either way).
     """
-    deltas = task_vectors(base, models)
-    if thresholds is not None:  # precomputed: model-wide (scope="global") or per tensor over row chunks
-        trimmed = [d.masked_fill_(d.abs() < t, 0.0) for d, t in zip(deltas, thresholds)]
-    elif scope == "global":
+    if scope == "global" and thresholds is None:
         raise MergeConfigError("ties scope='global' needs model-wide thresholds (computed by merging.merge)")
-    elif trim == "threshold":
-        trimmed = [trim_magnitude(d, kk) for d, kk in zip(deltas, k)]
-    else:
-        trimmed = [trim_topk(d, round(1.0 - kk, 12)) for d, kk in zip(deltas, k)]
+    trimmed = trim_all(task_vectors(base, models), k, trim, thresholds)
     return base + alpha * elect_and_combine(trimmed, weights, normalize=normalize)
 
 
@@ -297,11 +302,7 @@ def dare(
         return base + alpha * sum(w * d for w, d in zip(weights, masked))
     if combine == "ties":
         assert k is not None
-        if thresholds is not None:
-            trimmed = [d.masked_fill_(d.abs() < t, 0.0) for d, t in zip(masked, thresholds)]
-        else:
-            trimmed = [(trim_magnitude(d, kk) if trim == "threshold" else trim_topk(d, round(1.0 - kk, 12)))
-                       for d, kk in zip(masked, k)]
+        trimmed = trim_all(masked, k, trim, thresholds)
         return base + alpha * elect_and_combine(trimmed, weights, normalize=normalize)
     raise MergeConfigError(f"dare: unknown combine {combine!r}")
 
