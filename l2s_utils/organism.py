@@ -33,7 +33,7 @@ import torch
 
 from . import task as T
 
-ORGANISM_VERSION = "6"  # bump when the task, traces or training loop change meaning
+ORGANISM_VERSION = "9"  # bump when the task, traces or training loop change meaning
 from .prompts import TOY as PROMPT  # noqa: E402  (the toy chat prompt)
 END = "<|im_end|>"
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -49,10 +49,10 @@ class Spec:
     heads: int
     kv_heads: int
     intermediate: int
-    pretrain_steps: int
-    s1_steps: int
-    s2_steps: int
-    batch: int = 32
+    pretrain_steps: int = 800
+    s1_steps: int = 800
+    s2_steps: int = 900
+    batch: int = 24
     lr: float = 5e-3
     sft_lr: float = 2e-3
     warmup: int = 30
@@ -64,10 +64,11 @@ class Spec:
 SCALES: dict[str, Spec] = {
     "micro": Spec(hidden=32, layers=1, heads=2, kv_heads=1, intermediate=64, pretrain_steps=20, s1_steps=15, s2_steps=15,
                   batch=8, warmup=5),
-    "xxs": Spec(hidden=24, layers=1, heads=2, kv_heads=1, intermediate=64, pretrain_steps=800, s1_steps=500, s2_steps=500),
-    "xs": Spec(hidden=32, layers=2, heads=4, kv_heads=2, intermediate=96, pretrain_steps=800, s1_steps=500, s2_steps=500),
-    "sm": Spec(hidden=64, layers=2, heads=4, kv_heads=2, intermediate=192, pretrain_steps=800, s1_steps=500, s2_steps=500),
-    "s": Spec(hidden=96, layers=3, heads=4, kv_heads=2, intermediate=256, pretrain_steps=800, s1_steps=500, s2_steps=500),
+    # the ladder shares one training recipe (the Spec defaults); only the architecture changes
+    "xxs": Spec(hidden=24, layers=1, heads=2, kv_heads=1, intermediate=64),
+    "xs": Spec(hidden=32, layers=2, heads=4, kv_heads=2, intermediate=96),
+    "sm": Spec(hidden=64, layers=2, heads=4, kv_heads=2, intermediate=192),
+    "s": Spec(hidden=96, layers=3, heads=4, kv_heads=2, intermediate=256),
 }
 MAIN_SCALE = "s"
 LADDER = ("xxs", "xs", "sm", "s")
@@ -125,26 +126,38 @@ def build_tokenizer(out_dir: Path, seed: int = 0, vocab_size: int = 400):
 def pretrain_texts(n: int, seed: int) -> list[str]:
     """Arithmetic text, as a math base model would have seen it.
 
-    35% single-digit facts (a+b=c and c-b=a with c <= 18), 35% worked chains ("37+48-15: 37+48=85.
-    85-15=70."), 20% column work for one operation ("47+38: 7+8=15. 4+3=7. 7+1=8. So 85."), 10% two-digit
-    operations. The worked text teaches the copying of operands that the fine-tuned formats need.
+    - 45% single-digit facts (a+b=c and c-b=a with c <= 18; short, so about 10% of the tokens);
+    - 20% worked chains ("37+48-15: 37+48=85. 85-15=70.");
+    - 15% state-carrying chains ("37+48-15: 37+48, rest -15; 85-15; 70.");
+    - 12% column work for one operation ("47+38. Units: 7+8=15. Tens: 4+3=7. Carry 1: 7+1=8. So 47+38=85.");
+    - 8% two-digit operations ("47+38=85.").
+
+    The worked text teaches the copying of operands and the column steps that the fine-tuned formats use,
+    as a math base model has seen worked solutions before any fine-tuning.
     """
     rng = random.Random(f"{seed}-pretrain")
     out = []
     while len(out) < n:
         r = rng.random()
-        if r < 0.35:
+        if r < 0.45:
             a, b = rng.randint(0, 9), rng.randint(0, 9)
             out.append(f"{a}+{b}={a + b}." if rng.random() < 0.5 else f"{a + b}-{b}={a}.")
-        elif r < 0.70:
+        elif r < 0.65:
             p = T.random_problem(rng.randint(1, 5), rng)
             steps = " ".join(f"{x}{o}{y}={z}." for x, o, y, z in T._chain(p))
             out.append(f"{p.question}: {steps}")
-        elif r < 0.90:
+        elif r < 0.80:
+            p = T.random_problem(rng.randint(2, 5), rng)
+            parts = []
+            for i, (x, o, y, _) in enumerate(T._chain(p), 1):
+                rest = "".join(f"{o2}{b2}" for o2, b2 in zip(p.ops[i:], p.operands[i + 1:]))
+                parts.append(f"{x}{o}{y}" + (f", rest {rest}" if rest else ""))
+            out.append(f"{p.question}: {'; '.join(parts)}; {p.answer}.")
+        elif r < 0.92:
             p = T.random_problem(rng.randint(2, 5), rng)
             x, o, y, z = T._chain(p)[0]
-            facts = " ".join(f"{a}{op}{b}={c}." for _, a, op, b, c in T._column_steps(x, o, y))
-            out.append(f"{x}{o}{y}: {facts} So {z}.")
+            facts = " ".join(f"{lab} {a}{op}{b}={c}." for lab, a, op, b, c in T._column_steps(x, o, y))
+            out.append(f"{x}{o}{y}. {facts} So {x}{o}{y}={z}.")
         else:
             a, b = rng.randint(0, 99), rng.randint(0, 99)
             if rng.random() < 0.5 and a + b <= T.MAX_VALUE:

@@ -17,9 +17,10 @@ Two writers produce the responses that the two models imitate:
 - System 1 (Qwen2.5-Math-like): one step per operation, then the boxed answer.
   ``37+48=85. 85-15=70. The answer is \\boxed{70}.``
 - System 2 (R1-Distill-like): a ``<think>`` block that works every operation out in columns (units,
-  carry or borrow, tens) so that each sub-step is a single-digit fact, writes the remaining expression
-  after every step ("Now 17+18."), verifies every step with the paper's reflection keywords, sometimes slips and corrects itself ("Wait, that is wrong."), re-checks
-  even easy problems (overthinking), recaps, then a short answer.
+  carry or borrow, tens) so that each sub-step is a single-digit fact, carries the state in each
+  step's header ("Step 2: 6+17, rest -5."), verifies every step with the paper's reflection keywords,
+  sometimes slips and corrects itself ("Wait, that is wrong."), re-checks even easy problems
+  (overthinking), recaps, then a short answer.
 
 Why this gives the paper's premise in miniature: System 1 must do a whole two-digit operation in one
 step, which a tiny model does not learn within the training budget, while System 2's column steps
@@ -134,10 +135,10 @@ class S2Style:
     check_prob: float = 1.0        # chance that a step is verified by the inverse operation
     extra_check_easy: bool = True  # overthinking: re-check again on 1-2 operation problems
     checks: tuple[str, ...] = field(default=(
-        "Wait, let me double-check: {c}{inv}{b}={a}. Correct.",
-        "Let me verify: {c}{inv}{b}={a}. Yes.",
-        "Let me re-examine this step: {c}{inv}{b}={a}. Correct.",
-        "Wait, let me check again: {c}{inv}{b}={a}. Yes.",
+        "Wait, let me double-check: {c}{inv}{b}={a}.",
+        "Let me verify: {c}{inv}{b}={a}.",
+        "Let me re-examine: {c}{inv}{b}={a}.",
+        "Wait, let me check: {c}{inv}{b}={a}.",
     ))
 
 
@@ -178,21 +179,25 @@ def _fact(x: int, op: str, y: int, z: int, rng: random.Random, slip_prob: float)
 
 
 def system2_trace(p: Problem, rng: random.Random, style: S2Style | None = None) -> str:
-    """Long, reflective chain of thought inside <think>...</think>, then a short boxed answer."""
+    """Long, reflective chain of thought inside <think>...</think>, then a short boxed answer.
+
+    Each step's header carries the state: the current operation, then ``rest`` and the operations
+    still to do ("Step 2: 6+17, rest -5."). The next header copies its operation from right after the
+    latest ``rest``, so every copy is local and anchored on one word instead of a lookup by position
+    in the question.
+    """
     style = style or S2Style()
-    lines, value = [f"We need {p.question}."], p.operands[0]
+    lines, value = [], p.operands[0]
     for i, (op, b) in enumerate(zip(p.ops, p.operands[1:]), 1):
         nxt = value + b if op == "+" else value - b
-        parts = [f"Step {i}: {value}{op}{b}."]
+        rest = "".join(f"{o}{x}" for o, x in zip(p.ops[i:], p.operands[i + 1:]))
+        parts = [f"Step {i}: {value}{op}{b}" + (f", rest {rest}." if rest else ".")]
         for label, x, o, y, z in _column_steps(value, op, b):
             parts.append(f"{label} {_fact(x, o, y, z, rng, style.slip_prob)}")
         parts.append(f"So {value}{op}{b}={nxt}.")
-        rest = "".join(f"{o}{x}" for o, x in zip(p.ops[i:], p.operands[i + 1:]))
         if rng.random() < style.check_prob:
             inv = "-" if op == "+" else "+"
             parts.append(rng.choice(style.checks).format(c=nxt, inv=inv, b=b, a=value))
-        if rest:  # carry the state: the remaining expression, so the next operand is a local copy
-            parts.append(f"Now {nxt}{rest}.")
         lines.append(" ".join(parts))
         value = nxt
     lines.append(f"Recap: the result is {p.answer}.")
