@@ -150,7 +150,7 @@ def pretrain_texts(n: int, seed: int) -> list[str]:
             p = T.random_problem(rng.randint(2, 5), rng)
             parts = []
             for i, (x, o, y, _) in enumerate(T._chain(p), 1):
-                rest = "".join(f"{o2}{b2}" for o2, b2 in zip(p.ops[i:], p.operands[i + 1:]))
+                rest = T.remaining(p, i)
                 parts.append(f"{x}{o}{y}" + (f", rest {rest}" if rest else ""))
             out.append(f"{p.question}: {'; '.join(parts)}; {p.answer}.")
         elif r < 0.92:

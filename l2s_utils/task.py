@@ -190,7 +190,7 @@ def system2_trace(p: Problem, rng: random.Random, style: S2Style | None = None) 
     lines, value = [], p.operands[0]
     for i, (op, b) in enumerate(zip(p.ops, p.operands[1:]), 1):
         nxt = value + b if op == "+" else value - b
-        rest = "".join(f"{o}{x}" for o, x in zip(p.ops[i:], p.operands[i + 1:]))
+        rest = remaining(p, i)
         parts = [f"Step {i}: {value}{op}{b}" + (f", rest {rest}." if rest else ".")]
         for label, x, o, y, z in _column_steps(value, op, b):
             parts.append(f"{label} {_fact(x, o, y, z, rng, style.slip_prob)}")
@@ -206,6 +206,11 @@ def system2_trace(p: Problem, rng: random.Random, style: S2Style | None = None) 
         lines.append(f"Let me verify once more: {z}{'-' if o == '+' else '+'}{y}={x}. Yes.")
     body = "\n".join(lines)
     return f"<think>\n{body}\n</think>\nThe answer is \\boxed{{{p.answer}}}."
+
+
+def remaining(p: Problem, done: int) -> str:
+    """The operations left after the first ``done`` ones, e.g. ``remaining(18-12+17-5, 1) == "+17-5"``."""
+    return "".join(f"{o}{x}" for o, x in zip(p.ops[done:], p.operands[done + 1:]))
 
 
 def _chain(p: Problem) -> list[tuple[int, str, int, int]]:

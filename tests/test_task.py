@@ -111,3 +111,9 @@ def test_keyword_count_word_boundaries(text, n):
 ])
 def test_extract_last_boxed(text, want):
     assert extract_last_boxed(text) == want
+
+
+def test_remaining_operations():
+    p = T.Problem("18-12+17-5", 18, 3, (18, 12, 17, 5), ("-", "+", "-"))
+    assert [T.remaining(p, i) for i in range(4)] == ["-12+17-5", "+17-5", "-5", ""]
+    assert "Step 2: 6+17, rest -5." in T.system2_trace(p, __import__("random").Random(0))
