@@ -18,10 +18,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from l2s_utils import organism as O  # noqa: E402
-from l2s_utils import task as T  # noqa: E402
-from l2s_utils.generation import Sampling, generate_transformers, load_model  # noqa: E402
-from l2s_utils.grading import grade_batch  # noqa: E402
+from l2s_utils.evaluate.generation import Sampling, generate_transformers, load_model  # noqa: E402
+from l2s_utils.evaluate.grading import grade_batch  # noqa: E402
+from l2s_utils.organism import task as T  # noqa: E402
+from l2s_utils.organism import training as O  # noqa: E402
 
 
 def main() -> None:

@@ -24,7 +24,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from l2s_utils.checkpoint import Checkpoint, PlannedTensor, StreamingWriter  # noqa: E402
+from l2s_utils.merge.checkpoint import Checkpoint, PlannedTensor, StreamingWriter  # noqa: E402
 
 
 def qwen2_shapes(hidden: int, inter: int, layers: int, vocab: int, heads: int, kv_heads: int) -> list[tuple[str, tuple]]:
@@ -60,7 +60,7 @@ def build(path: Path, shapes, seed: int, base: Path | None, config: dict) -> Non
 RUN_L2S = """
 import resource, sys, time, json
 sys.path.insert(0, {root!r})
-from l2s_utils.merging import merge
+from l2s_utils.merge import merge
 t = time.perf_counter()
 merge({cfg!r}, {out!r}, progress=False)
 print(json.dumps({{"seconds": time.perf_counter() - t, "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}}))

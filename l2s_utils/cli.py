@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 def _cmd_merge(args: argparse.Namespace) -> int:
-    from .methods import REGISTRY
+    from .merge.methods import REGISTRY
 
     if args.list:
         seen = set()
@@ -25,7 +25,7 @@ def _cmd_merge(args: argparse.Namespace) -> int:
     if not args.config or not args.out:
         print("l2s merge: CONFIG and OUT are required (or --list)", file=sys.stderr)
         return 2
-    from .merging import merge
+    from .merge.engine import merge
 
     result = merge(args.config, args.out, overwrite=args.overwrite, device=args.device, seed=args.seed,
                    progress=not args.quiet)
@@ -36,7 +36,7 @@ def _cmd_merge(args: argparse.Namespace) -> int:
 def _cmd_organism(args: argparse.Namespace) -> int:
     import json
 
-    from . import organism as O
+    from .organism import training as O
 
     scales = list(O.LADDER) if args.scale == "ladder" else [args.scale]
     for scale in scales:
@@ -58,10 +58,10 @@ def _cmd_organism(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from .generation import Sampling
-    from .harness import evaluate
-    from .metrics import summarize
-    from .prompts import stop_strings
+    from .evaluate.generation import Sampling
+    from .evaluate.metrics import summarize
+    from .evaluate.pipeline import evaluate
+    from .evaluate.prompts import stop_strings
 
     prompt = args.prompt or ("toy" if args.benchmark == "toy" else "qwen25-math-cot")
     sampling = Sampling(max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed, stop=stop_strings(prompt))
@@ -83,7 +83,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_study(args: argparse.Namespace) -> int:
-    from .driver import NOTEBOOKS, run_study
+    from .study.driver import NOTEBOOKS, run_study
 
     notebooks = tuple(n for n in NOTEBOOKS if not args.only or any(n.startswith(o) for o in args.only))
     run_study(args.profile, out=args.out, book=args.book, notebooks=notebooks, progress=not args.quiet)

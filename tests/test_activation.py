@@ -6,16 +6,15 @@ import pytest
 import torch
 import yaml
 
-from l2s_utils import activation as A
-from l2s_utils import calibration as C
-from l2s_utils.checkpoint import Checkpoint
-from l2s_utils.merging import merge
-from l2s_utils.methods import MergeConfigError
+from l2s_utils.merge import MergeConfigError, merge
+from l2s_utils.merge import activation as A
+from l2s_utils.merge import calibration as C
+from l2s_utils.merge.checkpoint import Checkpoint
 
 
 @pytest.fixture(scope="module")
 def micro(tmp_path_factory):
-    from l2s_utils import organism as O
+    from l2s_utils.organism import training as O
 
     return O.build("micro", cache=tmp_path_factory.mktemp("cache"), progress=False)
 
@@ -48,7 +47,7 @@ def test_aim_relax_identity_and_one_hot():
 
 
 def test_aim_importance_normalised_and_padding_free(micro, tok):
-    from l2s_utils.generation import load_model
+    from l2s_utils.evaluate.generation import load_model
 
     model, _ = load_model(micro.system1, "cpu", torch.float32)
     texts = C.organism_texts(4, seed=0, content="short")

@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from l2s_utils import analysis
+from l2s_utils.study import analysis
 
 
 def test_self_correction_counts_flags_fixes_and_unflagged_errors():

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from l2s_utils.grading import extract_answer, grade_batch, is_equiv, normalize
+from l2s_utils.evaluate.grading import extract_answer, grade_batch, is_equiv, normalize
 
 EQUIV = [
     # (prediction, gold, expected)

@@ -8,11 +8,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from l2s_utils import harness
-from l2s_utils.benchmarks import DatasetMissing, load_benchmark
-from l2s_utils.generation import Generation, Sampling
-from l2s_utils.metrics import aes, bootstrap_ci, summarize
-from l2s_utils.prompts import build_prompt, stop_strings
+from l2s_utils.evaluate import pipeline
+from l2s_utils.evaluate.benchmarks import DatasetMissing, load_benchmark
+from l2s_utils.evaluate.generation import Generation, Sampling
+from l2s_utils.evaluate.metrics import aes, bootstrap_ci, summarize
+from l2s_utils.evaluate.prompts import build_prompt, stop_strings
 
 FIXTURES = {
     "gsm8k": [{"question": "Tom has 3 apples and buys 4. How many?", "answer": "He has 3+4=7.\n#### 7"},
@@ -41,7 +41,7 @@ def data_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def micro(tmp_path_factory):
-    from l2s_utils import organism as O
+    from l2s_utils.organism import training as O
 
     return O.build("micro", cache=tmp_path_factory.mktemp("cache"), progress=False)
 
@@ -95,27 +95,27 @@ def test_cache_resumes_and_never_reuses_stale(tmp_path, monkeypatch):
         calls.append(list(prompts))
         return [Generation(f"out:{p}:{sampling.max_tokens}", len(p), "stop") for p in prompts]
 
-    monkeypatch.setattr(harness, "generate", fake_generate)
+    monkeypatch.setattr(pipeline, "generate", fake_generate)
     prompts = [f"p{i}" for i in range(6)]
     s = Sampling(max_tokens=10)
-    first = harness.cached_generate("m", prompts, s, backend="transformers", cache_dir=tmp_path, fingerprint="fp1", chunk=4)
+    first = pipeline.cached_generate("m", prompts, s, backend="transformers", cache_dir=tmp_path, fingerprint="fp1", chunk=4)
     assert [len(c) for c in calls] == [4, 2]
     # an interrupted run: keep 3 complete lines and a half-written one
     f = next(tmp_path.glob("*.jsonl"))
     lines = f.read_text().splitlines()
     f.write_text("\n".join(lines[:3]) + "\n" + lines[3][:10])
     calls.clear()
-    again = harness.cached_generate("m", prompts, s, backend="transformers", cache_dir=tmp_path, fingerprint="fp1")
+    again = pipeline.cached_generate("m", prompts, s, backend="transformers", cache_dir=tmp_path, fingerprint="fp1")
     assert [t.text for t in again] == [t.text for t in first]
     kept = {json.loads(line)["prompt_sha"] for line in lines[:3]}
-    assert sorted(calls[0]) == sorted(p for p in prompts if harness._sha(p) not in kept)  # only the missing ones
+    assert sorted(calls[0]) == sorted(p for p in prompts if pipeline._sha(p) not in kept)  # only the missing ones
     assert len(calls[0]) == 3
     calls.clear()
-    harness.cached_generate("m", prompts, s, backend="transformers", cache_dir=tmp_path, fingerprint="fp1")
+    pipeline.cached_generate("m", prompts, s, backend="transformers", cache_dir=tmp_path, fingerprint="fp1")
     assert calls == []  # complete cache: nothing generated
-    harness.cached_generate("m", prompts, Sampling(max_tokens=11), backend="transformers", cache_dir=tmp_path, fingerprint="fp1")
+    pipeline.cached_generate("m", prompts, Sampling(max_tokens=11), backend="transformers", cache_dir=tmp_path, fingerprint="fp1")
     assert len(calls[-1]) == 6  # another sampling parameter: a new key
-    harness.cached_generate("m", prompts, s, backend="transformers", cache_dir=tmp_path, fingerprint="fp2")
+    pipeline.cached_generate("m", prompts, s, backend="transformers", cache_dir=tmp_path, fingerprint="fp2")
     assert len(calls[-1]) == 6  # another model: a new key
 
 
@@ -144,7 +144,7 @@ def test_eval_end_to_end_toy_and_math500(micro, data_dir, tmp_path):
     df = pd.read_parquet(tmp_path / "results" / "system2" / "toy.parquet")
     assert len(df) == 6 and set(df.finish_reason) <= {"stop", "length"}
     assert df.model_fingerprint.str.len().eq(64).all() and df.prompt_style.eq("toy").all()
-    df2 = harness.evaluate(micro.system1, "math500", data=data_dir / "math500" / "test.jsonl", prompt="qwen25-math-cot",
+    df2 = pipeline.evaluate(micro.system1, "math500", data=data_dir / "math500" / "test.jsonl", prompt="qwen25-math-cot",
                            backend="transformers", max_tokens=12, out=tmp_path, progress=False)
     assert list(df2.level) == [2, 1] and (tmp_path / "results" / "system1" / "math500.csv").is_file()
     assert df2.tokens.between(0, 40).all() and df2.truncated.dtype == bool

@@ -11,10 +11,9 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
-from l2s_utils import methods as M
-from l2s_utils.checkpoint import Checkpoint, CheckpointError
-from l2s_utils.merging import load_config, merge
-from l2s_utils.methods import MergeConfigError
+from l2s_utils.merge import MergeConfigError, load_config, merge
+from l2s_utils.merge import methods as M
+from l2s_utils.merge.checkpoint import Checkpoint, CheckpointError
 
 from conftest import make_qwen2
 
@@ -351,11 +350,11 @@ def test_shipped_paper_configs_parse():
 
 
 def test_shipped_configs_match_table7(tmp_path):
-    from l2s_utils.paper import paper_merge_configs, write_configs
+    from l2s_utils.study.paper import paper_merge_configs, write_configs
 
     root = Path(__file__).parents[1] / "data" / "configs"
     for f in write_configs(tmp_path):
-        assert (root / f.relative_to(tmp_path)).read_text() == f.read_text(), f"{f.name} is stale: python -m l2s_utils.paper"
+        assert (root / f.relative_to(tmp_path)).read_text() == f.read_text(), f"{f.name} is stale: python -m l2s_utils.study.paper"
     ties7 = paper_merge_configs("7b")["ties"]
     assert ties7["parameters"] == {"k": 0.8, "alpha": 1.0}
     assert paper_merge_configs("14b")["ties"]["parameters"] == {"k": 0.2, "alpha": 0.5}
@@ -368,7 +367,7 @@ def test_shipped_configs_match_table7(tmp_path):
 ])
 def test_row_chunked_streaming_equals_whole_tensors(tiny, tmp_path, monkeypatch, method, params):
     """Large tensors are processed in row chunks; the result must not depend on it (DARE masks included)."""
-    import l2s_utils.merging as engine
+    import l2s_utils.merge.engine as engine
 
     c = cfg(method, tiny["base"], [tiny["base"], tiny["ft1"]] if method in ("average", "dare") else [tiny["ft1"], tiny["ft2"]],
             params, dtype="float32")

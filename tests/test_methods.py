@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from l2s_utils import methods as M
-from l2s_utils.methods import MergeConfigError
+from l2s_utils.merge import MergeConfigError
+from l2s_utils.merge import methods as M
 
 
 def t(*xs):

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from l2s_utils import organism as O
-from l2s_utils import task as T
+from l2s_utils.organism import task as T
+from l2s_utils.organism import training as O
 
 
 @pytest.fixture(scope="module")

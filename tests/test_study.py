@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from l2s_utils.profiles import ProfileError, load_profile
+from l2s_utils.study.profiles import ProfileError, load_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = ("00_testbed", "01_task_vector_merging", "02_svd_merging", "03_activation_merging", "04_model_scale",
@@ -48,7 +48,7 @@ def test_bad_profiles_name_the_key(tmp_path, mutate, match):
 @pytest.fixture(scope="module")
 def smoke_book(tmp_path_factory):
     """Run the whole study on the smoke profile into a copy of the book sources."""
-    from l2s_utils.driver import run_study
+    from l2s_utils.study.driver import run_study
 
     tmp = tmp_path_factory.mktemp("study")
     book = tmp / "book"
@@ -85,7 +85,7 @@ def test_book_has_every_chapter_with_figures_and_tables(smoke_book):
 
 
 def test_rerun_reuses_everything(smoke_book, tmp_path):
-    from l2s_utils.driver import run_notebooks
+    from l2s_utils.study.driver import run_notebooks
 
     book, _ = smoke_book
     report = run_notebooks("smoke", book.parent / "runs", book / "chapters", progress=False)

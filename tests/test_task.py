@@ -5,8 +5,8 @@ from collections import Counter
 
 import pytest
 
-from l2s_utils import task as T
-from l2s_utils.evaluation import extract_last_boxed, is_reflective, keyword_count
+from l2s_utils.evaluate.reflection import extract_last_boxed, is_reflective, keyword_count
+from l2s_utils.organism import task as T
 
 
 def test_levels_grow_in_operations_and_operands():

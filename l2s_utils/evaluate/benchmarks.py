@@ -21,7 +21,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .evaluation import extract_last_boxed
+from .reflection import extract_last_boxed
 
 SIZES = {"gsm8k": 1319, "math500": 500, "minerva_math": 272, "olympiadbench": 675, "college_math": 2818, "aime24": 30}
 HUB = {"gsm8k": ("openai/gsm8k", "main", "test"), "math500": ("HuggingFaceH4/MATH-500", None, "test"),
@@ -44,7 +44,7 @@ class DatasetMissing(FileNotFoundError):
 
 
 def data_dir() -> Path:
-    return Path(os.environ.get("L2S_DATA_DIR", Path(__file__).resolve().parents[1] / "data" / "benchmarks"))
+    return Path(os.environ.get("L2S_DATA_DIR", Path(__file__).resolve().parents[2] / "data" / "benchmarks"))
 
 
 def _question(row: dict) -> str:
@@ -109,7 +109,7 @@ def load_benchmark(name: str, *, path: str | os.PathLike | None = None, limit: i
     if name not in NAMES:
         raise ValueError(f"unknown benchmark {name!r}; known: {', '.join(NAMES)}")
     if name == "toy":
-        from . import task as T
+        from ..organism import task as T
 
         probs = T.make_problems("test", toy_per_level, seed)
         items = [Item("toy", p.id, p.question, str(p.answer), p.level) for p in probs]

@@ -25,7 +25,7 @@ import re
 from concurrent.futures import ProcessPoolExecutor
 from typing import Sequence
 
-from .evaluation import extract_last_boxed
+from .reflection import extract_last_boxed
 
 _NUM = re.compile(r"-?\d*\.?\d+")
 

@@ -20,13 +20,13 @@ import os
 import platform
 from pathlib import Path
 
-from . import __version__
+from .. import __version__
+from ..merge.checkpoint import model_fingerprint
 from .benchmarks import Item, load_benchmark
-from .checkpoint import model_fingerprint
-from .evaluation import keyword_count
 from .generation import Generation, Sampling, generate, resolve_backend
 from .grading import extract_answer, grade_batch
 from .prompts import build_prompt, stop_strings
+from .reflection import keyword_count
 
 
 def _sha(text: str) -> str:

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from ..organism.prompt import TOY
+
 QWEN25_MATH_COT = ("<|im_start|>system\nPlease reason step by step, and put your final answer within \\boxed{}.<|im_end|>\n"
                    "<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n")
 COT_INPUT = "Question: {question}\nAnswer: "
 COT_SPLITTER = "\n\n\n"
 R1 = "<｜begin▁of▁sentence｜><｜User｜>{question}<｜Assistant｜><think>\n"
-TOY = "<|im_start|>user\n{question}=?<|im_end|>\n<|im_start|>assistant\n"
 
 STYLES = ("qwen25-math-cot", "cot", "r1", "toy")
 QWEN_STOPS = ("</s>", "<|im_end|>", "<|endoftext|>")

@@ -243,6 +243,6 @@ def sens_coefficients(sens: list[dict[str, float]], tau: list[float], temperatur
 
 
 def models_from(paths: Iterable, device: str):
-    from .generation import load_model
+    from ..evaluate.generation import load_model
 
     return [load_model(p, device, torch.float32)[0] for p in paths]

@@ -90,7 +90,7 @@ def _rewrite(src: Path, out: Path, base: Checkpoint, fn, *, overwrite: bool, ext
 
 
 def merge_composite(cfg, out: Path, *, overwrite: bool, device: str, seed: int | None, progress: bool):
-    from .merging import MergeResult, merge, peak_rss_bytes
+    from .engine import MergeResult, merge, peak_rss_bytes
 
     t0 = time.perf_counter()
     device = _device(device)
@@ -139,7 +139,7 @@ def merge_composite(cfg, out: Path, *, overwrite: bool, device: str, seed: int |
 
 
 def _merge_sens(cfg, out: Path, own: dict, *, overwrite, device, seed, progress, t0):
-    from .merging import merge
+    from .engine import merge
 
     paths = cfg.models
     base_path = cfg.base_model or paths[0]

@@ -511,7 +511,7 @@ def _provenance(cfg: MergeConfig, method: M.Method, kwargs: dict, fps: dict, mer
 
     import transformers
 
-    from . import __version__
+    from .. import __version__
 
     return {
         "method": method.name, "paper": method.paper, "resolved_parameters": kwargs,

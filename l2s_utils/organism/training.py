@@ -34,7 +34,7 @@ import torch
 from . import task as T
 
 ORGANISM_VERSION = "9"  # bump when the task, traces or training loop change meaning
-from .prompts import TOY as PROMPT  # noqa: E402  (the toy chat prompt)
+from .prompt import TOY as PROMPT  # noqa: E402  (the toy chat prompt)
 END = "<|im_end|>"
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 THINK = ["<think>", "</think>"]
@@ -75,7 +75,7 @@ LADDER = ("xxs", "xs", "sm", "s")
 
 
 def default_cache() -> Path:
-    return Path(os.environ.get("L2S_CACHE_DIR", Path(__file__).resolve().parents[1] / "cache"))
+    return Path(os.environ.get("L2S_CACHE_DIR", Path(__file__).resolve().parents[2] / "cache"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -370,8 +370,8 @@ PREMISE_BARS = (
 def evaluate_toy(model_path: Path, problems: list, *, max_tokens: int = 600, batch_size: int = 128,
                  progress: bool = True, model_and_tokenizer=None):
     """Greedy generations of one model on toy problems, graded: one dict per problem."""
-    from .evaluation import grade_toy, keyword_count
-    from .generation import Sampling, generate_transformers
+    from ..evaluate.generation import Sampling, generate_transformers
+    from ..evaluate.reflection import grade_toy, keyword_count
 
     prompts = [PROMPT.format(question=p.question) for p in problems]
     gens = generate_transformers(model_path, prompts, Sampling(max_tokens=max_tokens), batch_size=batch_size,

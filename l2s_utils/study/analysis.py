@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from .checkpoint import Checkpoint
+from ..merge.checkpoint import Checkpoint
 
 LAYER_TYPES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 

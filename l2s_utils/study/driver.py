@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .profiles import load_profile
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ("00_testbed", "01_task_vector_merging", "02_svd_merging", "03_activation_merging", "04_model_scale",
              "05_self_correction_adaptive_length")
 
@@ -34,7 +34,7 @@ class StudyError(RuntimeError):
 def _stamp(nb: Path, profile: dict) -> str:
     h = hashlib.sha256(nb.read_bytes())
     h.update(json.dumps(profile, sort_keys=True).encode())
-    for f in sorted((ROOT / "l2s_utils").glob("*.py")):
+    for f in sorted((ROOT / "l2s_utils").rglob("*.py")):
         h.update(f.read_bytes())
     return h.hexdigest()
 
@@ -86,7 +86,7 @@ def run_study(profile: str = "toy", out: str | Path | None = None, book: str | P
     book = Path(book) if book else ROOT / "book"
     t0 = time.perf_counter()
     if prof["models"]["kind"] == "organism":
-        from . import organism as O
+        from ..organism import training as O
 
         for scale in prof["models"].get("ladder") or [prof["models"]["scale"]]:
             org = O.build(scale, progress=progress)

@@ -72,5 +72,5 @@ def write_configs(root: Path) -> list[Path]:
 
 
 if __name__ == "__main__":
-    for f in write_configs(Path(__file__).parents[1] / "data" / "configs"):
+    for f in write_configs(Path(__file__).parents[2] / "data" / "configs"):
         print(f)

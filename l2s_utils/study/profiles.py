@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-PROFILE_DIR = Path(__file__).resolve().parents[1] / "data" / "profiles"
+PROFILE_DIR = Path(__file__).resolve().parents[2] / "data" / "profiles"
 
 SCHEMA: dict[str, Any] = {
     "name": str, "description": str, "seed": int,
@@ -67,7 +67,7 @@ def load_profile(name_or_path: str | Path) -> dict:
     kind = prof["models"].get("kind")
     if kind not in ("organism", "hub"):
         raise ProfileError(f"{where}.models.kind: must be 'organism' or 'hub', got {kind!r}")
-    from .methods import get_method
+    from ..merge.methods import get_method
 
     for m in prof["merge"]:
         try:

@@ -20,10 +20,10 @@ from typing import Any
 
 import pandas as pd
 
-from . import metrics
+from ..evaluate import metrics
 from .profiles import load_profile
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PAIR_METHODS = {"average", "dare", "lore", "sens"}  # methods that take [System 1, System 2] as models
 PRETTY = {"average": "Average Merging", "task_arithmetic": "Task Arithmetic", "ties": "Ties-Merging", "dare": "DARE",
           "dare_ta": "DARE-TA", "dare_ties": "DARE-Ties", "lore": "LoRE-Merging", "twin": "Twin-Merging",
@@ -65,12 +65,12 @@ class Study:
         key = scale or m.get("scale") or self.name
         if key not in self._pairs:
             if self.organism:
-                from . import organism as O
+                from ..organism import training as O
 
                 org = O.build(key, progress=self.progress)
                 self._pairs[key] = {"system1": org.system1, "system2": org.system2, "organism": org}
             else:
-                from .merging import fetch_model
+                from ..merge.engine import fetch_model
 
                 self._pairs[key] = {"system1": fetch_model(m["system1"]), "system2": fetch_model(m["system2"])}
         return self._pairs[key]
@@ -92,7 +92,7 @@ class Study:
 
     def merged(self, method: str, scale: str | None = None, calibration: dict | None = None, **override) -> Path:
         """The merged checkpoint for ``method`` (profile hyper-parameters, overridden by keywords); cached."""
-        from .merging import merge
+        from ..merge.engine import merge
 
         cfg = self.merge_config(method, scale, calibration, **override)
         path = self.out / "merged" / (scale or "main") / f"{method}-{_hash(cfg)}"
@@ -111,10 +111,10 @@ class Study:
 
     def evaluate(self, model: str | os.PathLike, name: str, role: str = "merged", scale: str | None = None) -> pd.DataFrame:
         """Graded rows of one model on every benchmark of the profile (role picks prompt and max tokens)."""
-        from .benchmarks import load_benchmark
-        from .generation import Sampling
-        from .harness import evaluate
-        from .prompts import stop_strings
+        from ..evaluate.benchmarks import load_benchmark
+        from ..evaluate.generation import Sampling
+        from ..evaluate.pipeline import evaluate
+        from ..evaluate.prompts import stop_strings
 
         sp, bk = self.profile["sampling"], self.profile["backend"]
         prompt = self.profile["prompts"][role]

@@ -514,7 +514,7 @@ def _aim_doc(base: Tensor, merged: Tensor, importance: Tensor | None, omega: flo
     I is the base model's normalised mean |input activation| per input channel
     (:func:`l2s_utils.activation.aim_importance`); omega = 1 is the identity (Nobari et al. 2025).
     """
-    from .activation import aim_relax
+    from ..activation import aim_relax
 
     return aim_relax(base, merged, importance, omega)
 

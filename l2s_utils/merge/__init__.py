@@ -1,0 +1,12 @@
+"""Stage 2, merge: checkpoints in, one merged checkpoint out.
+
+    from l2s_utils.merge import merge
+    merge("data/configs/qwen-7b/ties.yaml", "merged/ties-7b")
+"""
+
+from .checkpoint import CheckpointError
+from .engine import MergeConfig, MergeResult, load_config, merge
+from .methods import REGISTRY, MergeConfigError, get_method
+
+__all__ = ["merge", "load_config", "MergeConfig", "MergeResult", "MergeConfigError", "CheckpointError", "REGISTRY",
+           "get_method"]

@@ -1,0 +1,1 @@
+from .registry import *  # noqa: F401,F403
