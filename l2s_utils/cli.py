@@ -47,7 +47,9 @@ def _cmd_organism(args: argparse.Namespace) -> int:
         for stage in ("base", "system1", "system2"):
             print(f"  {stage:<8} {getattr(org, stage)}")
         if args.premise:
-            rows, table, checks = O.premise_report(org, n_per_level=args.n, progress=not args.quiet)
+            from .study.premise import premise_report
+
+            rows, table, checks = premise_report(org, n_per_level=args.n, progress=not args.quiet)
             print(table.round(1).to_string(index=False))
             for c in checks:
                 print(f"  [{'PASS' if c['passed'] else 'FAIL'}] {c['description']}: {c['value']}")

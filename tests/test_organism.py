@@ -8,6 +8,7 @@ import torch
 
 from l2s_utils.organism import task as T
 from l2s_utils.organism import training as O
+from l2s_utils.study.premise import evaluate_toy, premise_checks
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +98,7 @@ def test_ladder_spans_ten_x():
 
 def test_generated_answers_parse_and_premise_checks(micro):
     problems = T.make_problems("test", 2, seed=0)
-    rows = O.evaluate_toy(micro.system1, problems, max_tokens=40, progress=False)
+    rows = evaluate_toy(micro.system1, problems, max_tokens=40, progress=False)
     assert len(rows) == len(problems)
     for r in rows:
         assert r["finish_reason"] in ("stop", "length") and 0 < r["tokens"] <= 40
@@ -106,7 +107,7 @@ def test_generated_answers_parse_and_premise_checks(micro):
     fake = pd.DataFrame([
         {"model": "System 1", "level": lv, "tokens": 10, "correct": lv < 4, "reflective": False} for lv in range(1, 6)
     ] + [{"model": "System 2", "level": lv, "tokens": 40 * lv, "correct": True, "reflective": True} for lv in range(1, 6)])
-    checks = {c["check"]: c for c in O.premise_checks(fake)}
+    checks = {c["check"]: c for c in premise_checks(fake)}
     assert all(c["passed"] for c in checks.values())
     fake.loc[fake.model == "System 1", "reflective"] = True
-    assert not {c["check"]: c for c in O.premise_checks(fake)}["s1_reflective"]["passed"]
+    assert not {c["check"]: c for c in premise_checks(fake)}["s1_reflective"]["passed"]

@@ -5,7 +5,8 @@ from collections import Counter
 
 import pytest
 
-from l2s_utils.evaluate.reflection import extract_last_boxed, is_reflective, keyword_count
+from l2s_utils.evaluate.grading import extract_last_boxed
+from l2s_utils.evaluate.reflection import is_reflective, keyword_count
 from l2s_utils.organism import task as T
 
 

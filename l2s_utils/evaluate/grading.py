@@ -13,6 +13,9 @@ Equivalence (:func:`is_equiv`), the first that succeeds wins:
   c. ``math_verify.verify(parse(gold), parse(pred))`` (gold first; bare LaTeX is wrapped in ``$...$``),
      for intervals, tuples, sets, symbolic expressions.
 
+The toy task (the organism) is graded by :func:`grade_toy`: the last boxed content must be exactly
+the gold integer.
+
 math-verify's own timeouts use ``signal.alarm``, which only works in a main thread, so
 :func:`grade_batch` runs it in worker *processes* (each task runs in a worker's main thread) with
 math-verify's timeouts on; a timeout counts as wrong, as in the toolkit.
@@ -25,9 +28,36 @@ import re
 from concurrent.futures import ProcessPoolExecutor
 from typing import Sequence
 
-from .reflection import extract_last_boxed
-
 _NUM = re.compile(r"-?\d*\.?\d+")
+
+
+def extract_last_boxed(text: str) -> str | None:
+    """Content of the last ``\\boxed{...}`` (or ``\\fbox{...}``) with brace matching; None if absent or unclosed."""
+    starts = [m.end() for m in re.finditer(r"\\(?:boxed|fbox)\s*\{", text)]
+    for start in reversed(starts):
+        depth, i = 1, start
+        while i < len(text):
+            c = text[i]
+            if c == "{":
+                depth += 1
+            elif c == "}":
+                depth -= 1
+                if depth == 0:
+                    return text[start:i].strip()
+            i += 1
+    m = re.findall(r"\\boxed ([^\s$]+)", text)
+    return m[-1] if m else None
+
+
+def grade_toy(response: str, gold: int) -> tuple[str | None, bool]:
+    """The toy task: the last boxed content must be exactly the gold integer."""
+    pred = extract_last_boxed(response)
+    if pred is None:
+        return None, False
+    try:
+        return pred, int(pred.strip().replace(" ", "")) == int(gold)
+    except ValueError:
+        return pred, False
 
 
 def extract_answer(text: str) -> str | None:
