@@ -47,7 +47,7 @@ def test_aim_relax_identity_and_one_hot():
 
 
 def test_aim_importance_normalised_and_padding_free(micro, tok):
-    from l2s_utils.evaluate.generation import load_model
+    from l2s_utils.merge.checkpoint import load_model
 
     model, _ = load_model(micro.system1, "cpu", torch.float32)
     texts = C.organism_texts(4, seed=0, content="short")

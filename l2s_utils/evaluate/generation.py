@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from ..merge.checkpoint import load_model
+
 
 @dataclass(frozen=True)
 class Sampling:
@@ -53,16 +55,6 @@ def resolve_backend(backend: str) -> str:
 def _cut(text: str, stops: tuple[str, ...]) -> tuple[str, bool]:
     cut = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=-1)
     return (text[:cut], True) if cut >= 0 else (text, False)
-
-
-def load_model(path: str | os.PathLike, device: str | None = None, dtype: torch.dtype | None = None):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = dtype or (torch.bfloat16 if device.startswith("cuda") else torch.float32)
-    tok = AutoTokenizer.from_pretrained(path, padding_side="left")
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
-    return model, tok
 
 
 @torch.inference_mode()

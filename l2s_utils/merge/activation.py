@@ -38,6 +38,7 @@ from typing import Iterable
 import torch
 
 from .calibration import Calibration
+from .checkpoint import load_model
 
 LAYER_RE = re.compile(r"^model\.layers\.(\d+)\.")
 
@@ -243,6 +244,4 @@ def sens_coefficients(sens: list[dict[str, float]], tau: list[float], temperatur
 
 
 def models_from(paths: Iterable, device: str):
-    from ..evaluate.generation import load_model
-
     return [load_model(p, device, torch.float32)[0] for p in paths]

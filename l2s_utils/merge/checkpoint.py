@@ -15,6 +15,10 @@ Tied embeddings: a checkpoint whose config says ``tie_word_embeddings: true`` no
 ``lm_head.weight``. :class:`Checkpoint` can expose a *virtual* ``lm_head.weight`` that reads
 ``model.embed_tokens.weight`` (``virtual_lm_head=True``), which is how a tied model is merged with an
 untied one when the user asks to untie.
+
+Whole models: :func:`fetch_model` resolves a local directory or downloads a hub id (safetensors, configs
+and tokenizer only); :func:`load_model` loads a model and its tokenizer with transformers (activation
+statistics of the composite merges, and the transformers generation backend).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import struct
 import tempfile
@@ -248,6 +253,36 @@ def model_fingerprint(path: str | os.PathLike) -> dict:
     per = {f.name: file_sha256(f) for f in files if f.is_file()}
     combined = hashlib.sha256(json.dumps(per, sort_keys=True).encode()).hexdigest()
     return {"path": str(p), "sha256": combined, "files": per}
+
+
+# ---------------------------------------------------------------------------------------------
+# Whole models: hub ids, transformers loading (for statistics and generation)
+# ---------------------------------------------------------------------------------------------
+
+
+def fetch_model(ref: str) -> Path:
+    """A local model directory for ``ref``; hub ids are downloaded (safetensors, configs, tokenizer only)."""
+    p = Path(ref)
+    if p.exists():
+        return p
+    if re.fullmatch(r"[\w.-]+/[\w.-]+", ref):
+        try:
+            from huggingface_hub import snapshot_download
+
+            return Path(snapshot_download(ref, allow_patterns=["*.safetensors", "*.json", "*.txt", "*.jinja", "*.model"]))
+        except Exception as e:  # network errors, missing repos
+            raise CheckpointError(f"{ref}: not a local directory and could not be fetched from the hub ({e})") from None
+    raise CheckpointError(f"{ref}: model directory not found")
+
+
+def load_model(path: str | os.PathLike, device: str | None = None, dtype: torch.dtype | None = None):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = dtype or (torch.bfloat16 if device.startswith("cuda") else torch.float32)
+    tok = AutoTokenizer.from_pretrained(path, padding_side="left")
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
+    return model, tok
 
 
 # ---------------------------------------------------------------------------------------------

@@ -49,7 +49,7 @@ import yaml
 from . import methods as M
 from .checkpoint import (
     DTYPE_NAMES, EMBED, LM_HEAD, TOKENIZER_FILES, Checkpoint, CheckpointError, PlannedTensor, StreamingWriter,
-    iter_with_prefetch, model_fingerprint,
+    fetch_model, iter_with_prefetch, model_fingerprint,
 )
 from .methods import MergeConfigError
 
@@ -201,21 +201,6 @@ def _resolve_ref(ref: str, root: Path) -> str:
     if (root / p).exists():
         return str(root / p)
     return ref
-
-
-def fetch_model(ref: str) -> Path:
-    """A local model directory for ``ref``; hub ids are downloaded (safetensors, configs, tokenizer only)."""
-    p = Path(ref)
-    if p.exists():
-        return p
-    if re.fullmatch(r"[\w.-]+/[\w.-]+", ref):
-        try:
-            from huggingface_hub import snapshot_download
-
-            return Path(snapshot_download(ref, allow_patterns=["*.safetensors", "*.json", "*.txt", "*.jinja", "*.model"]))
-        except Exception as e:  # network errors, missing repos
-            raise CheckpointError(f"{ref}: not a local directory and could not be fetched from the hub ({e})") from None
-    raise CheckpointError(f"{ref}: model directory not found")
 
 
 @dataclass

@@ -70,7 +70,7 @@ class Study:
                 org = O.build(key, progress=self.progress)
                 self._pairs[key] = {"system1": org.system1, "system2": org.system2, "organism": org}
             else:
-                from ..merge.engine import fetch_model
+                from ..merge.checkpoint import fetch_model
 
                 self._pairs[key] = {"system1": fetch_model(m["system1"]), "system2": fetch_model(m["system2"])}
         return self._pairs[key]
