@@ -4,6 +4,7 @@
     merge("data/configs/qwen-7b/ties.yaml", "merged/ties-7b")
 """
 
+from . import composite  # noqa: F401  (registers the composite methods aim, acm, sens)
 from .checkpoint import CheckpointError
 from .engine import MergeConfig, MergeResult, load_config, merge
 from .methods import REGISTRY, MergeConfigError, get_method

@@ -3,7 +3,7 @@
 Two sources, the same options (the paper found both methods sensitive to them, section 6):
 
 - ``organism``: the model organism's aligned (question, short, long) triples from its calibration split
-  (:func:`l2s_utils.task.calibration_triples`), written in the toy chat prompt.
+  (:func:`l2s_utils.organism.task.calibration_triples`), written in the toy chat prompt.
 - ``s1k``: ``simplescaling/s1K`` by hub id or a local JSONL/parquet copy. A record's *short* answer is its
   ``solution`` field (``short_field="attempt"`` takes the model-written final attempt instead -- which
   one the paper meant is unknown, METHODS.md section 6); its *long* answer is

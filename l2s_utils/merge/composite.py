@@ -16,6 +16,12 @@ AIM / ACM first run ``base_method`` into a temporary directory, then stream ever
 relaxation into the final, atomically written output. Sens computes its layer coefficients, then runs
 the streamed task-arithmetic merge with per-tensor model weights K sigma_i^l. The statistics are saved
 in ``l2s_merge.json``. Models are loaded whole for the statistics (fp32 on CPU, bf16 on GPU).
+
+Interface with the engine (one direction only): this module registers ``aim``, ``acm`` and ``sens`` in
+the method registry with ``run=merge_composite`` and ``check=split_params``; the engine's ``merge`` and
+``load_config`` call ``method.run`` / ``method.check`` and never import this module. This module drives
+the engine through its public ``merge`` (the base merge of AIM / ACM, Sens' task arithmetic with
+per-tensor weights). ``import l2s_utils.merge`` imports it, so the registry is complete after any import.
 """
 
 from __future__ import annotations
@@ -26,14 +32,18 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import Sequence
 
 import torch
+from torch import Tensor
 
 from . import activation as A
 from . import calibration as C
 from . import methods as M
 from .checkpoint import Checkpoint, PlannedTensor, StreamingWriter
-from .methods import MergeConfigError
+from .engine import MergeResult, merge, peak_rss_bytes
+from .methods import REGISTRY, Method, MergeConfigError, Param, register, task_arithmetic
+from .methods.registry import WEIGHT, finite, positive
 
 
 def split_params(cfg) -> tuple[dict, dict]:
@@ -90,8 +100,6 @@ def _rewrite(src: Path, out: Path, base: Checkpoint, fn, *, overwrite: bool, ext
 
 
 def merge_composite(cfg, out: Path, *, overwrite: bool, device: str, seed: int | None, progress: bool):
-    from .engine import MergeResult, merge, peak_rss_bytes
-
     t0 = time.perf_counter()
     device = _device(device)
     if out.exists() and not overwrite:
@@ -139,8 +147,6 @@ def merge_composite(cfg, out: Path, *, overwrite: bool, device: str, seed: int |
 
 
 def _merge_sens(cfg, out: Path, own: dict, *, overwrite, device, seed, progress, t0):
-    from .engine import merge
-
     paths = cfg.models
     base_path = cfg.base_model or paths[0]
     vocab = int(Checkpoint(base_path).config.get("vocab_size", 0)) or None
@@ -170,3 +176,72 @@ def _merge_sens(cfg, out: Path, own: dict, *, overwrite, device, seed, progress,
     r.method = "sens"
     r.seconds = time.perf_counter() - t0
     return r
+
+
+# ---------------------------------------------------------------------------------------------
+# Registration: formulas per tensor (docstrings), parameters, and the runner the engine calls
+# ---------------------------------------------------------------------------------------------
+
+
+def _aim_doc(base: Tensor, merged: Tensor, importance: Tensor | None, omega: float) -> Tensor:
+    """AIM relaxation of one weight: W_base + (W_merged - W_base) * (1 - I (1 - omega)).
+
+    I is the base model's normalised mean |input activation| per input channel
+    (:func:`l2s_utils.merge.activation.aim_importance`); omega = 1 is the identity (Nobari et al. 2025).
+    """
+    return A.aim_relax(base, merged, importance, omega)
+
+
+def _acm_doc(base: Tensor, merged: Tensor, lam: float) -> Tensor:
+    """ACM post-hoc scaling of one layer's tensor: theta_0 + lambda^l (theta_merged - theta_0).
+
+    lambda^l comes from the normalised mutual information of base and fine-tuned layer activations
+    (:func:`l2s_utils.merge.activation.acm_coefficients`; Yao et al. 2025, arXiv 2505.14009; our assumption).
+    """
+    return base + lam * (merged - base)
+
+
+def _sens_doc(base: Tensor, models: Sequence[Tensor], *, coeffs: Sequence[float], alpha: float) -> Tensor:
+    """Sens-Merging plug-in for one tensor of layer l: theta_0 + alpha sum_i (K sigma_i^l) delta_i.
+
+    K sigma_i^l comes from parameter sensitivities and logit alignment on calibration data
+    (:func:`l2s_utils.merge.activation.sens_coefficients`; Liu et al. 2025, arXiv 2502.12420). With uniform
+    sigma (K sigma = 1) this is task arithmetic.
+    """
+    return task_arithmetic(base, models, weights=list(coeffs), alpha=alpha)
+
+
+BASE_METHOD = Param("base_method", str, "ties", "the merge that AIM/ACM adjust (any non-composite registry method)",
+                     lambda s: s in REGISTRY and not REGISTRY[s].composite, "a registry method")
+register(Method(
+    "aim", _aim_doc,
+    (Param("omega", float, 0.4, "AIM balance factor (1 = no change, 0 = most important channel keeps the base)",
+           lambda x: 0.0 <= x <= 1.0, "0 <= omega <= 1"), BASE_METHOD),
+    "Nobari et al. 2025, arXiv 2502.02421", composite=True, run=merge_composite, check=split_params,
+    summary="relax a merge toward the base on input channels the base's activations mark important",
+))
+register(Method(
+    "acm", _acm_doc,
+    (Param("theta", float, 1.2, "ACM sharpness of the NMI -> coefficient map (0 = identity)", finite, "finite"),
+     Param("bins", int, 64, "histogram bins per variable for the NMI estimate", lambda b: b >= 2, ">= 2"),
+     Param("max_values", int, 200_000, "activation value pairs sampled per layer", lambda b: b >= 100, ">= 100"),
+     BASE_METHOD),
+    "Yao et al. 2025, arXiv 2505.14009", composite=True, run=merge_composite, check=split_params,
+    summary="layer-wise task-vector scale from base/fine-tuned activation mutual information (assumed form)",
+))
+register(Method(
+    "sens", _sens_doc,
+    (WEIGHT, Param("alpha", float, 0.7, "task-arithmetic coefficient", finite, "finite", ("lambda",)),
+     Param("T", float, 2.0, "softmax temperature", positive, "> 0"),
+     Param("sens_norm", str, "l2", "normalisation of layer sensitivities over layers: l2 | l1 | max | none",
+           lambda s: s in ("l2", "l1", "max", "none"), "l2 | l1 | max | none"),
+     Param("tau_norm", str, "l1", "normalisation of cross-task scores over models: l1 | l2 | max | none",
+           lambda s: s in ("l2", "l1", "max", "none"), "l2 | l1 | max | none"),
+     Param("tau_sign", float, 1.0, "+1: larger logit distance = more weight (RCP); -1: the reverse", lambda x: x in (1.0, -1.0), "+1 or -1"),
+     Param("per_sample", bool, True, "per-sample |theta * grad| (exact) or per-batch gradients (faster)"),
+     Param("calibration_content", str, None, "per model: short | long | both (default: long for the model that is "
+           "the base, short for the others, as the paper)", lambda s: s in ("short", "long", "both"), "short | long | both",
+           per_model=True)),
+    "Liu et al. 2025, arXiv 2502.12420", composite=True, run=merge_composite, check=split_params,
+    summary="task arithmetic with layer-wise coefficients from sensitivity and logit alignment",
+))

@@ -181,9 +181,7 @@ def load_config(config: str | os.PathLike | dict) -> MergeConfig:
         extra={k: raw[k] for k in ("name", "description", "calibration") if k in raw},
     )
     if method.composite:
-        from .composite import split_params
-
-        split_params(cfg)  # fail early on bad hyper-parameters
+        method.check(cfg)  # fail early on bad hyper-parameters (its own and its base method's)
     else:
         M.resolve_params(method, params, mparams)  # fail early on bad hyper-parameters
     return cfg
@@ -367,10 +365,8 @@ def merge(config: str | os.PathLike | dict | MergeConfig, out: str | os.PathLike
     t0 = time.perf_counter()
     cfg = config if isinstance(config, MergeConfig) else load_config(config)
     method = M.get_method(cfg.merge_method)
-    if method.composite:
-        from .composite import merge_composite
-
-        return merge_composite(cfg, Path(out), overwrite=overwrite, device=device, seed=seed, progress=progress)
+    if method.composite:  # AIM / ACM / Sens: registered by composite.py with the runner that drives this engine
+        return method.run(cfg, Path(out), overwrite=overwrite, device=device, seed=seed, progress=progress)
     params = dict(cfg.parameters)
     if seed is not None or cfg.seed is not None:
         if "seed" in {p.name for p in method.params}:

@@ -1,1 +1,37 @@
-from .registry import *  # noqa: F401,F403
+"""Merging methods as small pure functions on tensors, one method family per file, and the registry.
+
+Every kernel works on one parameter tensor at a time, in fp32, and knows nothing about files:
+
+    kernel(base, models, *, name, **params) -> merged tensor
+
+``base`` is theta_0 (the System 1 model in the L2S setting, ``None`` for methods that do not use it),
+``models`` the K >= 1 fine-tuned tensors theta_1..theta_K (System 2, possibly also System 1) and
+``name`` the tensor's name (used only to seed random masks). Per-model parameters (weights, DARE drop
+rates, TIES densities) arrive as lists of length K. The task vector of model k is
+delta_k = theta_k - theta_0 (METHODS.md section 0); for L2S there is effectively one, System 2 - System 1.
+
+Methods, papers and files (formulas in each kernel's docstring):
+  average          Wortsman et al. 2022, "Model soups"                       arXiv 2203.05482   basic.py
+  task_arithmetic  Ilharco et al. 2023, "Editing models with task arithmetic" arXiv 2212.04089   basic.py
+  ties             Yadav et al. 2023, "TIES-Merging"                          arXiv 2306.01708   ties.py
+  dare             Yu et al. 2024, "Language models are Super Mario" (DARE)   arXiv 2311.03099   dare.py
+  lore             Liu et al. 2025, "LoRE-Merging"                            arXiv 2502.10749   svd.py
+  twin             Lu et al. 2024, "Twin-Merging" (SVD part only)             arXiv 2406.15479   svd.py
+  aim, sens, acm   activation-informed, registered by ``l2s_utils/merge/composite.py``
+The registry (names, typed parameters, validation) is registry.py. The paper that compares them for
+long-to-short reasoning: Wu et al. 2025, arXiv 2503.20641.
+"""
+
+from .registry import REGISTRY, Method, MergeConfigError, Param, get_method, register, resolve_params
+from .basic import average, base_plus, task_arithmetic, task_vectors, weighted_sum  # noqa: I001 (registration order)
+from .ties import elect_and_combine, kth_smallest_abs, ties, trim_all, trim_magnitude, trim_topk
+from .dare import dare, dare_mask, tensor_seed
+from .svd import lore, lore_decompose, lore_objective, svd_lowrank_exact, svt, twin
+
+__all__ = [
+    "REGISTRY", "Method", "MergeConfigError", "Param", "get_method", "register", "resolve_params",
+    "average", "base_plus", "task_arithmetic", "task_vectors", "weighted_sum",
+    "elect_and_combine", "kth_smallest_abs", "ties", "trim_all", "trim_magnitude", "trim_topk",
+    "dare", "dare_mask", "tensor_seed",
+    "lore", "lore_decompose", "lore_objective", "svd_lowrank_exact", "svt", "twin",
+]

@@ -1,0 +1,141 @@
+"""The SVD methods: LoRE-Merging (low-rank task vectors around an estimated base) and Twin-Merging (SVD part).
+
+    lore             Liu et al. 2025, "LoRE-Merging"                            arXiv 2502.10749
+    twin             Lu et al. 2024, "Twin-Merging" (SVD part only)             arXiv 2406.15479
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from .basic import task_arithmetic
+from .registry import ALPHA, WEIGHT, Method, MergeConfigError, Param, finite, register
+from .ties import K, elect_and_combine, trim_magnitude
+
+
+def svd_lowrank_exact(x: Tensor, rank: int) -> Tensor:
+    """Best rank-r approximation U_r diag(S_r) V_r^T of a 2-D tensor (Eckart-Young), in fp32."""
+    u, s, vh = torch.linalg.svd(x, full_matrices=False)
+    r = min(rank, s.numel())
+    return (u[:, :r] * s[:r]) @ vh[:r]
+
+
+def svt(x: Tensor, threshold: float) -> Tensor:
+    """Singular value thresholding: U diag(max(sigma - threshold, 0)) V^T (the prox of the nuclear norm)."""
+    u, s, vh = torch.linalg.svd(x, full_matrices=False)
+    s = torch.clamp(s - threshold, min=0.0)
+    keep = s > 0
+    return (u[:, keep] * s[keep]) @ vh[keep]
+
+
+def lore_decompose(models: Sequence[Tensor], mu: float, iterations: int) -> tuple[Tensor, list[Tensor]]:
+    """LoRE coordinate descent (Liu et al. 2025, arXiv 2502.10749) for one weight matrix.
+
+    Minimises  F(theta_0, {delta_i}) = sum_i ||theta_0 + delta_i - theta_i||_F^2 + mu ||delta_i||_*
+    by alternating the exact minimisers
+        delta_i <- SVT_{mu/2}(theta_i - theta_0)            (for all i)
+        theta_0 <- (1/n) sum_i (theta_i - delta_i)
+    starting from delta_i = 0, theta_0 = mean(theta_i). Each step is an exact block minimiser, so F
+    never increases. Returns (theta_0, [delta_i]). 1-D tensors have no nuclear norm; they get
+    theta_0 = mean and delta_i = theta_i - theta_0 (our assumption; documented in the book).
+    """
+    theta0 = torch.stack(list(models)).mean(0)
+    if theta0.dim() != 2 or iterations == 0:
+        return theta0, [m - theta0 for m in models]
+    deltas = [torch.zeros_like(theta0) for _ in models]
+    for _ in range(iterations):
+        deltas = [svt(m - theta0, mu / 2.0) for m in models]
+        theta0 = torch.stack([m - d for m, d in zip(models, deltas)]).mean(0)
+    return theta0, deltas
+
+
+def lore_objective(models: Sequence[Tensor], theta0: Tensor, deltas: Sequence[Tensor], mu: float) -> float:
+    """F(theta_0, {delta_i}) of :func:`lore_decompose` (for tests and diagnostics)."""
+    f = 0.0
+    for m, d in zip(models, deltas):
+        f += float(((theta0 + d - m) ** 2).sum())
+        if d.dim() == 2:
+            f += mu * float(torch.linalg.svdvals(d).sum())
+    return f
+
+
+def lore(
+    base: Tensor | None,
+    models: Sequence[Tensor],
+    *,
+    weights: Sequence[float],
+    mu: float = 0.01,
+    iterations: int = 5,
+    combine: str = "task_arithmetic",
+    alpha: float = 1.0,
+    k: Sequence[float] | None = None,
+    name: str = "",
+) -> Tensor:
+    """LoRE-Merging: estimate an approximate base and low-rank task vectors, then merge them.
+
+    (theta_0^, {delta_i^}) = lore_decompose(models, mu, iterations) -- the true base is NOT used --
+    then theta_M = theta_0^ + merge({delta_i^}):
+        combine="task_arithmetic" -> theta_0^ + alpha sum_i w_i delta_i^
+        combine="ties"            -> theta_0^ + alpha TIES({delta_i^}, k)
+    For L2S pass both models (System 1 and System 2). Caution (METHODS.md section 4): with theta_0^
+    updated last, an unweighted *average* post-merge gives back mean(theta_i) exactly, so only TA/TIES
+    post-merges are offered. mu, iterations and the post-merge are not given by the L2S paper.
+    """
+    theta0, deltas = lore_decompose(models, mu, iterations)
+    if combine == "task_arithmetic":
+        return theta0 + alpha * sum(w * d for w, d in zip(weights, deltas))
+    if combine == "ties":
+        assert k is not None
+        trimmed = [trim_magnitude(d, kk) for d, kk in zip(deltas, k)]
+        return theta0 + alpha * elect_and_combine(trimmed, weights)
+    raise MergeConfigError(f"lore: unknown combine {combine!r}")
+
+
+def twin(
+    base: Tensor,
+    models: Sequence[Tensor],
+    *,
+    weights: Sequence[float],
+    alpha: float = 0.7,
+    rank: int = 8,
+    twin_weights: Sequence[float] | None = None,
+    name: str = "",
+) -> Tensor:
+    """Twin-Merging, SVD part (Lu et al. 2024, arXiv 2406.15479), router replaced by fixed weights.
+
+        theta* = theta_0 + alpha sum_k w_k delta_k                    (shared expert: task arithmetic)
+        v_k    = SVD_r(theta_k - theta*)   for 2-D tensors,  theta_k - theta*  for 1-D tensors
+        theta_M = theta* + sum_k c_k v_k                              (c_k = twin_weights, default 1/K)
+    With one model, c = 1 and full rank, theta_M = theta_1 exactly. The rank r and the weights c_k
+    that replace the router are not reported by the L2S paper (our parameters).
+    """
+    shared = task_arithmetic(base, models, weights=weights, alpha=alpha)
+    c = list(twin_weights) if twin_weights is not None else [1.0 / len(models)] * len(models)
+    out = shared.clone()
+    for ck, m in zip(c, models):
+        diff = m - shared
+        out += ck * (svd_lowrank_exact(diff, rank) if diff.dim() == 2 else diff)
+    return out
+
+
+register(Method(
+    "lore", lore,
+    (WEIGHT, ALPHA, K,
+     Param("mu", float, 0.01, "nuclear-norm weight mu (SVT threshold mu/2)", lambda x: math.isfinite(x) and x >= 0, ">= 0"),
+     Param("iterations", int, 5, "coordinate-descent iterations T", lambda x: x >= 0, ">= 0"),
+     Param("combine", str, "task_arithmetic", "post-merge: task_arithmetic | ties",
+           lambda s: s in ("task_arithmetic", "ties"), "task_arithmetic | ties")),
+    "Liu et al. 2025, arXiv 2502.10749", needs_base=False, summary="approximate base + low-rank task vectors",
+))
+register(Method(
+    "twin", twin,
+    (WEIGHT, Param("alpha", float, 0.7, "task-arithmetic coefficient of the shared expert", finite, "finite", ("lambda",)),
+     Param("rank", int, 8, "rank r of each exclusive (twin) vector", lambda r: r >= 1, ">= 1"),
+     Param("twin_weight", float, None, "fixed router weight c_k of model k's twin vector (default 1/K)",
+           finite, "finite", per_model=True)),
+    "Lu et al. 2024, arXiv 2406.15479", summary="shared TA expert + rank-r exclusive knowledge",
+))

@@ -1,0 +1,164 @@
+"""TIES-Merging: trim each task vector, elect a sign per entry, take the disjoint mean.
+
+    ties             Yadav et al. 2023, "TIES-Merging"                          arXiv 2306.01708
+
+The trimming and election helpers are shared with DARE-Ties (dare.py) and LoRE's TIES post-merge (svd.py).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from .basic import task_vectors
+from .registry import ALPHA, WEIGHT, Method, MergeConfigError, Param, in_unit_open, register
+
+
+def kth_smallest_abs(x: Tensor, m: int) -> Tensor:
+    """The m-th smallest |x| (1-indexed), exactly, as ``torch.kthvalue(|x|, m)`` would return it.
+
+    Implemented by bucketing the float32 bit patterns of |x| (monotone for non-negative floats) on
+    their top 16 bits, then sorting only the one bucket that holds the m-th value. This is exact and
+    several times faster than ``kthvalue`` on large tensors.
+    """
+    a = x.detach().abs().float().reshape(-1)
+    n = a.numel()
+    if not 1 <= m <= n:
+        raise ValueError(f"m must be in [1, {n}], got {m}")
+    if n <= 1 << 16:
+        return torch.kthvalue(a, m).values
+    bits = a.view(torch.int32)
+    buckets = torch.bitwise_right_shift(bits, 16)  # 0..32767 for non-negative floats
+    counts = torch.bincount(buckets, minlength=1 << 15)
+    cum = torch.cumsum(counts, 0)
+    b = int(torch.searchsorted(cum, torch.tensor(m, dtype=cum.dtype)).item())
+    before = int(cum[b - 1].item()) if b > 0 else 0
+    inside = a[buckets == b]
+    return torch.kthvalue(inside, m - before).values
+
+
+def trim_magnitude(x: Tensor, drop: float) -> Tensor:
+    """TIES trimming of one tensor: zero the bottom-|x| fraction ``drop`` (the paper's k).
+
+    m = int(n * k); t = m-th smallest |x|; keep entries with |x| >= t (so about n - m + 1 survive,
+    more on ties), exactly as the L2S code (`hahahawu/Long-to-Short-via-Model-Merging`,
+    `merging_methods.py:ties_merging`). m = 0 trims nothing.
+    """
+    m = int(x.numel() * drop)
+    if m == 0:
+        return x.clone()
+    t = kth_smallest_abs(x, m)
+    return x.masked_fill(x.abs() < t, 0.0)
+
+
+def trim_topk(x: Tensor, density: float) -> Tensor:
+    """Keep exactly max(1, int(n * density)) largest-|x| entries (mergekit 0.1.5 ``sparsify.magnitude``)."""
+    n = x.numel()
+    if density >= 1.0:
+        return x.clone()
+    if density <= 0.0 or n == 0:
+        return torch.zeros_like(x)
+    keep = max(1, int(n * density))
+    if keep >= n:
+        return x.clone()
+    # the keep-th largest |x| is the (n - keep + 1)-th smallest; keep everything above it and, among
+    # entries equal to it, the first ones in index order, so that exactly `keep` entries survive.
+    t = kth_smallest_abs(x, n - keep + 1)
+    a = x.abs()
+    out = x.masked_fill(a < t, 0.0)
+    tied = torch.nonzero((a == t).reshape(-1)).squeeze(1)
+    surplus = int((a > t).sum()) + tied.numel() - keep
+    if surplus > 0:  # drop the last `surplus` entries equal to the threshold
+        out.reshape(-1)[tied[tied.numel() - surplus:]] = 0.0
+    return out
+
+
+def trim_all(deltas: Sequence[Tensor], k: Sequence[float] | None, trim: str = "threshold",
+             thresholds: Sequence[float] | None = None) -> list[Tensor]:
+    """TIES step 1 for every model: precomputed ``thresholds`` (|x| >= t kept; deltas are temporaries and
+    are trimmed in place), else :func:`trim_magnitude` (drop k) or :func:`trim_topk` (keep 1 - k)."""
+    if thresholds is not None:
+        return [d.masked_fill_(d.abs() < t, 0.0) for d, t in zip(deltas, thresholds)]
+    if trim == "threshold":
+        return [trim_magnitude(d, kk) for d, kk in zip(deltas, k)]
+    return [trim_topk(d, round(1.0 - kk, 12)) for d, kk in zip(deltas, k)]
+
+
+def elect_and_combine(
+    trimmed: Sequence[Tensor], weights: Sequence[float], normalize: bool = True, zero_sign: float = 1.0
+) -> Tensor:
+    """TIES steps 2-3: elect a sign per entry and take the disjoint (weighted) mean.
+
+    With u_k = w_k * m_k (m_k the trimmed task vectors):
+        s = sign(sum_k u_k), entries where the sum is 0 get ``zero_sign`` (the L2S code uses +1);
+        keep_k = sign(u_k) == s and u_k != 0;
+        tau* = sum_k u_k keep_k / sum_k w_k keep_k   (normalize=True; mergekit's default)
+        tau* = sum_k u_k keep_k                      (normalize=False)
+    With all w_k = 1 this is the paper's disjoint mean (METHODS.md section 2).
+    """
+    if len(trimmed) == 1 and weights[0] == 1.0:  # K = 1: election and disjoint mean are the identity
+        return trimmed[0] if normalize else trimmed[0].clone()
+    u = torch.stack([w * m for w, m in zip(weights, trimmed)])
+    s = torch.sign(u.sum(0))
+    s = torch.where(s == 0, torch.full_like(s, zero_sign), s)
+    keep = (torch.sign(u) == s) & (u != 0)
+    num = (u * keep).sum(0)
+    if not normalize:
+        return num
+    w = torch.tensor(list(weights), dtype=u.dtype, device=u.device).view(-1, *([1] * (u.dim() - 1)))
+    den = (w * keep).sum(0)
+    return num / torch.where(den == 0, torch.ones_like(den), den)
+
+
+def ties(
+    base: Tensor,
+    models: Sequence[Tensor],
+    *,
+    weights: Sequence[float],
+    k: Sequence[float],
+    alpha: float = 1.0,
+    normalize: bool = True,
+    trim: str = "threshold",
+    scope: str = "tensor",
+    thresholds: Sequence[float] | None = None,
+    name: str = "",
+) -> Tensor:
+    """TIES-Merging (Yadav et al. 2023, arXiv 2306.01708), per-tensor or global trimming.
+
+    For each model: m_k = trim(delta_k) keeps the top (1 - k_k) fraction of |delta_k| in this tensor
+    (k = the paper's "trim ratio", the fraction DROPPED; mergekit's ``density`` = 1 - k is the fraction
+    KEPT). Then sign election and disjoint mean (:func:`elect_and_combine`), and
+        theta_M = theta_0 + alpha * tau*.
+    With K = 1 this is magnitude pruning of delta followed by scaling by alpha.
+
+    ``trim="threshold"`` keeps |x| >= the m-th smallest |x|, m = int(n k) (the L2S code; n - m + 1
+    entries survive); ``trim="topk"`` keeps exactly int(n (1 - k)) entries (mergekit). They differ by
+    one entry per tensor on tie-free data.
+
+    ``scope="global"`` (MergeLM's ``ties_merging_dare``): each model's threshold is taken over ALL of
+    its parameters; the engine computes those model-wide ``thresholds`` in a streamed pre-pass
+    (:func:`l2s_utils.merge.engine.global_ties_thresholds`) and entries with |delta| >= t_k are kept.
+    Entries whose elected sign is 0 get +1 (MergeLM uses the model-wide majority sign there; with
+    continuous weights such entries carry no mass either way).
+    """
+    if scope == "global" and thresholds is None:
+        raise MergeConfigError("ties scope='global' needs model-wide thresholds (computed by l2s_utils.merge.merge)")
+    trimmed = trim_all(task_vectors(base, models), k, trim, thresholds)
+    return base + alpha * elect_and_combine(trimmed, weights, normalize=normalize)
+
+
+K = Param(
+    "k", float, 0.8, "TIES trim ratio: fraction of each tensor's task vector DROPPED (kept = 1 - k = density)",
+    in_unit_open, "0 <= k < 1", per_model=True,
+)
+NORMALIZE = Param("normalize", bool, True, "TIES: divide by the summed weights of agreeing models (disjoint mean)")
+TRIM = Param(
+    "trim", str, "threshold", "TIES trimming rule: 'threshold' (L2S code) or 'topk' (mergekit)",
+    lambda s: s in ("threshold", "topk"), "'threshold' or 'topk'",
+)
+SCOPE = Param("scope", str, "tensor", "TIES trimming scope: per 'tensor' (L2S default) or 'global' (MergeLM)",
+              lambda s: s in ("tensor", "global"), "'tensor' or 'global'")
+register(Method("ties", ties, (WEIGHT, K, ALPHA, NORMALIZE, TRIM, SCOPE), "Yadav et al. 2023, arXiv 2306.01708",
+                summary="trim, elect sign, disjoint mean"))
