@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 def _cmd_merge(args: argparse.Namespace) -> int:
-    from .merge.methods import REGISTRY
+    from .merge import REGISTRY
 
     if args.list:
         seen = set()
@@ -25,7 +25,7 @@ def _cmd_merge(args: argparse.Namespace) -> int:
     if not args.config or not args.out:
         print("l2s merge: CONFIG and OUT are required (or --list)", file=sys.stderr)
         return 2
-    from .merge.engine import merge
+    from .merge import merge
 
     result = merge(args.config, args.out, overwrite=args.overwrite, device=args.device, seed=args.seed,
                    progress=not args.quiet)

@@ -6,7 +6,8 @@
 
 from . import composite  # noqa: F401  (registers the composite methods aim, acm, sens)
 from .checkpoint import CheckpointError
-from .engine import MergeConfig, MergeResult, load_config, merge
+from .config import MergeConfig, load_config
+from .engine import MergeResult, merge
 from .methods import REGISTRY, MergeConfigError, get_method
 
 __all__ = ["merge", "load_config", "MergeConfig", "MergeResult", "MergeConfigError", "CheckpointError", "REGISTRY",

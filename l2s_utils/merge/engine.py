@@ -1,24 +1,12 @@
-"""The merging engine: mergekit-style YAML config -> validated plan -> streamed, atomic checkpoint.
+"""The merging engine: a validated config -> streamed, atomic checkpoint.
 
-    from l2s_utils.merging import merge
+    from l2s_utils.merge import merge
     result = merge("data/configs/qwen-7b/ties.yaml", "merged/ties-7b")
 
-Config (mergekit's shape; keys after ``dtype`` are l2s extras, all optional)::
-
-    merge_method: ties                    # any name in l2s_utils.methods.REGISTRY (`l2s merge --list`)
-    base_model: Qwen/Qwen2.5-Math-7B      # theta_0 (System 1); optional for average / lore
-    models:                               # theta_1..theta_K
-      - model: deepseek-ai/DeepSeek-R1-Distill-Qwen-7B
-        parameters: {weight: 1.0}         # per-model parameters (weight, k/density, p, twin_weight)
-    parameters: {k: 0.8, alpha: 1.0}      # global parameters (see each method)
-    dtype: bfloat16                       # dtype of the written weights (computation is always fp32)
-    tokenizer_source: base                # base | models[i].model path | any path
-    config_source: base                   # where config.json / generation_config.json come from
-    max_position_embeddings: 131072       # override in the written config (METHODS.md section 0)
-    exclude: []                           # regexes (re.match on the tensor name): kept from the base
-    tied_embeddings: follow_base          # follow_base | untie (see below)
-    max_shard_size: 2GB
-    seed: 0                               # DARE masks
+The config format is documented in ``config.py``. Tensors are read one at a time from (sharded)
+safetensors (large ones in row chunks), merged in fp32 by the method's kernel (``methods/``) and
+written shard by shard, so peak memory stays near a few tensors. Composite methods (AIM, ACM, Sens)
+are run by the ``run`` hook they registered (``composite.py``), which calls back into :func:`merge`.
 
 Tied embeddings. ``follow_base`` (default, the L2S code's behaviour): the output has exactly the
 base's tensors and tie flag; an ``lm_head.weight`` present only in a fine-tuned model is ignored with
@@ -39,7 +27,7 @@ import sys
 import threading
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -51,154 +39,11 @@ from .checkpoint import (
     DTYPE_NAMES, EMBED, LM_HEAD, TOKENIZER_FILES, Checkpoint, CheckpointError, PlannedTensor, StreamingWriter,
     fetch_model, iter_with_prefetch, model_fingerprint,
 )
+from .config import MergeConfig, load_config
 from .methods import MergeConfigError
 
 ARCH_KEYS = ("model_type", "architectures", "hidden_size", "num_hidden_layers", "num_attention_heads",
              "num_key_value_heads", "intermediate_size", "vocab_size")
-TOP_KEYS = {"merge_method", "base_model", "models", "parameters", "dtype", "out_dtype", "tokenizer_source",
-            "config_source", "max_position_embeddings", "exclude", "tied_embeddings", "max_shard_size", "seed",
-            "allow_pickle", "name", "description", "calibration"}
-
-
-@dataclass
-class MergeConfig:
-    """A parsed, validated merge configuration."""
-
-    merge_method: str
-    models: list[str]
-    model_params: list[dict[str, Any]]
-    base_model: str | None = None
-    parameters: dict[str, Any] = field(default_factory=dict)
-    dtype: str = "bfloat16"
-    tokenizer_source: str = "base"
-    config_source: str = "base"
-    max_position_embeddings: int | None = None
-    exclude: list[str] = field(default_factory=list)
-    tied_embeddings: str = "follow_base"
-    max_shard_size: int = 2 << 30
-    seed: int | None = None
-    allow_pickle: bool = False
-    source: str = "<dict>"
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_yaml_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"merge_method": self.merge_method}
-        if self.base_model:
-            d["base_model"] = self.base_model
-        d["models"] = [{"model": m, **({"parameters": p} if p else {})} for m, p in zip(self.models, self.model_params)]
-        if self.parameters:
-            d["parameters"] = self.parameters
-        d.update(dtype=self.dtype, tokenizer_source=self.tokenizer_source, config_source=self.config_source,
-                 tied_embeddings=self.tied_embeddings, max_shard_size=self.max_shard_size)
-        if self.max_position_embeddings:
-            d["max_position_embeddings"] = self.max_position_embeddings
-        if self.exclude:
-            d["exclude"] = self.exclude
-        if self.seed is not None:
-            d["seed"] = self.seed
-        d.update(self.extra)
-        return d
-
-
-def _parse_size(v: Any, where: str) -> int:
-    if isinstance(v, int) and v > 0:
-        return v
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*", str(v), re.I)
-    if not m:
-        raise MergeConfigError(f"{where}: max_shard_size {v!r} is not a size like '2GB' or a byte count")
-    mult = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}[m.group(2).upper()]
-    return int(float(m.group(1)) * mult)
-
-
-def load_config(config: str | os.PathLike | dict) -> MergeConfig:
-    """Parse a YAML file (safe loader) or a dict into a :class:`MergeConfig`, validating every key."""
-    if isinstance(config, dict):
-        raw, where, root = config, "<dict>", Path.cwd()
-    else:
-        p = Path(config)
-        if not p.is_file():
-            raise MergeConfigError(f"{p}: merge config not found")
-        try:
-            raw = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as e:
-            raise MergeConfigError(f"{p}: invalid YAML ({e})") from None
-        where, root = str(p), p.parent
-    if not isinstance(raw, dict):
-        raise MergeConfigError(f"{where}: a merge config must be a mapping")
-    unknown = set(raw) - TOP_KEYS
-    if unknown:
-        raise MergeConfigError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {sorted(TOP_KEYS)}")
-    if "merge_method" not in raw:
-        raise MergeConfigError(f"{where}: missing 'merge_method'")
-    method = M.get_method(str(raw["merge_method"]))
-    models_raw = raw.get("models") or []
-    if not isinstance(models_raw, list) or not models_raw:
-        raise MergeConfigError(f"{where}: 'models' must be a non-empty list of {{model: PATH, parameters: {{...}}}}")
-    models, mparams = [], []
-    for i, item in enumerate(models_raw):
-        if isinstance(item, str):
-            item = {"model": item}
-        if not isinstance(item, dict) or "model" not in item:
-            raise MergeConfigError(f"{where}: models[{i}] needs a 'model' key")
-        bad = set(item) - {"model", "parameters"}
-        if bad:
-            raise MergeConfigError(f"{where}: models[{i}] has unknown key(s) {sorted(bad)}")
-        models.append(_resolve_ref(str(item["model"]), root))
-        mparams.append(dict(item.get("parameters") or {}))
-    base = raw.get("base_model")
-    if method.needs_base and not base:
-        raise MergeConfigError(f"{where}: merge_method {method.name!r} needs 'base_model' (theta_0, System 1)")
-    dtype = str(raw.get("out_dtype", raw.get("dtype", "bfloat16")))
-    if dtype not in DTYPE_NAMES:
-        raise MergeConfigError(f"{where}: dtype {dtype!r} not one of {sorted(DTYPE_NAMES)}")
-    tied = str(raw.get("tied_embeddings", "follow_base"))
-    if tied not in ("follow_base", "untie"):
-        raise MergeConfigError(f"{where}: tied_embeddings must be 'follow_base' or 'untie', got {tied!r}")
-    mpe = raw.get("max_position_embeddings")
-    if mpe is not None and (not isinstance(mpe, int) or isinstance(mpe, bool) or mpe < 1):
-        raise MergeConfigError(f"{where}: max_position_embeddings must be a positive integer, got {mpe!r}")
-    exclude = raw.get("exclude") or []
-    if isinstance(exclude, str):
-        exclude = [s for s in exclude.split(",") if s]
-    for pat in exclude:
-        try:
-            re.compile(pat)
-        except re.error as e:
-            raise MergeConfigError(f"{where}: exclude pattern {pat!r} is not a valid regex ({e})") from None
-    seed = raw.get("seed")
-    if seed is not None and (not isinstance(seed, int) or seed < 0):
-        raise MergeConfigError(f"{where}: seed must be a non-negative integer, got {seed!r}")
-    params = dict(raw.get("parameters") or {})
-    cfg = MergeConfig(
-        merge_method=method.name if raw["merge_method"] == method.name else str(raw["merge_method"]),
-        models=models, model_params=mparams, base_model=_resolve_ref(str(base), root) if base else None,
-        parameters=params, dtype=dtype,
-        tokenizer_source=_source(raw.get("tokenizer_source", "base"), root),
-        config_source=_source(raw.get("config_source", "base"), root),
-        max_position_embeddings=mpe, exclude=list(exclude), tied_embeddings=tied,
-        max_shard_size=_parse_size(raw.get("max_shard_size", 2 << 30), where), seed=seed,
-        allow_pickle=bool(raw.get("allow_pickle", False)), source=where,
-        extra={k: raw[k] for k in ("name", "description", "calibration") if k in raw},
-    )
-    if method.composite:
-        method.check(cfg)  # fail early on bad hyper-parameters (its own and its base method's)
-    else:
-        M.resolve_params(method, params, mparams)  # fail early on bad hyper-parameters
-    return cfg
-
-
-def _source(v: Any, root: Path) -> str:
-    return "base" if v in (None, "base") else _resolve_ref(str(v), root)
-
-
-def _resolve_ref(ref: str, root: Path) -> str:
-    """A local path (absolute, relative to the cwd, or relative to the config file) or a hub id."""
-    p = Path(ref).expanduser()
-    if p.is_absolute() or p.exists():
-        return str(p)
-    if (root / p).exists():
-        return str(root / p)
-    return ref
 
 
 @dataclass

@@ -67,7 +67,7 @@ def load_profile(name_or_path: str | Path) -> dict:
     kind = prof["models"].get("kind")
     if kind not in ("organism", "hub"):
         raise ProfileError(f"{where}.models.kind: must be 'organism' or 'hub', got {kind!r}")
-    from ..merge.methods import get_method
+    from ..merge import get_method
 
     for m in prof["merge"]:
         try:

@@ -92,7 +92,7 @@ class Study:
 
     def merged(self, method: str, scale: str | None = None, calibration: dict | None = None, **override) -> Path:
         """The merged checkpoint for ``method`` (profile hyper-parameters, overridden by keywords); cached."""
-        from ..merge.engine import merge
+        from ..merge import merge
 
         cfg = self.merge_config(method, scale, calibration, **override)
         path = self.out / "merged" / (scale or "main") / f"{method}-{_hash(cfg)}"
