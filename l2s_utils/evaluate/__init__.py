@@ -1,8 +1,21 @@
-"""Stage 3, evaluate: generate, grade and summarize.
+"""Stage 3, evaluate: generate, grade and summarize, with every generation cached.
 
     from l2s_utils.evaluate import evaluate
-    rows = evaluate("merged/ties-7b", "math500", limit=50)
+    rows = evaluate("merged/ties-7b", "math500", limit=50)   # one graded row per problem (also saved)
+
+Files:
+  prompts.py     the protocol's prompt styles (qwen25-math-cot, cot, r1, toy) and stop strings
+  benchmarks.py  benchmark loaders (gsm8k, math500, aime24, minerva_math, olympiadbench, college_math, toy)
+  generation.py  generation backends: transformers (CPU/GPU) and vLLM (GPU)
+  grading.py     answer extraction (last \\boxed{} and fallbacks), equivalence, math-verify, the toy check
+  reflection.py  reflection keywords (wait, re-examine, ...) and reflective responses
+  metrics.py     accuracy with bootstrap CIs, lengths, length change, reflection, truncation, AES
+  pipeline.py    ``evaluate``: benchmark -> prompts -> cached generations -> graded rows with provenance
+
+``evaluate`` is loaded on first use, so importing e.g. ``l2s_utils.evaluate.grading`` stays light.
 """
+
+__all__ = ["evaluate"]
 
 
 def __getattr__(name: str):

@@ -1,7 +1,18 @@
-"""Stage 2, merge: checkpoints in, one merged checkpoint out.
+"""Stage 2, merge: checkpoints in, one merged checkpoint out (streamed, fp32, written atomically).
 
     from l2s_utils.merge import merge
-    merge("data/configs/qwen-7b/ties.yaml", "merged/ties-7b")
+    result = merge("data/configs/qwen-7b/ties.yaml", "merged/ties-7b")   # or a dict in the same shape
+
+Files:
+  checkpoint.py   checkpoint I/O: streamed safetensors reading/writing, fingerprints, hub ids, whole-model loading
+  config.py       mergekit-style YAML -> validated MergeConfig
+  engine.py       the streaming engine: ``merge(config, out)``
+  methods/        one file per method family (basic, ties, dare, svd) + registry.py (names, parameters)
+  activation.py   activation / gradient statistics and formulas of AIM, Sens-Merging, ACM
+  calibration.py  their calibration data (organism triples or s1K)
+  composite.py    runs AIM / ACM / Sens through the engine; registers them
+
+Importing this package registers every method (composite ones included), so ``REGISTRY`` is complete.
 """
 
 from . import composite  # noqa: F401  (registers the composite methods aim, acm, sens)

@@ -1,8 +1,21 @@
-"""Stage 1, organism: the toy System 1 / System 2 pair.
+"""Stage 1, organism: the toy System 1 / System 2 pair, trained here on CPU (the profile ``toy``).
 
     from l2s_utils.organism import build
-    org = build("s")          # trained on first use, then loaded from the cache
+    org = build("s")            # base / System 1 / System 2 checkpoints, trained on first use, then cached
+    org.system1, org.system2    # Qwen2ForCausalLM directories (safetensors + tokenizer)
+
+Files:
+  task.py       the task (arithmetic chains, levels 1-5, hash-based splits), the System 1 and System 2
+                trace writers, aligned calibration triples
+  prompt.py     the toy chat prompt (the evaluation's prompt style ``toy``)
+  training.py   tokenizer, pretraining / SFT data, training loop, ``build`` and its cache, ``SCALES``
+
+The organism imports nothing from the later stages; its premise report (which generates and grades)
+is ``l2s_utils.study.premise``. ``build`` is loaded on first use, so ``import l2s_utils.organism.task``
+does not import torch.
 """
+
+__all__ = ["build"]
 
 
 def __getattr__(name: str):

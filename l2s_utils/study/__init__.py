@@ -1,9 +1,33 @@
-"""Stage 4, study: profiles, the Study API, notebooks and the book.
+"""Stage 4, study: profile -> models -> merge -> generate -> grade -> summarize -> notebooks -> book.
 
     from l2s_utils.study import Study
-    st = Study("toy")
+    st = Study("toy")                                  # validated profile, output under runs/toy
+    rows = st.evaluate(st.merged("ties"), "TIES")      # merged (cached), generated (cached), graded
+    table = st.summary(rows)
+
+Files:
+  profiles.py   study profiles (data/profiles/*.yaml), validated on load
+  study.py      the Study API that the notebooks call (every stage cached by its inputs)
+  driver.py     ``l2s study``: build the models, execute the notebooks (papermill), build the book
+  analysis.py   task-vector spectra, self-correction statistics
+  plots.py      the book's figures
+  paper.py      the paper's numbers: model pairs, Table 7 merge configs, reported results side by side
+  premise.py    the organism's premise report (here because it generates and grades)
+
+``Study``, ``side_by_side`` and ``paper_summary`` are loaded on first use, so importing a submodule
+(e.g. ``l2s_utils.study.profiles``) stays light.
 """
 
-from .study import Study, paper_summary, side_by_side
-
 __all__ = ["Study", "paper_summary", "side_by_side"]
+
+
+def __getattr__(name: str):
+    if name == "Study":
+        from .study import Study
+
+        return Study
+    if name in ("paper_summary", "side_by_side"):
+        from . import paper
+
+        return getattr(paper, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

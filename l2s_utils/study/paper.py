@@ -1,7 +1,9 @@
-"""The paper's model pairs and Table 7 hyper-parameters, as ready-to-run merge configs.
+"""The paper's numbers: its model pairs, Table 7 hyper-parameters (as merge configs) and reported results.
 
 ``paper_merge_configs(scale)`` returns {file stem: config dict}; ``data/configs/qwen-<scale>/*.yaml``
-are these dicts written out (``python -m l2s_utils.paper`` regenerates them; a test keeps them in sync).
+are these dicts written out (``python -m l2s_utils.study.paper`` regenerates them; a test keeps them in
+sync). ``paper_summary`` reads the paper's reported averages (``data/paper/``); ``side_by_side`` puts a
+run's summary beside them.
 Where the paper does not report a value, the config says so in its ``description`` and uses the
 documented default (METHODS.md sections 1-5).
 """
@@ -10,7 +12,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
 
 PAIRS = {
     "1.5b": ("Qwen/Qwen2.5-Math-1.5B", "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B"),
@@ -71,6 +76,28 @@ def write_configs(root: Path) -> list[Path]:
     return written
 
 
+def paper_summary(scale: str = "7b") -> pd.DataFrame:
+    """The paper's average accuracy and length change per method (Table 1 summary for 7B)."""
+    if scale != "7b":
+        raise ValueError("the paper's summary table is given for 7B only; per-benchmark tables are in data/paper/")
+    return pd.read_csv(ROOT / "data" / "paper" / "table1_7b_summary.csv")
+
+
+def side_by_side(ours: pd.DataFrame, profile: str) -> pd.DataFrame:
+    """Our accuracy (with CI) and length change beside the paper's 7B averages, one row per method."""
+    paper = paper_summary().rename(columns={"method": "paper_method"})
+    names = {"System 1": "Qwen2.5-Math-7B", "System 2": "DeepSeek-R1-Distill-Qwen-7B", "ACM-Ties": None}
+    rows = []
+    for _, r in ours.iterrows():
+        pm = names.get(r.model, r.model)
+        p = paper[paper.paper_method == pm] if pm else paper.iloc[0:0]
+        rows.append({"method": r.model, f"accuracy ({profile})": f"{r.accuracy:.1f} [{r.acc_lo:.1f}, {r.acc_hi:.1f}]",
+                     f"length change % ({profile})": round(r.length_change_pct, 1),
+                     "accuracy (paper 7B avg)": p.avg_accuracy.iloc[0] if len(p) else None,
+                     "length change % (paper 7B)": p.avg_length_change_pct.iloc[0] if len(p) else None})
+    return pd.DataFrame(rows)
+
+
 if __name__ == "__main__":
-    for f in write_configs(Path(__file__).parents[2] / "data" / "configs"):
+    for f in write_configs(ROOT / "data" / "configs"):
         print(f)

@@ -35,6 +35,12 @@ def _hash(obj: Any) -> str:
 
 
 class Study:
+    """One profile's study: its models, merges, evaluations and summaries, every stage cached on disk.
+
+    ``Study(profile, out=None, progress=False)``: ``profile`` is a profile name (``data/profiles``), a YAML
+    path or an already loaded dict; results go under ``out`` (default ``runs/<profile name>``).
+    """
+
     def __init__(self, profile: str | dict = "toy", out: str | os.PathLike | None = None, progress: bool = False):
         self.profile = profile if isinstance(profile, dict) else load_profile(profile)
         self.name = self.profile["name"]
@@ -159,25 +165,3 @@ class Study:
         out["accuracy"] *= 100
         out["reflective"] *= 100
         return out
-
-
-def paper_summary(scale: str = "7b") -> pd.DataFrame:
-    """The paper's average accuracy and length change per method (Table 1 summary for 7B)."""
-    if scale != "7b":
-        raise ValueError("the paper's summary table is given for 7B only; per-benchmark tables are in data/paper/")
-    return pd.read_csv(ROOT / "data" / "paper" / "table1_7b_summary.csv")
-
-
-def side_by_side(ours: pd.DataFrame, profile: str) -> pd.DataFrame:
-    """Our accuracy (with CI) and length change beside the paper's 7B averages, one row per method."""
-    paper = paper_summary().rename(columns={"method": "paper_method"})
-    names = {"System 1": "Qwen2.5-Math-7B", "System 2": "DeepSeek-R1-Distill-Qwen-7B", "ACM-Ties": None}
-    rows = []
-    for _, r in ours.iterrows():
-        pm = names.get(r.model, r.model)
-        p = paper[paper.paper_method == pm] if pm else paper.iloc[0:0]
-        rows.append({"method": r.model, f"accuracy ({profile})": f"{r.accuracy:.1f} [{r.acc_lo:.1f}, {r.acc_hi:.1f}]",
-                     f"length change % ({profile})": round(r.length_change_pct, 1),
-                     "accuracy (paper 7B avg)": p.avg_accuracy.iloc[0] if len(p) else None,
-                     "length change % (paper 7B)": p.avg_length_change_pct.iloc[0] if len(p) else None})
-    return pd.DataFrame(rows)
