@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from ..organism.prompt import TOY
+from ..organism.prompts import TOY
 
 QWEN25_MATH_COT = ("<|im_start|>system\nPlease reason step by step, and put your final answer within \\boxed{}.<|im_end|>\n"
                    "<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n")

@@ -7,7 +7,7 @@
 Files:
   task.py       the task (arithmetic chains, levels 1-5, hash-based splits), the System 1 and System 2
                 trace writers, aligned calibration triples
-  prompt.py     the toy chat prompt (the evaluation's prompt style ``toy``)
+  prompts.py    the toy chat prompt (the evaluation's prompt style ``toy``)
   training.py   tokenizer, pretraining / SFT data, training loop, ``build`` and its cache, ``SCALES``
 
 The organism imports nothing from the later stages; its premise report (which generates and grades)

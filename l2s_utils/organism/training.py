@@ -34,7 +34,7 @@ import torch
 from . import task as T
 
 ORGANISM_VERSION = "9"  # bump when the task, traces or training loop change meaning
-from .prompt import TOY as PROMPT  # noqa: E402  (the toy chat prompt)
+from .prompts import TOY as PROMPT  # noqa: E402  (the toy chat prompt)
 END = "<|im_end|>"
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 THINK = ["<think>", "</think>"]

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..organism import task as T
-from ..organism.prompt import TOY as PROMPT
+from ..organism.prompts import TOY as PROMPT
 
 if TYPE_CHECKING:
     from ..organism.training import Organism

@@ -23,7 +23,7 @@ long-to-short reasoning: Wu et al. 2025, arXiv 2503.20641.
 """
 
 from .registry import REGISTRY, Method, MergeConfigError, Param, get_method, register, resolve_params
-from .basic import average, base_plus, task_arithmetic, task_vectors, weighted_sum  # noqa: I001 (registration order)
+from .basic import average, base_plus, task_arithmetic, task_vectors, weighted_sum
 from .ties import elect_and_combine, kth_smallest_abs, ties, trim_all, trim_magnitude, trim_topk
 from .dare import dare, dare_mask, tensor_seed
 from .svd import lore, lore_decompose, lore_objective, svd_lowrank_exact, svt, twin
