@@ -39,8 +39,9 @@ def _cmd_organism(args: argparse.Namespace) -> int:
     from .organism import training as O
 
     scales = list(O.LADDER) if args.scale == "ladder" else [args.scale]
+    failed = False
     for scale in scales:
-        org = O.build(scale, cache=args.cache, force=args.force, progress=not args.quiet)
+        org = O.build(scale, cache=args.cache, force=args.force, progress=not args.quiet, seed=args.seed)
         t = org.manifest["timings"]
         print(f"organism {scale}: {org.n_params / 1e6:.2f}M parameters, built in {t['total_s']:.0f} s "
               f"(hash {org.manifest['hash']})")
@@ -49,14 +50,22 @@ def _cmd_organism(args: argparse.Namespace) -> int:
         if args.premise:
             from .study.premise import premise_report
 
-            rows, table, checks = premise_report(org, n_per_level=args.n, progress=not args.quiet)
-            print(table.round(1).to_string(index=False))
-            for c in checks:
+            rep = premise_report(org, n_per_level=args.n, progress=not args.quiet)
+            print(rep["table"].round(1).to_string(index=False))
+            print("task-arithmetic path (alpha 0 = System 1, 1 = System 2):")
+            print(rep["path"].round(3).to_string(index=False))
+            print("relative task-vector norm ||theta2 - theta1|| / ||theta1||:")
+            print(rep["norms"].round(3).to_string(index=False))
+            print("barriers: " + ", ".join(f"{k} {v:.3f}" for k, v in rep["barrier"].items()))
+            for c in rep["checks"]:
                 print(f"  [{'PASS' if c['passed'] else 'FAIL'}] {c['description']}: {c['value']}")
             out = org.root / "premise.json"
-            out.write_text(json.dumps({"table": table.to_dict(orient="records"), "checks": checks}, indent=1))
-            print(f"  premise report: {out}")
-    return 0
+            out.write_text(json.dumps({k: (v.to_dict(orient="records") if hasattr(v, "to_dict") else v)
+                                       for k, v in rep.items() if k != "rows"}, indent=1, default=float))
+            n_fail = sum(not c["passed"] for c in rep["checks"])
+            print(f"  premise report: {out} ({len(rep['checks']) - n_fail} of {len(rep['checks'])} bars passed)")
+            failed = failed or n_fail > 0
+    return 1 if failed else 0
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -115,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--cache", type=Path, default=None, help="cache directory (default ./cache or $L2S_CACHE_DIR)")
     o.add_argument("--premise", action="store_true", help="also evaluate System 1 / System 2 and check the premise")
     o.add_argument("-n", type=int, default=50, help="test problems per level for --premise (default 50)")
+    o.add_argument("--seed", type=int, default=None, help="training seed (default: the scale's, 0); the shipped "
+                   "weights are seed 0")
     o.add_argument("--quiet", action="store_true", help="no progress bars")
     o.set_defaults(func=_cmd_organism)
 

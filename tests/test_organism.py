@@ -1,6 +1,9 @@
-"""The model organism at micro scale: tokenizer round trip, training, caching, determinism, loading."""
+"""The model organism at micro scale: tokenizer round trip, training, caching, determinism, loading,
+shipped weights, vLLM-compatible shapes, and the geometry (barrier) measurements."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +16,7 @@ from l2s_utils.study.premise import evaluate_toy, premise_checks
 
 @pytest.fixture(scope="module")
 def micro(tmp_path_factory):
-    return O.build("micro", cache=tmp_path_factory.mktemp("cache"), progress=False)
+    return O.build("micro", cache=tmp_path_factory.mktemp("cache"), progress=False, from_scratch=True)
 
 
 def test_tokenizer_round_trips_through_autotokenizer(tmp_path):
@@ -65,15 +68,58 @@ def test_cache_hit_on_second_build(micro):
     assert again.root == micro.root and again.manifest["created"] == micro.manifest["created"]
 
 
-def test_same_seed_same_weights(micro, tmp_path):
-    from safetensors.torch import load_file
+def test_rebuild_in_a_separate_process_is_bit_identical(micro, tmp_path):
+    """Two fresh processes build the same recipe into two caches: every file has the same sha256."""
+    code = ("import sys; from l2s_utils.organism import training as O; "
+            "print(O.build('micro', cache=__import__('pathlib').Path(sys.argv[1]), progress=False, from_scratch=True).root)")
+    roots = []
+    for i in range(2):
+        out = subprocess.run([sys.executable, "-c", code, str(tmp_path / f"c{i}")], capture_output=True, text=True,
+                             check=True)
+        roots.append(Path(out.stdout.strip().splitlines()[-1]))
+    a, b = (O.file_hashes(r) for r in roots)
+    assert a == b and any(k.endswith("model.safetensors") for k in a)
+    assert a == micro.manifest["sha256"]  # and equal to this process's build
 
-    other = O.build("micro", cache=tmp_path, progress=False)
-    for stage in ("base", "system1", "system2"):
-        a = load_file(getattr(micro, stage) / "model.safetensors")
-        b = load_file(getattr(other, stage) / "model.safetensors")
-        assert a.keys() == b.keys()
-        assert all(torch.equal(a[k], b[k]) for k in a), stage
+
+def test_manifest_records_environment_and_key_covers_it(micro, monkeypatch):
+    env = micro.manifest["environment"]
+    assert env["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and env["threads"] == O.TRAIN_THREADS
+    spec = O.SCALES["micro"]
+    key = O.spec_hash(spec)
+    monkeypatch.setattr(O, "environment", lambda: {**env, "cpu_capability": "other"})
+    assert O.spec_hash(spec) != key and O.recipe_hash(spec) == micro.manifest["recipe"]
+    import dataclasses
+
+    assert O.recipe_hash(dataclasses.replace(spec, seed=1)) != O.recipe_hash(spec)
+
+
+def test_shipped_weights_are_used_and_verified(micro, tmp_path, monkeypatch):
+    monkeypatch.setattr(O, "SHIPPED_DIR", tmp_path / "shipped")
+    dest = O.ship(micro)
+    empty = tmp_path / "empty-cache"
+    org = O.build("micro", cache=empty, progress=False, from_scratch=False)
+    assert org.source == "shipped" and org.root == dest and not empty.exists()
+    # a corrupted shipped file is refused by name, and nothing is trained or written
+    f = dest / "system2" / "model.safetensors"
+    f.write_bytes(f.read_bytes()[:-1] + bytes([f.read_bytes()[-1] ^ 1]))
+    with pytest.raises(RuntimeError, match="system2/model.safetensors"):
+        O.build("micro", cache=empty, progress=False, from_scratch=False)
+    assert not empty.exists()
+
+
+def test_every_ladder_scale_is_shipped_for_its_current_recipe():
+    """The weights in data/organism must be those of today's recipe (a recipe change must re-ship them)."""
+    for scale in (*O.LADDER, O.MAIN_SCALE):
+        org = O.shipped(scale, O.SCALES[scale])
+        assert org is not None, f"no shipped organism for {scale} recipe {O.recipe_hash(O.SCALES[scale])}"
+        assert org.manifest["recipe"] == O.recipe_hash(O.SCALES[scale])
+
+
+def test_head_sizes_are_served_by_vllm():
+    for scale, sp in O.SCALES.items():
+        assert sp.hidden % sp.heads == 0 and sp.heads % sp.kv_heads == 0, scale
+        assert sp.hidden // sp.heads in (32, 64, 80, 96, 112, 128, 256), scale
 
 
 def test_unknown_scale():
@@ -111,3 +157,35 @@ def test_generated_answers_parse_and_premise_checks(micro):
     assert all(c["passed"] for c in checks.values())
     fake.loc[fake.model == "System 1", "reflective"] = True
     assert not {c["check"]: c for c in premise_checks(fake)}["s1_reflective"]["passed"]
+
+
+def test_barrier_and_path_on_hand_computed_cases():
+    import pandas as pd
+
+    from l2s_utils.study.premise import alpha_path, barriers
+
+    rows = []
+    for a, acc in ((0.0, 0.2), (0.5, 0.1), (1.0, 0.6)):  # linear prediction at 0.5: 40%; measured 10%
+        rows += [{"alpha": a, "correct": i < 10 * acc, "tokens": 10, "reflective": False} for i in range(10)]
+    path = alpha_path(pd.DataFrame(rows), {0.0: {"system1": 1.0, "system2": 3.0}, 0.5: {"system1": 2.5, "system2": 2.0},
+                                           1.0: {"system1": 2.0, "system2": 1.0}})
+    b = barriers(path)
+    assert b["accuracy"] == pytest.approx(30.0)
+    assert b["loss (system1 traces)"] == pytest.approx(1.0) and b["loss (system2 traces)"] == pytest.approx(0.0)
+    fake = pd.DataFrame([{"model": m, "level": lv, "tokens": 10 if m == "System 1" else 40 * lv, "correct": True,
+                          "reflective": m == "System 2"} for m in ("System 1", "System 2") for lv in range(1, 6)])
+    assert {c["check"]: c["passed"] for c in premise_checks(fake, barrier=30.0)}["barrier"] is False
+    assert {c["check"]: c["passed"] for c in premise_checks(fake, barrier=4.0)}["barrier"] is True
+
+
+def test_interpolation_endpoints_and_premise_report(micro):
+    from l2s_utils.study.premise import _state, interpolate, premise_report
+
+    s1, s2 = _state(micro.system1), _state(micro.system2)
+    assert all(torch.equal(interpolate(s1, s2, 0.0)[k], s1[k]) for k in s1)
+    assert all(torch.allclose(interpolate(s1, s2, 1.0)[k], s2[k], atol=1e-7) for k in s1)
+    rep = premise_report(micro, n_per_level=1, max_tokens=8, progress=False, alphas=(0.5,))
+    assert list(rep["path"].alpha) == [0.0, 0.5, 1.0]
+    assert {c["check"] for c in rep["checks"]} == {k for k, _, _ in __import__("l2s_utils.study.premise",
+                                                                                fromlist=["x"]).PREMISE_BARS}
+    assert rep["norms"]["relative norm"].gt(0).all()

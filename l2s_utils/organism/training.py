@@ -33,7 +33,7 @@ import torch
 
 from . import task as T
 
-ORGANISM_VERSION = "9"  # bump when the task, traces or training loop change meaning
+ORGANISM_VERSION = "10"  # bump when the task, traces or training loop change meaning
 from .prompts import TOY as PROMPT  # noqa: E402  (the toy chat prompt)
 END = "<|im_end|>"
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -42,36 +42,51 @@ THINK = ["<think>", "</think>"]
 
 @dataclass(frozen=True)
 class Spec:
-    """Architecture and training budget of one organism scale (all knobs visible here)."""
+    """Architecture and training budget of one organism scale (all knobs visible here).
+
+    Lineage: ``base`` = ``pretrain_steps`` of packed pretraining text (:func:`pretrain_texts`, a share
+    ``solution_share`` of whole worked solutions in both styles); ``system1`` = base + ``s1_steps`` of
+    SFT on short traces at ``s1_lr``; ``system2`` = system1 + ``s2_steps`` of SFT on long traces at ``s2_lr``.
+    Low SFT learning rates keep the fine-tunes near their parent, as in the real pair.
+    """
 
     hidden: int
     layers: int
     heads: int
     kv_heads: int
     intermediate: int
-    pretrain_steps: int = 800
-    s1_steps: int = 800
-    s2_steps: int = 900
+    pretrain_steps: int = 1000
+    pretrain_len: int = 256
+    solution_share: float = 0.5
     batch: int = 24
     lr: float = 5e-3
-    sft_lr: float = 2e-3
+    s1_steps: int = 300
+    s1_lr: float = 5e-4
+    s2_steps: int = 600
+    s2_lr: float = 2.5e-4
+    sft_batch: int = 24
     warmup: int = 30
-    pretrain_len: int = 128
     seed: int = 0
     vocab_size: int = 400  # BPE vocabulary (256 bytes + merges + special tokens)
 
 
 SCALES: dict[str, Spec] = {
-    "micro": Spec(hidden=32, layers=1, heads=2, kv_heads=1, intermediate=64, pretrain_steps=20, s1_steps=15, s2_steps=15,
-                  batch=8, warmup=5),
+    # CI's size: seconds; every head is 32 wide so that vLLM can serve every scale
+    "micro": Spec(hidden=32, layers=1, heads=1, kv_heads=1, intermediate=64, pretrain_steps=20, pretrain_len=128,
+                  s1_steps=15, s2_steps=15, batch=8, sft_batch=8, warmup=5),
     # the ladder shares one training recipe (the Spec defaults); only the architecture changes
-    "xxs": Spec(hidden=24, layers=1, heads=2, kv_heads=1, intermediate=64),
-    "xs": Spec(hidden=32, layers=2, heads=4, kv_heads=2, intermediate=96),
-    "sm": Spec(hidden=64, layers=2, heads=4, kv_heads=2, intermediate=192),
-    "s": Spec(hidden=96, layers=3, heads=4, kv_heads=2, intermediate=256),
+    "xxs": Spec(hidden=32, layers=1, heads=1, kv_heads=1, intermediate=128),
+    "xs": Spec(hidden=64, layers=1, heads=2, kv_heads=1, intermediate=256),
+    "sm": Spec(hidden=96, layers=2, heads=3, kv_heads=1, intermediate=384),
+    "s": Spec(hidden=128, layers=2, heads=4, kv_heads=2, intermediate=512),
 }
 MAIN_SCALE = "s"
 LADDER = ("xxs", "xs", "sm", "s")
+
+
+TRAIN_THREADS = 2  # fixed: the thread count changes float reductions, hence the weights
+PRETRAIN_DOCS_PER_STEP = 40
+SHIPPED_DIR = Path(__file__).resolve().parents[2] / "data" / "organism"
 
 
 def default_cache() -> Path:
@@ -123,7 +138,33 @@ def build_tokenizer(out_dir: Path, seed: int = 0, vocab_size: int = 400):
 # ---------------------------------------------------------------------------------------------
 
 
-def pretrain_texts(n: int, seed: int) -> list[str]:
+def pretrain_texts(n: int, seed: int, solution_share: float = 0.0) -> list[str]:
+    """``n`` pretraining documents: arithmetic text, and worked solutions in both styles.
+
+    A share ``solution_share`` of the documents (drawn independently) are whole worked solutions,
+    ``"Problem: 37+48-15=?\nSolution: <trace>"``, half in the System 1 style and half in the System 2
+    style (``<think>`` ... reflection ... ``</think>``), in a plain format that is not the chat prompt
+    used for fine-tuning. A math base model has seen both terse and long worked solutions before any
+    fine-tuning (Qwen2.5-Math was pretrained on CoT data); the fine-tunes then mostly *select* a style for
+    the chat prompt rather than build new circuits, which keeps System 1 and System 2 close in weight space.
+    The other documents are :func:`arithmetic_texts`.
+    """
+    base = arithmetic_texts(n, seed)
+    if not solution_share:
+        return base
+    rng = random.Random(f"{seed}-pretrain-v10")
+    out = []
+    for t in base:
+        if rng.random() < solution_share:
+            p = T.random_problem(rng.randint(1, 5), rng)
+            trace = T.system1_trace(p) if rng.random() < 0.5 else T.system2_trace(p, rng)
+            out.append(f"Problem: {p.question}=?\nSolution: {trace}")
+        else:
+            out.append(t)
+    return out
+
+
+def arithmetic_texts(n: int, seed: int) -> list[str]:
     """Arithmetic text, as a math base model would have seen it.
 
     - 45% single-digit facts (a+b=c and c-b=a with c <= 18; short, so about 10% of the tokens);
@@ -269,18 +310,33 @@ def train(model, batches, steps: int, lr: float, warmup: int, desc: str, progres
     return losses
 
 
-def spec_hash(spec: Spec) -> str:
+def recipe_hash(spec: Spec) -> str:
+    """What the organism *is*: the spec (architecture, budget, seed) and the task/trace/training code version."""
+    blob = json.dumps({"spec": dataclasses.asdict(spec), "version": ORGANISM_VERSION}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def environment() -> dict:
+    """What else decides the trained weights bit for bit: library versions, CPU kernels, thread count."""
+    import platform
+
     import tokenizers
     import transformers
 
-    blob = json.dumps({"spec": dataclasses.asdict(spec), "version": ORGANISM_VERSION, "torch": torch.__version__,
-                       "transformers": transformers.__version__, "tokenizers": tokenizers.__version__}, sort_keys=True)
+    return {"torch": torch.__version__, "transformers": transformers.__version__, "tokenizers": tokenizers.__version__,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": TRAIN_THREADS,
+            "machine": platform.machine()}
+
+
+def spec_hash(spec: Spec) -> str:
+    """Cache key of a local build: the recipe and the environment (a build elsewhere may differ in the last bits)."""
+    blob = json.dumps({"recipe": recipe_hash(spec), "env": environment()}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 @dataclass
 class Organism:
-    """Paths of one built organism scale."""
+    """Paths of one built organism scale; ``source`` is "trained" (built here) or "shipped" (data/organism)."""
 
     scale: str
     root: Path
@@ -288,10 +344,15 @@ class Organism:
     system1: Path
     system2: Path
     manifest: dict
+    source: str = "trained"
 
     @property
     def n_params(self) -> int:
         return int(self.manifest["n_params"])
+
+
+def _organism(scale: str, root: Path, manifest: dict, source: str) -> Organism:
+    return Organism(scale, root, root / "base", root / "system1", root / "system2", manifest, source)
 
 
 def _save(model, tok, path: Path) -> None:
@@ -302,19 +363,73 @@ def _save(model, tok, path: Path) -> None:
     GenerationConfig(eos_token_id=model.config.eos_token_id, pad_token_id=tok.pad_token_id, do_sample=False).save_pretrained(path)
 
 
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def file_hashes(root: Path) -> dict[str, str]:
+    """sha256 of every file of a built organism (relative paths), the manifest excluded."""
+    return {str(f.relative_to(root)): _sha256(f) for f in sorted(root.rglob("*"))
+            if f.is_file() and f.name not in ("manifest.json", "premise.json")}
+
+
+def shipped(scale: str, spec: Spec) -> Organism | None:
+    """The organism shipped in ``data/organism`` for this recipe, verified file by file; None if there is none.
+
+    A shipped organism whose files do not match their recorded sha256 is an error (never silently used).
+    """
+    root = SHIPPED_DIR / f"{scale}-{recipe_hash(spec)}"
+    mpath = root / "manifest.json"
+    if not mpath.is_file():
+        return None
+    m = json.loads(mpath.read_text())
+    want = m.get("sha256", {})
+    got = file_hashes(root)
+    if not want or got != want:
+        bad = sorted(k for k in set(want) | set(got) if want.get(k) != got.get(k))
+        raise RuntimeError(f"shipped organism {root} does not match its manifest (files: {', '.join(bad[:5])}); "
+                           "restore it with git or build from scratch (L2S_ORGANISM_FROM_SCRATCH=1)")
+    return _organism(scale, root, m, "shipped")
+
+
 def build(scale: str = MAIN_SCALE, *, cache: Path | None = None, force: bool = False, progress: bool = True,
-          spec: Spec | None = None) -> Organism:
-    """Build (or load from cache) the base / System 1 / System 2 checkpoints of one scale."""
+          spec: Spec | None = None, seed: int | None = None, from_scratch: bool | None = None) -> Organism:
+    """Build (or load) the base / System 1 / System 2 checkpoints of one scale.
+
+    Order: a local build of this recipe and environment (``<cache>/organism/<scale>-<hash>``); else the
+    weights shipped in ``data/organism`` for this recipe (sha256-verified), unless ``from_scratch`` (or
+    the environment variable ``L2S_ORGANISM_FROM_SCRATCH=1``) or ``force``; else train here (2 threads,
+    deterministic for a given environment) and cache.
+    """
     if spec is None:
         if scale not in SCALES:
             raise ValueError(f"unknown organism scale {scale!r}; known: {', '.join(SCALES)}")
         spec = SCALES[scale]
+    if seed is not None:
+        spec = dataclasses.replace(spec, seed=int(seed))
+    if from_scratch is None:
+        from_scratch = os.environ.get("L2S_ORGANISM_FROM_SCRATCH", "") not in ("", "0")
     root = (cache or default_cache()) / "organism" / f"{scale}-{spec_hash(spec)}"
     manifest_path = root / "manifest.json"
     if manifest_path.is_file() and not force:
-        m = json.loads(manifest_path.read_text())
-        return Organism(scale, root, root / "base", root / "system1", root / "system2", m)
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+        return _organism(scale, root, json.loads(manifest_path.read_text()), "trained")
+    if not (force or from_scratch):
+        org = shipped(scale, spec)
+        if org is not None:
+            return org
+    threads = torch.get_num_threads()
+    torch.set_num_threads(TRAIN_THREADS)
+    try:
+        return _train(scale, spec, root, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(scale: str, spec: Spec, root: Path, progress: bool) -> Organism:
     tmp = root.with_name(root.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -326,28 +441,40 @@ def build(scale: str = MAIN_SCALE, *, cache: Path | None = None, force: bool = F
     timings, losses = {}, {}
 
     t = time.perf_counter()
-    texts = pretrain_texts(60 * spec.pretrain_steps, spec.seed)
+    texts = pretrain_texts(PRETRAIN_DOCS_PER_STEP * spec.pretrain_steps, spec.seed, spec.solution_share)
     batches = _packed_batches(tok, texts, spec.pretrain_len, spec.batch, spec.pretrain_steps, spec.seed)
     losses["base"] = train(model, batches, spec.pretrain_steps, spec.lr, spec.warmup, f"{scale}: base", progress)
     _save(model, tok, tmp / "base")
     timings["base_s"] = time.perf_counter() - t
 
-    for stage, kind, steps in (("system1", "system1", spec.s1_steps), ("system2", "system2", spec.s2_steps)):
+    for stage, kind, steps, lr in (("system1", "system1", spec.s1_steps, spec.s1_lr),
+                                   ("system2", "system2", spec.s2_steps, spec.s2_lr)):
         t = time.perf_counter()
-        pairs = sft_examples(kind, max(40, steps * spec.batch // len(T.LEVELS)), spec.seed)
-        batches = _sft_batches(tok, pairs, spec.batch, steps, spec.seed + (1 if kind == "system1" else 2))
-        losses[stage] = train(model, batches, steps, spec.sft_lr, spec.warmup, f"{scale}: {stage}", progress)
+        pairs = sft_examples(kind, max(40, steps * spec.sft_batch // len(T.LEVELS)), spec.seed)
+        batches = _sft_batches(tok, pairs, spec.sft_batch, steps, spec.seed + (1 if kind == "system1" else 2))
+        losses[stage] = train(model, batches, steps, lr, spec.warmup, f"{scale}: {stage}", progress)
         _save(model, tok, tmp / stage)
         timings[f"{stage}_s"] = time.perf_counter() - t
 
     timings["total_s"] = time.perf_counter() - t0
-    manifest = {"scale": scale, "spec": dataclasses.asdict(spec), "hash": spec_hash(spec), "n_params": n_params,
-                "vocab": vocab, "timings": timings, "threads": torch.get_num_threads(),
+    shutil.rmtree(tmp / "tokenizer")  # every stage directory carries its own copy
+    manifest = {"scale": scale, "spec": dataclasses.asdict(spec), "recipe": recipe_hash(spec), "hash": spec_hash(spec),
+                "organism_version": ORGANISM_VERSION, "environment": environment(), "n_params": n_params,
+                "vocab": vocab, "timings": timings, "threads": TRAIN_THREADS,
                 "final_loss": {k: sum(v[-20:]) / min(20, len(v)) for k, v in losses.items()},
                 "first_loss": {k: v[0] for k, v in losses.items()}, "losses": losses,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "sha256": file_hashes(tmp)}
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
     if root.exists():
         shutil.rmtree(root)
     os.replace(tmp, root)
-    return Organism(scale, root, root / "base", root / "system1", root / "system2", manifest)
+    return _organism(scale, root, manifest, "trained")
+
+
+def ship(org: Organism, dest: Path | None = None) -> Path:
+    """Copy a trained organism into ``data/organism/<scale>-<recipe>`` (what ``make organism-ship`` does)."""
+    dest = (dest or SHIPPED_DIR) / f"{org.scale}-{org.manifest['recipe']}"
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(org.root, dest, ignore=shutil.ignore_patterns("premise.json"))
+    return dest

@@ -5,6 +5,17 @@ System 1 and System 2 are generated greedily on the organism's test split, grade
 levels, System 1 competent on easy levels, almost all System 2 responses reflective and almost no
 System 1 response, System 2 length rising with difficulty.
 
+A seventh bar is about *geometry*: the real pairs are linearly connected (task arithmetic at alpha 0.7
+keeps 53.5 of R1-Distill-7B's 54.5 points, Wu et al. Table 1), so the straight path from System 1 to
+System 2 must have no accuracy valley here either. The *accuracy barrier* is
+
+    B = max over alpha in (0, 1) of  [(1 - alpha) acc(System 1) + alpha acc(System 2)] - acc(theta_alpha),
+    theta_alpha = theta_1 + alpha (theta_2 - theta_1)   (task arithmetic with the System 1 base)
+
+measured at alpha in :data:`BARRIER_ALPHAS`; the bar is B <= 10 points. The loss barrier (same form, on
+the mean token loss of held-out System 1 and System 2 traces; measured minus linear) and the relative
+task-vector norm ||theta_2 - theta_1|| / ||theta_1|| per layer type are reported beside it.
+
 Why this lives in ``study`` and not in ``organism``: the report *generates and grades* (the evaluate
 stage), and the stages only import downward (organism < merge < evaluate < study), so a check that
 needs generation cannot live in the organism. ``l2s organism --premise`` and the testbed chapter call it.
@@ -14,6 +25,8 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import torch
 
 from ..organism import task as T
 from ..organism.prompts import TOY as PROMPT
@@ -29,7 +42,10 @@ PREMISE_BARS = (
     ("s2_reflective", "System 2 reflective responses >= 95%", 95.0),
     ("s1_reflective", "System 1 reflective responses <= 2%", 2.0),
     ("s2_length_rises", "System 2 mean length rises with level (monotone)", 1.0),
+    ("barrier", "Accuracy barrier on the System 1 -> System 2 path (task arithmetic, alpha 0.1..0.9) <= 10 points", 10.0),
 )
+BARRIER_ALPHAS = (0.1, 0.3, 0.5, 0.7, 0.9)
+LOWER_IS_BETTER = {"s1_reflective", "barrier"}
 
 
 def evaluate_toy(model_path: Path, problems: list, *, max_tokens: int = 600, batch_size: int = 128,
@@ -51,25 +67,152 @@ def evaluate_toy(model_path: Path, problems: list, *, max_tokens: int = 600, bat
     return rows
 
 
-def premise_report(org: Organism, n_per_level: int = 50, seed: int = 0, max_tokens: int = 600, progress: bool = True):
-    """Evaluate System 1 and System 2 on the test split; return (per-level table, bar checks)."""
+def premise_report(org: Organism, n_per_level: int = 50, seed: int = 0, max_tokens: int = 600, progress: bool = True,
+                   alphas: tuple[float, ...] = BARRIER_ALPHAS) -> dict:
+    """Evaluate System 1, System 2 and the task-arithmetic path between them on the test split.
+
+    Returns a dict: ``rows`` (one graded row per model and problem; models "System 1", "System 2" and
+    "TA alpha=a"), ``table`` (accuracy / length / reflection per model and level), ``path`` (accuracy,
+    length and held-out losses per alpha, with the linear predictions), ``norms`` (relative task-vector
+    norm per layer type), ``barrier`` (accuracy and loss barriers) and ``checks`` (the seven bars).
+    """
     import pandas as pd
 
+    from ..evaluate.generation import load_model
+
     problems = T.make_problems("test", n_per_level, seed)
+    model, tok = load_model(org.system1, "cpu", dtype=torch.float32)
+    s1, s2 = _state(org.system1), _state(org.system2)
     frames = []
-    for name, path in (("System 1", org.system1), ("System 2", org.system2)):
-        df = pd.DataFrame(evaluate_toy(path, problems, max_tokens=max_tokens, progress=progress))
-        df["model"] = name
+    for a in (0.0, *alphas, 1.0):
+        model.load_state_dict(interpolate(s1, s2, a), strict=True)
+        df = pd.DataFrame(evaluate_toy(None, problems, max_tokens=max_tokens, progress=progress,
+                                       model_and_tokenizer=(model, tok)))
+        df["model"] = {0.0: "System 1", 1.0: "System 2"}.get(a, f"TA alpha={a:g}")
+        df["alpha"] = a
         frames.append(df)
     rows = pd.concat(frames, ignore_index=True)
-    table = rows.groupby(["model", "level"]).agg(accuracy=("correct", "mean"), mean_tokens=("tokens", "mean"),
-                                                 reflective=("reflective", "mean"), n=("correct", "size")).reset_index()
+    losses = held_out_losses(model, tok, s1, s2, (0.0, *alphas, 1.0), seed=seed)
+    path = alpha_path(rows, losses)
+    bars = barriers(path)
+    table = (rows.groupby(["model", "alpha", "level"]).agg(accuracy=("correct", "mean"), mean_tokens=("tokens", "mean"),
+                                                           reflective=("reflective", "mean"), n=("correct", "size"))
+             .reset_index().sort_values(["alpha", "level"]).drop(columns="alpha"))
     table["accuracy"] *= 100
     table["reflective"] *= 100
-    return rows, table, premise_checks(rows)
+    return {"rows": rows, "table": table, "path": path, "norms": task_vector_norms(s1, s2), "barrier": bars,
+            "checks": premise_checks(rows[rows.model.isin(["System 1", "System 2"])], barrier=bars["accuracy"])}
 
 
-def premise_checks(rows) -> list[dict]:
+# ---------------------------------------------------------------------------------------------
+# Geometry: the straight path from System 1 to System 2
+# ---------------------------------------------------------------------------------------------
+
+
+def _state(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return {k: v.float() for k, v in load_file(Path(path) / "model.safetensors").items()}
+
+
+def interpolate(s1: dict, s2: dict, alpha: float) -> dict:
+    """theta_alpha = theta_1 + alpha (theta_2 - theta_1): the registry's task-arithmetic kernel, tensor by tensor."""
+    from ..merge.methods.basic import task_arithmetic
+
+    return {k: task_arithmetic(s1[k], [s2[k]], weights=[1.0], alpha=float(alpha), name=k) for k in s1}
+
+
+def task_vector_norms(s1: dict, s2: dict) -> "pd.DataFrame":
+    """||theta_2 - theta_1||_F / ||theta_1||_F per layer type (q_proj, ..., embed_tokens, lm_head), over all layers."""
+    import pandas as pd
+
+    num: dict[str, float] = {}
+    den: dict[str, float] = {}
+    for k in s1:
+        kind = k.split(".")[-2] if k.endswith((".weight", ".bias")) else k
+        kind += "" if k.endswith(".weight") else " (bias)"
+        num[kind] = num.get(kind, 0.0) + float((s2[k] - s1[k]).pow(2).sum())
+        den[kind] = den.get(kind, 0.0) + float(s1[k].pow(2).sum())
+    total = (sum(num.values()) / sum(den.values())) ** 0.5
+    rows = [{"layer type": k, "relative norm": (num[k] / den[k]) ** 0.5 if den[k] else float("nan")} for k in num]
+    return pd.DataFrame(rows + [{"layer type": "all", "relative norm": total}])
+
+
+@torch.inference_mode()
+def held_out_losses(model, tok, s1: dict, s2: dict, alphas, n: int = 100, seed: int = 0, batch: int = 50) -> dict:
+    """Mean token loss of theta_alpha on held-out (test split) System 1 and System 2 traces, per alpha."""
+    import random
+
+    from ..organism.prompts import TOY
+    from ..organism.training import END
+
+    problems = T.make_problems("test", -(-n // len(T.LEVELS)), seed + 7)[:n]
+    rng = random.Random(f"{seed}-held-out")
+    sets = {"system1": [(TOY.format(question=p.question), T.system1_trace(p) + END) for p in problems],
+            "system2": [(TOY.format(question=p.question), T.system2_trace(p, rng) + END) for p in problems]}
+    out: dict[float, dict[str, float]] = {}
+    for a in alphas:
+        model.load_state_dict(interpolate(s1, s2, a), strict=True)
+        out[a] = {}
+        for kind, pairs in sets.items():
+            tot, cnt = 0.0, 0
+            for i in range(0, len(pairs), batch):
+                chunk = pairs[i:i + batch]
+                enc = [(tok(p, add_special_tokens=False)["input_ids"], tok(r, add_special_tokens=False)["input_ids"])
+                       for p, r in chunk]
+                L = max(len(p) + len(r) for p, r in enc)
+                x = torch.full((len(enc), L), tok.pad_token_id)
+                lab = torch.full((len(enc), L), -100)
+                att = torch.zeros((len(enc), L), dtype=torch.long)
+                for j, (p, r) in enumerate(enc):
+                    x[j, :len(p) + len(r)] = torch.tensor(p + r)
+                    lab[j, len(p):len(p) + len(r)] = torch.tensor(r)
+                    att[j, :len(p) + len(r)] = 1
+                logits = model(input_ids=x, attention_mask=att).logits[:, :-1].float()
+                tgt = lab[:, 1:]
+                loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1),
+                                                         ignore_index=-100, reduction="sum")
+                tot += float(loss)
+                cnt += int((tgt != -100).sum())
+            out[a][kind] = tot / cnt
+    return out
+
+
+def alpha_path(rows, losses: dict | None = None) -> "pd.DataFrame":
+    """One row per alpha: accuracy (%), mean tokens, reflective (%), held-out losses, and the linear predictions.
+
+    ``rows`` are graded rows with an ``alpha`` column (0 = System 1, 1 = System 2).
+    """
+    import pandas as pd
+
+    g = rows.groupby("alpha").agg(accuracy=("correct", "mean"), mean_tokens=("tokens", "mean"),
+                                  reflective=("reflective", "mean"), n=("correct", "size")).reset_index()
+    g["accuracy"] *= 100
+    g["reflective"] *= 100
+    a0, a1 = g.set_index("alpha").accuracy.loc[0.0], g.set_index("alpha").accuracy.loc[1.0]
+    g["accuracy (linear)"] = (1 - g.alpha) * a0 + g.alpha * a1
+    if losses:
+        for kind in ("system1", "system2"):
+            col = f"loss on {kind} traces"
+            g[col] = [losses[a][kind] for a in g.alpha]
+            l0, l1 = losses[0.0][kind], losses[1.0][kind]
+            g[col + " (linear)"] = (1 - g.alpha) * l0 + g.alpha * l1
+    return g
+
+
+def barriers(path) -> dict:
+    """Accuracy barrier (max of linear - measured, points) and loss barriers (max of measured - linear)."""
+    inner = path[(path.alpha > 0) & (path.alpha < 1)]
+    out = {"accuracy": float((inner["accuracy (linear)"] - inner.accuracy).max())}
+    for kind in ("system1", "system2"):
+        col = f"loss on {kind} traces"
+        if col in inner:
+            out[f"loss ({kind} traces)"] = float((inner[col] - inner[col + " (linear)"]).max())
+    return out
+
+
+def premise_checks(rows, barrier: float | None = None) -> list[dict]:
+    """The bars of :data:`PREMISE_BARS` on graded System 1 / System 2 rows; the barrier bar only when given."""
     s1, s2 = rows[rows.model == "System 1"], rows[rows.model == "System 2"]
     hard = [4, 5]
     s2_len = s2.groupby("level")["tokens"].mean()
@@ -81,9 +224,13 @@ def premise_checks(rows) -> list[dict]:
         "s1_reflective": 100 * s1.reflective.mean(),
         "s2_length_rises": float(all(a < b for a, b in zip(s2_len.values[:-1], s2_len.values[1:]))),
     }
+    if barrier is not None:
+        values["barrier"] = barrier
     out = []
     for key, text, bar in PREMISE_BARS:
+        if key not in values:
+            continue
         v = values[key]
-        ok = v <= bar if key == "s1_reflective" else v >= bar
+        ok = v <= bar if key in LOWER_IS_BETTER else v >= bar
         out.append({"check": key, "description": text, "value": round(float(v), 2), "bar": bar, "passed": bool(ok)})
     return out
