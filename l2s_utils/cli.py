@@ -41,16 +41,18 @@ def _cmd_organism(args: argparse.Namespace) -> int:
     scales = list(O.LADDER) if args.scale == "ladder" else [args.scale]
     failed = False
     for scale in scales:
-        org = O.build(scale, cache=args.cache, force=args.force, progress=not args.quiet, seed=args.seed)
+        org = O.build(scale, cache=args.cache, force=args.force, progress=not args.quiet, seed=args.seed,
+                      from_scratch=True if args.from_scratch else None)
         t = org.manifest["timings"]
-        print(f"organism {scale}: {org.n_params / 1e6:.2f}M parameters, built in {t['total_s']:.0f} s "
-              f"(hash {org.manifest['hash']})")
+        where = "shipped weights (data/organism)" if org.source == "shipped" else "trained on this machine"
+        print(f"organism {scale}: {org.n_params / 1e6:.2f}M parameters, {where}, training took {t['total_s']:.0f} s "
+              f"(recipe {org.manifest['recipe']}, seed {org.manifest['spec']['seed']})")
         for stage in ("base", "system1", "system2"):
             print(f"  {stage:<8} {getattr(org, stage)}")
         if args.premise:
             from .study.premise import premise_report
 
-            rep = premise_report(org, n_per_level=args.n, progress=not args.quiet)
+            rep = premise_report(org, n_per_level=args.n, progress=not args.quiet, smallest=scale == O.LADDER[0])
             print(rep["table"].round(1).to_string(index=False))
             print("task-arithmetic path (alpha 0 = System 1, 1 = System 2):")
             print(rep["path"].round(3).to_string(index=False))
@@ -59,12 +61,21 @@ def _cmd_organism(args: argparse.Namespace) -> int:
             print("barriers: " + ", ".join(f"{k} {v:.3f}" for k, v in rep["barrier"].items()))
             for c in rep["checks"]:
                 print(f"  [{'PASS' if c['passed'] else 'FAIL'}] {c['description']}: {c['value']}")
-            out = org.root / "premise.json"
+            out = (org.root / "premise.json" if org.source == "trained" else
+                   (args.cache or O.default_cache()) / "organism" / f"{org.root.name}.shipped-premise.json")
+            out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps({k: (v.to_dict(orient="records") if hasattr(v, "to_dict") else v)
                                        for k, v in rep.items() if k != "rows"}, indent=1, default=float))
             n_fail = sum(not c["passed"] for c in rep["checks"])
             print(f"  premise report: {out} ({len(rep['checks']) - n_fail} of {len(rep['checks'])} bars passed)")
             failed = failed or n_fail > 0
+        if args.ship:
+            dest = O.ship(org)
+            if args.premise:  # the measured report travels with the weights (not part of their sha256)
+                (dest / "premise.json").write_text(out.read_text())
+                if n_fail:
+                    print(f"  WARNING: shipping a pair that fails {n_fail} premise bar(s); the book reports them")
+            print(f"  shipped to {dest}")
     return 1 if failed else 0
 
 
@@ -126,6 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("-n", type=int, default=50, help="test problems per level for --premise (default 50)")
     o.add_argument("--seed", type=int, default=None, help="training seed (default: the scale's, 0); the shipped "
                    "weights are seed 0")
+    o.add_argument("--from-scratch", action="store_true",
+                   help="train here even if data/organism ships weights for this recipe (a local build is reused)")
+    o.add_argument("--ship", action="store_true", help="copy the result into data/organism (maintainers: after a "
+                   "recipe change)")
     o.add_argument("--quiet", action="store_true", help="no progress bars")
     o.set_defaults(func=_cmd_organism)
 

@@ -1,7 +1,7 @@
 """Stage 1, organism: the toy System 1 / System 2 pair, trained here on CPU (the profile ``toy``).
 
     from l2s_utils.organism import build
-    org = build("s")            # base / System 1 / System 2 checkpoints, trained on first use, then cached
+    org = build("s")            # base / System 1 / System 2: shipped weights (data/organism) or trained, cached
     org.system1, org.system2    # Qwen2ForCausalLM directories (safetensors + tokenizer)
 
 Files:

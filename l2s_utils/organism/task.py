@@ -88,6 +88,20 @@ def random_problem(level: int, rng: random.Random) -> Problem:
     return Problem(q, value, level, tuple(operands), tuple(ops))
 
 
+def train_problem(level: int, rng: random.Random) -> Problem:
+    """A random problem of ``level`` from the train split (redrawn until its question hashes to train).
+
+    Everything the organism is trained on (tokenizer corpus, pretraining documents, SFT traces) comes
+    from the train split, so no calibration or test question is ever seen with its answer. (Single-digit
+    facts such as "3+4=7." are pretraining knowledge, as for any base model; a level-1 test question
+    "3+4=?" is never seen in the prompt format with a worked solution.)
+    """
+    while True:
+        p = random_problem(level, rng)
+        if split_of(p.question) == "train":
+            return p
+
+
 def make_problems(split: str, n_per_level: int, seed: int, levels=tuple(LEVELS), unique: bool = True) -> list[Problem]:
     """``n_per_level`` problems per level from ``split`` (train / calib / test), deterministic in ``seed``.
 

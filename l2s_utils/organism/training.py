@@ -2,18 +2,24 @@
 
 Lineage as in the paper (Qwen2.5-Math -> DeepSeek-R1-Distill-Qwen):
 
-    base      pretraining on arithmetic text (equations and chains)
-    system1   = SFT of base on short traces (task.system1_trace)       ~ Qwen2.5-Math
-    system2   = SFT of system1 on long reflective traces (system2_trace) ~ R1-Distill, fine-tuned from it
+    base      pretraining on arithmetic text and worked solutions in both styles (plain format)
+    system1   = light SFT of base on short traces (task.system1_trace)       ~ Qwen2.5-Math
+    system2   = SFT of system1 on long reflective traces (system2_trace)      ~ R1-Distill, fine-tuned from it
 
 so the task vector is system2 - system1, as in the paper. Models are ``Qwen2ForCausalLM`` saved with
 ``save_pretrained`` (safetensors) next to a byte-level BPE tokenizer built with the ``tokenizers``
 library in exactly the pipeline ``Qwen2Tokenizer`` rebuilds (so ``AutoTokenizer`` round-trips it and
-vLLM can serve it); digits are single tokens, ``<think>``/``</think>`` are added tokens.
+vLLM can serve it); digits are single tokens, ``<think>``/``</think>`` are added tokens. Every head is
+32 wide, a size vLLM serves.
 
-Every knob is in :data:`SCALES` (architecture + training budget). A build is cached under
-``<cache>/organism/<scale>-<hash>`` where the hash covers the spec, the task/trace code version and
-the library versions; a second call loads it.
+Every knob is in :data:`SCALES` (architecture + training budget). Two hashes name a build:
+- the *recipe* (:func:`recipe_hash`): the spec, the seed and ``ORGANISM_VERSION`` -- what the organism is;
+- the *environment* (:func:`environment`): library versions, the CPU's kernels, the thread count -- what
+  else decides the last bits of the weights (floating-point sums differ between CPUs).
+A local build is cached under ``<cache>/organism/<scale>-<spec_hash>`` (recipe + environment). The
+trained ladder ships in ``data/organism/<scale>-<recipe>`` (sha256 per file in its manifest) and is used
+when the recipe matches and no local build exists, so a newcomer's book does not wait for training;
+``L2S_ORGANISM_FROM_SCRATCH=1`` (``make book-from-scratch``) trains here instead.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ import torch
 
 from . import task as T
 
-ORGANISM_VERSION = "10"  # bump when the task, traces or training loop change meaning
+ORGANISM_VERSION = "11"  # bump when the task, traces or training loop change meaning
 from .prompts import TOY as PROMPT  # noqa: E402  (the toy chat prompt)
 END = "<|im_end|>"
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -44,7 +50,7 @@ THINK = ["<think>", "</think>"]
 class Spec:
     """Architecture and training budget of one organism scale (all knobs visible here).
 
-    Lineage: ``base`` = ``pretrain_steps`` of packed pretraining text (:func:`pretrain_texts`, a share
+    Lineage: ``base`` = ``pretrain_steps`` of pretraining rows of whole documents (:func:`pretrain_texts`, a share
     ``solution_share`` of whole worked solutions in both styles); ``system1`` = base + ``s1_steps`` of
     SFT on short traces at ``s1_lr``; ``system2`` = system1 + ``s2_steps`` of SFT on long traces at ``s2_lr``.
     Low SFT learning rates keep the fine-tunes near their parent, as in the real pair.
@@ -55,15 +61,15 @@ class Spec:
     heads: int
     kv_heads: int
     intermediate: int
-    pretrain_steps: int = 1000
-    pretrain_len: int = 256
+    pretrain_steps: int = 800
+    pretrain_len: int = 384
     solution_share: float = 0.5
     batch: int = 24
     lr: float = 5e-3
     s1_steps: int = 300
     s1_lr: float = 5e-4
     s2_steps: int = 600
-    s2_lr: float = 2.5e-4
+    s2_lr: float = 5e-4
     sft_batch: int = 24
     warmup: int = 30
     seed: int = 0
@@ -75,10 +81,10 @@ SCALES: dict[str, Spec] = {
     "micro": Spec(hidden=32, layers=1, heads=1, kv_heads=1, intermediate=64, pretrain_steps=20, pretrain_len=128,
                   s1_steps=15, s2_steps=15, batch=8, sft_batch=8, warmup=5),
     # the ladder shares one training recipe (the Spec defaults); only the architecture changes
-    "xxs": Spec(hidden=32, layers=1, heads=1, kv_heads=1, intermediate=128),
-    "xs": Spec(hidden=64, layers=1, heads=2, kv_heads=1, intermediate=256),
-    "sm": Spec(hidden=96, layers=2, heads=3, kv_heads=1, intermediate=384),
-    "s": Spec(hidden=128, layers=2, heads=4, kv_heads=2, intermediate=512),
+    "xxs": Spec(hidden=32, layers=1, heads=1, kv_heads=1, intermediate=64),
+    "xs": Spec(hidden=64, layers=1, heads=2, kv_heads=1, intermediate=192),
+    "sm": Spec(hidden=64, layers=2, heads=2, kv_heads=1, intermediate=256),
+    "s": Spec(hidden=96, layers=3, heads=3, kv_heads=1, intermediate=256),
 }
 MAIN_SCALE = "s"
 LADDER = ("xxs", "xs", "sm", "s")
@@ -103,7 +109,7 @@ def _tokenizer_corpus(seed: int) -> list[str]:
     out = []
     for level in T.LEVELS:
         for _ in range(150):
-            p = T.random_problem(level, rng)
+            p = T.train_problem(level, rng)
             out += [PROMPT.format(question=p.question), T.system1_trace(p), T.system2_trace(p, rng)]
     return out
 
@@ -156,7 +162,7 @@ def pretrain_texts(n: int, seed: int, solution_share: float = 0.0) -> list[str]:
     out = []
     for t in base:
         if rng.random() < solution_share:
-            p = T.random_problem(rng.randint(1, 5), rng)
+            p = T.train_problem(rng.randint(1, 5), rng)
             trace = T.system1_trace(p) if rng.random() < 0.5 else T.system2_trace(p, rng)
             out.append(f"Problem: {p.question}=?\nSolution: {trace}")
         else:
@@ -184,18 +190,18 @@ def arithmetic_texts(n: int, seed: int) -> list[str]:
             a, b = rng.randint(0, 9), rng.randint(0, 9)
             out.append(f"{a}+{b}={a + b}." if rng.random() < 0.5 else f"{a + b}-{b}={a}.")
         elif r < 0.65:
-            p = T.random_problem(rng.randint(1, 5), rng)
+            p = T.train_problem(rng.randint(1, 5), rng)
             steps = " ".join(f"{x}{o}{y}={z}." for x, o, y, z in T._chain(p))
             out.append(f"{p.question}: {steps}")
         elif r < 0.80:
-            p = T.random_problem(rng.randint(2, 5), rng)
+            p = T.train_problem(rng.randint(2, 5), rng)
             parts = []
             for i, (x, o, y, _) in enumerate(T._chain(p), 1):
                 rest = T.remaining(p, i)
                 parts.append(f"{x}{o}{y}" + (f", rest {rest}" if rest else ""))
             out.append(f"{p.question}: {'; '.join(parts)}; {p.answer}.")
         elif r < 0.92:
-            p = T.random_problem(rng.randint(2, 5), rng)
+            p = T.train_problem(rng.randint(2, 5), rng)
             x, o, y, z = T._chain(p)[0]
             facts = " ".join(f"{lab} {a}{op}{b}={c}." for lab, a, op, b, c in T._column_steps(x, o, y))
             out.append(f"{x}{o}{y}. {facts} So {x}{o}{y}={z}.")
@@ -219,19 +225,32 @@ def sft_examples(kind: str, n_per_level: int, seed: int) -> list[tuple[str, str]
     return out
 
 
-def _packed_batches(tok, texts: list[str], length: int, batch: int, steps: int, seed: int):
-    ids: list[int] = []
+def _doc_batches(tok, texts: list[str], length: int, batch: int, steps: int, seed: int):
+    """Pretraining rows filled greedily with *whole* documents, right-padded, loss on every real token.
+
+    Unlike plain packing, a worked System 2 solution (up to ~350 tokens at level 5) is seen from its
+    problem to its answer. A document longer than a row (rare at 384 tokens; common at micro's 128) is
+    truncated to the row."""
     eos = tok.convert_tokens_to_ids("<|endoftext|>")
+    rows, cur = [], []
     for t in texts:
-        ids += tok(t)["input_ids"] + [eos]
-    data = torch.tensor(ids)
+        ids = (tok(t)["input_ids"] + [eos])[:length]
+        if len(cur) + len(ids) > length:
+            rows.append(cur)
+            cur = []
+        cur = cur + ids
+    if cur:
+        rows.append(cur)
+    x = torch.full((len(rows), length), tok.pad_token_id)
+    att = torch.zeros((len(rows), length), dtype=torch.long)
+    for i, r in enumerate(rows):
+        x[i, :len(r)] = torch.tensor(r)
+        att[i, :len(r)] = 1
+    lab = x.masked_fill(att == 0, -100)
     g = torch.Generator().manual_seed(seed)
-    n_rows = len(data) // length
-    rows = data[: n_rows * length].view(n_rows, length)
     for _ in range(steps):
-        idx = torch.randint(0, n_rows, (batch,), generator=g)
-        x = rows[idx]
-        yield x, torch.ones_like(x), x.clone()
+        idx = torch.randint(0, len(rows), (batch,), generator=g)
+        yield x[idx], att[idx], lab[idx]
 
 
 def _sft_batches(tok, pairs: list[tuple[str, str]], batch: int, steps: int, seed: int):
@@ -312,7 +331,8 @@ def train(model, batches, steps: int, lr: float, warmup: int, desc: str, progres
 
 def recipe_hash(spec: Spec) -> str:
     """What the organism *is*: the spec (architecture, budget, seed) and the task/trace/training code version."""
-    blob = json.dumps({"spec": dataclasses.asdict(spec), "version": ORGANISM_VERSION}, sort_keys=True)
+    blob = json.dumps({"spec": dataclasses.asdict(spec), "version": ORGANISM_VERSION,
+                       "docs_per_step": PRETRAIN_DOCS_PER_STEP}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -374,7 +394,11 @@ def _sha256(path: Path) -> str:
 def file_hashes(root: Path) -> dict[str, str]:
     """sha256 of every file of a built organism (relative paths), the manifest excluded."""
     return {str(f.relative_to(root)): _sha256(f) for f in sorted(root.rglob("*"))
-            if f.is_file() and f.name not in ("manifest.json", "premise.json")}
+            if f.is_file() and not f.name.startswith(".") and f.name not in ("manifest.json", "premise.json")}
+
+
+class ShippedOrganismError(ValueError):
+    """A shipped organism whose files do not match their recorded sha256."""
 
 
 def shipped(scale: str, spec: Spec) -> Organism | None:
@@ -391,7 +415,7 @@ def shipped(scale: str, spec: Spec) -> Organism | None:
     got = file_hashes(root)
     if not want or got != want:
         bad = sorted(k for k in set(want) | set(got) if want.get(k) != got.get(k))
-        raise RuntimeError(f"shipped organism {root} does not match its manifest (files: {', '.join(bad[:5])}); "
+        raise ShippedOrganismError(f"shipped organism {root} does not match its manifest (files: {', '.join(bad[:5])}); "
                            "restore it with git or build from scratch (L2S_ORGANISM_FROM_SCRATCH=1)")
     return _organism(scale, root, m, "shipped")
 
@@ -412,7 +436,7 @@ def build(scale: str = MAIN_SCALE, *, cache: Path | None = None, force: bool = F
     if seed is not None:
         spec = dataclasses.replace(spec, seed=int(seed))
     if from_scratch is None:
-        from_scratch = os.environ.get("L2S_ORGANISM_FROM_SCRATCH", "") not in ("", "0")
+        from_scratch = os.environ.get("L2S_ORGANISM_FROM_SCRATCH", "").lower() not in ("", "0", "false", "no")
     root = (cache or default_cache()) / "organism" / f"{scale}-{spec_hash(spec)}"
     manifest_path = root / "manifest.json"
     if manifest_path.is_file() and not force:
@@ -442,7 +466,7 @@ def _train(scale: str, spec: Spec, root: Path, progress: bool) -> Organism:
 
     t = time.perf_counter()
     texts = pretrain_texts(PRETRAIN_DOCS_PER_STEP * spec.pretrain_steps, spec.seed, spec.solution_share)
-    batches = _packed_batches(tok, texts, spec.pretrain_len, spec.batch, spec.pretrain_steps, spec.seed)
+    batches = _doc_batches(tok, texts, spec.pretrain_len, spec.batch, spec.pretrain_steps, spec.seed)
     losses["base"] = train(model, batches, spec.pretrain_steps, spec.lr, spec.warmup, f"{scale}: base", progress)
     _save(model, tok, tmp / "base")
     timings["base_s"] = time.perf_counter() - t
@@ -460,7 +484,7 @@ def _train(scale: str, spec: Spec, root: Path, progress: bool) -> Organism:
     shutil.rmtree(tmp / "tokenizer")  # every stage directory carries its own copy
     manifest = {"scale": scale, "spec": dataclasses.asdict(spec), "recipe": recipe_hash(spec), "hash": spec_hash(spec),
                 "organism_version": ORGANISM_VERSION, "environment": environment(), "n_params": n_params,
-                "vocab": vocab, "timings": timings, "threads": TRAIN_THREADS,
+                "vocab": vocab, "timings": timings, "threads": torch.get_num_threads(),
                 "final_loss": {k: sum(v[-20:]) / min(20, len(v)) for k, v in losses.items()},
                 "first_loss": {k: v[0] for k, v in losses.items()}, "losses": losses,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "sha256": file_hashes(tmp)}
@@ -472,9 +496,19 @@ def _train(scale: str, spec: Spec, root: Path, progress: bool) -> Organism:
 
 
 def ship(org: Organism, dest: Path | None = None) -> Path:
-    """Copy a trained organism into ``data/organism/<scale>-<recipe>`` (what ``make organism-ship`` does)."""
-    dest = (dest or SHIPPED_DIR) / f"{org.scale}-{org.manifest['recipe']}"
-    if dest.exists():
-        shutil.rmtree(dest)
-    shutil.copytree(org.root, dest, ignore=shutil.ignore_patterns("premise.json"))
-    return dest
+    """Copy a trained organism into ``data/organism/<scale>-<recipe>`` (what ``make organism-ship`` does).
+
+    Other recipes of the same scale are removed (the repository keeps one set of weights per scale).
+    """
+    if org.source != "trained":
+        raise ValueError(f"{org.root} is already a shipped organism; ship a trained one (--from-scratch)")
+    base = dest or SHIPPED_DIR
+    target = base / f"{org.scale}-{org.manifest['recipe']}"
+    tmp = target.with_name(target.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(org.root, tmp, ignore=shutil.ignore_patterns("premise.json"))
+    for old in base.glob(f"{org.scale}-*"):
+        if old != tmp:
+            shutil.rmtree(old)
+    os.replace(tmp, target)
+    return target

@@ -31,15 +31,19 @@ class StudyError(RuntimeError):
     pass
 
 
-def _stamp(nb: Path, profile: dict) -> str:
+def _stamp(nb: Path, profile: dict, models: list | None = None) -> str:
+    """What a chapter's outputs depend on: the notebook, the profile, the package code and the models
+    (for the organism: which weights, shipped or trained here, by their sha256)."""
     h = hashlib.sha256(nb.read_bytes())
     h.update(json.dumps(profile, sort_keys=True).encode())
+    h.update(json.dumps(models or [], sort_keys=True).encode())
     for f in sorted((ROOT / "l2s_utils").rglob("*.py")):
         h.update(f.read_bytes())
     return h.hexdigest()
 
 
-def run_notebooks(profile: str, out: Path, chapters: Path, notebooks=NOTEBOOKS, progress: bool = True) -> list[dict]:
+def run_notebooks(profile: str, out: Path, chapters: Path, notebooks=NOTEBOOKS, progress: bool = True,
+                  models: list | None = None) -> list[dict]:
     import papermill as pm
 
     prof = load_profile(profile)
@@ -48,7 +52,7 @@ def run_notebooks(profile: str, out: Path, chapters: Path, notebooks=NOTEBOOKS, 
     for name in notebooks:
         src, dst = ROOT / "notebooks" / f"{name}.ipynb", chapters / f"{name}.ipynb"
         stamp_file = chapters / f".{name}.stamp"
-        stamp = _stamp(src, prof)
+        stamp = _stamp(src, prof, models)
         if dst.is_file() and stamp_file.is_file() and stamp_file.read_text() == stamp:
             report.append({"notebook": name, "status": "unchanged", "seconds": 0.0})
             continue
@@ -85,13 +89,16 @@ def run_study(profile: str = "toy", out: str | Path | None = None, book: str | P
     out = Path(out) if out else ROOT / "runs" / prof["name"]
     book = Path(book) if book else ROOT / "book"
     t0 = time.perf_counter()
+    models = []
     if prof["models"]["kind"] == "organism":
         from ..organism import training as O
 
-        for scale in prof["models"].get("ladder") or [prof["models"]["scale"]]:
+        for scale in dict.fromkeys([prof["models"]["scale"], *(prof["models"].get("ladder") or [])]):
             org = O.build(scale, progress=progress)
-            print(f"[l2s study] organism {scale}: {org.n_params / 1e6:.2f}M parameters ({org.root})", flush=True)
-    report = run_notebooks(prof["name"], out, book / "chapters", notebooks, progress)
+            models.append({"scale": scale, "source": org.source, "sha256": org.manifest.get("sha256")})
+            where = "shipped weights" if org.source == "shipped" else "trained here"
+            print(f"[l2s study] organism {scale}: {org.n_params / 1e6:.2f}M parameters, {where} ({org.root})", flush=True)
+    report = run_notebooks(prof["name"], out, book / "chapters", notebooks, progress, models)
     headline = out / "figures" / "headline.png"
     if headline.is_file():
         (book / "_static").mkdir(exist_ok=True)

@@ -97,3 +97,29 @@ def scale_lines(df: pd.DataFrame, x: str, y: str, hue: str, xlabel: str, ylabel:
     ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     fig.tight_layout()
     return fig
+
+
+def alpha_path(path: pd.DataFrame, title: str = ""):
+    """The straight path System 1 -> System 2: accuracy against the linear prediction (the gap is the
+    barrier), and the held-out losses against theirs when measured."""
+    loss_cols = [c for c in ("loss on system1 traces", "loss on system2 traces") if c in path]
+    fig, axes = plt.subplots(1, 1 + bool(loss_cols), figsize=(13 if loss_cols else 7, 4.5), squeeze=False)
+    ax = axes[0][0]
+    ax.plot(path.alpha, path.accuracy, "o-", color="#C44E52", label="measured")
+    ax.plot(path.alpha, path["accuracy (linear)"], "--", color="grey", label="linear interpolation of the endpoints")
+    ax.fill_between(path.alpha, path.accuracy, path["accuracy (linear)"], where=path.accuracy < path["accuracy (linear)"],
+                    color="#C44E52", alpha=0.15, label="barrier")
+    ax.set_xlabel("alpha (0 = System 1, 1 = System 2)")
+    ax.set_ylabel("accuracy (%)")
+    ax.legend(frameon=False, loc="best")
+    if loss_cols:
+        ax = axes[0][1]
+        for col, color in zip(loss_cols, ("#4C72B0", "#C44E52")):
+            ax.plot(path.alpha, path[col], "o-", color=color, label=col.replace("loss on ", "held-out "))
+            ax.plot(path.alpha, path[col + " (linear)"], "--", color=color, alpha=0.6)
+        ax.set_xlabel("alpha (0 = System 1, 1 = System 2)")
+        ax.set_ylabel("mean token loss (dashed: linear)")
+        ax.legend(frameon=False, loc="best")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

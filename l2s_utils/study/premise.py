@@ -3,7 +3,9 @@
 System 1 and System 2 are generated greedily on the organism's test split, graded, and checked against
 :data:`PREMISE_BARS`: System 2 responses several times longer, System 2 clearly more accurate on the hard
 levels, System 1 competent on easy levels, almost all System 2 responses reflective and almost no
-System 1 response, System 2 length rising with difficulty.
+System 1 response, System 2 length rising with difficulty. ``l2s organism --premise`` calls
+:func:`premise_report`; the testbed chapter measures the same bars through the cached study pipeline
+(:func:`premise_checks` on ``Study.baselines`` and ``Study.geometry``).
 
 A seventh bar is about *geometry*: the real pairs are linearly connected (task arithmetic at alpha 0.7
 keeps 53.5 of R1-Distill-7B's 54.5 points, Wu et al. Table 1), so the straight path from System 1 to
@@ -32,6 +34,8 @@ from ..organism import task as T
 from ..organism.prompts import TOY as PROMPT
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from ..organism.training import Organism
 
 
@@ -68,7 +72,7 @@ def evaluate_toy(model_path: Path, problems: list, *, max_tokens: int = 600, bat
 
 
 def premise_report(org: Organism, n_per_level: int = 50, seed: int = 0, max_tokens: int = 600, progress: bool = True,
-                   alphas: tuple[float, ...] = BARRIER_ALPHAS) -> dict:
+                   alphas: tuple[float, ...] = BARRIER_ALPHAS, smallest: bool = False) -> dict:
     """Evaluate System 1, System 2 and the task-arithmetic path between them on the test split.
 
     Returns a dict: ``rows`` (one graded row per model and problem; models "System 1", "System 2" and
@@ -101,7 +105,8 @@ def premise_report(org: Organism, n_per_level: int = 50, seed: int = 0, max_toke
     table["accuracy"] *= 100
     table["reflective"] *= 100
     return {"rows": rows, "table": table, "path": path, "norms": task_vector_norms(s1, s2), "barrier": bars,
-            "checks": premise_checks(rows[rows.model.isin(["System 1", "System 2"])], barrier=bars["accuracy"])}
+            "checks": premise_checks(rows[rows.model.isin(["System 1", "System 2"])], barrier=bars["accuracy"],
+                                     smallest=smallest)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -119,10 +124,12 @@ def interpolate(s1: dict, s2: dict, alpha: float) -> dict:
     """theta_alpha = theta_1 + alpha (theta_2 - theta_1): the registry's task-arithmetic kernel, tensor by tensor."""
     from ..merge.methods.basic import task_arithmetic
 
+    if alpha in (0.0, 1.0):  # the endpoints themselves, bit for bit (s1 + (s2 - s1) may differ in the last bit)
+        return {k: (s1 if alpha == 0.0 else s2)[k].clone() for k in s1}
     return {k: task_arithmetic(s1[k], [s2[k]], weights=[1.0], alpha=float(alpha), name=k) for k in s1}
 
 
-def task_vector_norms(s1: dict, s2: dict) -> "pd.DataFrame":
+def task_vector_norms(s1: dict, s2: dict) -> pd.DataFrame:
     """||theta_2 - theta_1||_F / ||theta_1||_F per layer type (q_proj, ..., embed_tokens, lm_head), over all layers."""
     import pandas as pd
 
@@ -178,13 +185,11 @@ def held_out_losses(model, tok, s1: dict, s2: dict, alphas, n: int = 100, seed: 
     return out
 
 
-def alpha_path(rows, losses: dict | None = None) -> "pd.DataFrame":
+def alpha_path(rows, losses: dict | None = None) -> pd.DataFrame:
     """One row per alpha: accuracy (%), mean tokens, reflective (%), held-out losses, and the linear predictions.
 
     ``rows`` are graded rows with an ``alpha`` column (0 = System 1, 1 = System 2).
     """
-    import pandas as pd
-
     g = rows.groupby("alpha").agg(accuracy=("correct", "mean"), mean_tokens=("tokens", "mean"),
                                   reflective=("reflective", "mean"), n=("correct", "size")).reset_index()
     g["accuracy"] *= 100
@@ -211,8 +216,11 @@ def barriers(path) -> dict:
     return out
 
 
-def premise_checks(rows, barrier: float | None = None) -> list[dict]:
-    """The bars of :data:`PREMISE_BARS` on graded System 1 / System 2 rows; the barrier bar only when given."""
+def premise_checks(rows, barrier: float | None = None, smallest: bool = False) -> list[dict]:
+    """The bars of :data:`PREMISE_BARS` on graded System 1 / System 2 rows; the barrier bar only when given.
+
+    ``smallest``: the smallest ladder scale, whose System 1 level-1 bar is relaxed to 60%.
+    """
     s1, s2 = rows[rows.model == "System 1"], rows[rows.model == "System 2"]
     hard = [4, 5]
     s2_len = s2.groupby("level")["tokens"].mean()
@@ -231,6 +239,8 @@ def premise_checks(rows, barrier: float | None = None) -> list[dict]:
         if key not in values:
             continue
         v = values[key]
+        if key == "s1_level1" and smallest:
+            bar, text = 60.0, text.replace(">= 80%", ">= 60% (relaxed at the smallest scale)")
         ok = v <= bar if key in LOWER_IS_BETTER else v >= bar
         out.append({"check": key, "description": text, "value": round(float(v), 2), "bar": bar, "passed": bool(ok)})
     return out

@@ -154,6 +154,40 @@ class Study:
         frames = [self.evaluate(self.merged(m, scale), PRETTY.get(m, m), "merged", scale) for m in methods]
         return pd.concat(frames, ignore_index=True)
 
+    # -- geometry: the straight path from System 1 to System 2 ----------------------------------
+    def alpha_path_rows(self, scale: str | None = None, alphas=None) -> pd.DataFrame:
+        """Graded rows of System 1 (alpha 0), task arithmetic at each alpha, and System 2 (alpha 1)."""
+        from .premise import BARRIER_ALPHAS
+
+        pair = self.pair(scale)  # endpoints under the merged models' prompt and budget, so the line is comparable
+        frames = [self.evaluate(pair["system1"], "System 1", "merged", scale).assign(alpha=0.0),
+                  self.evaluate(pair["system2"], "System 2", "merged", scale).assign(alpha=1.0)]
+        for a in alphas or BARRIER_ALPHAS:
+            path = self.merged("task_arithmetic", scale, alpha=float(a))
+            frames.append(self.evaluate(path, f"TA alpha={a:g}", "merged", scale).assign(alpha=float(a)))
+        return pd.concat(frames, ignore_index=True)
+
+    def geometry(self, scale: str | None = None, alphas=None) -> dict:
+        """Accuracy path and barrier (every profile); held-out loss path and task-vector norms (organism only).
+
+        Returns {"rows", "path", "barrier", "norms"} (see ``l2s_utils.study.premise``).
+        """
+        from . import premise
+
+        rows = self.alpha_path_rows(scale, alphas)
+        losses, norms = None, None
+        if self.organism:
+            from ..merge.checkpoint import load_model
+
+            pair = self.pair(scale)
+            s1, s2 = premise._state(pair["system1"]), premise._state(pair["system2"])
+            model, tok = load_model(pair["system1"], "cpu")
+            losses = premise.held_out_losses(model, tok, s1, s2, sorted(rows.alpha.unique()),
+                                             seed=self.profile.get("seed", 0))
+            norms = premise.task_vector_norms(s1, s2)
+        path = premise.alpha_path(rows, losses)
+        return {"rows": rows, "path": path, "barrier": premise.barriers(path), "norms": norms}
+
     # -- summaries ------------------------------------------------------------------------------
     def summary(self, rows: pd.DataFrame, by=("model", "benchmark")) -> pd.DataFrame:
         return metrics.summarize(rows, by=by, reference="System 2")
