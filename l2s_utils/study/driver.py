@@ -42,11 +42,27 @@ def _stamp(nb: Path, profile: dict, models: list | None = None) -> str:
     return h.hexdigest()
 
 
-def run_notebooks(profile: str, out: Path, chapters: Path, notebooks=NOTEBOOKS, progress: bool = True,
-                  models: list | None = None) -> list[dict]:
+def organism_models(prof: dict, progress: bool = False, verbose: bool = False) -> list[dict]:
+    """Build or load the profile's organism scales; their source and sha256 (empty for hub models)."""
+    if prof["models"]["kind"] != "organism":
+        return []
+    from ..organism import training as O
+
+    models = []
+    for scale in dict.fromkeys([prof["models"]["scale"], *(prof["models"].get("ladder") or [])]):
+        org = O.build(scale, progress=progress)
+        models.append({"scale": scale, "source": org.source, "sha256": org.manifest.get("sha256")})
+        if verbose:
+            where = "shipped weights" if org.source == "shipped" else "trained here"
+            print(f"[l2s study] organism {scale}: {org.n_params / 1e6:.2f}M parameters, {where} ({org.root})", flush=True)
+    return models
+
+
+def run_notebooks(profile: str, out: Path, chapters: Path, notebooks=NOTEBOOKS, progress: bool = True) -> list[dict]:
     import papermill as pm
 
     prof = load_profile(profile)
+    models = organism_models(prof, progress)
     chapters.mkdir(parents=True, exist_ok=True)
     report = []
     for name in notebooks:
@@ -89,16 +105,8 @@ def run_study(profile: str = "toy", out: str | Path | None = None, book: str | P
     out = Path(out) if out else ROOT / "runs" / prof["name"]
     book = Path(book) if book else ROOT / "book"
     t0 = time.perf_counter()
-    models = []
-    if prof["models"]["kind"] == "organism":
-        from ..organism import training as O
-
-        for scale in dict.fromkeys([prof["models"]["scale"], *(prof["models"].get("ladder") or [])]):
-            org = O.build(scale, progress=progress)
-            models.append({"scale": scale, "source": org.source, "sha256": org.manifest.get("sha256")})
-            where = "shipped weights" if org.source == "shipped" else "trained here"
-            print(f"[l2s study] organism {scale}: {org.n_params / 1e6:.2f}M parameters, {where} ({org.root})", flush=True)
-    report = run_notebooks(prof["name"], out, book / "chapters", notebooks, progress, models)
+    organism_models(prof, progress, verbose=True)
+    report = run_notebooks(prof["name"], out, book / "chapters", notebooks, progress)
     headline = out / "figures" / "headline.png"
     if headline.is_file():
         (book / "_static").mkdir(exist_ok=True)
