@@ -191,3 +191,17 @@ def test_interpolation_endpoints_and_premise_report(micro):
     assert {c["check"] for c in rep["checks"]} == {k for k, _, _ in __import__("l2s_utils.study.premise",
                                                                                 fromlist=["x"]).PREMISE_BARS}
     assert rep["norms"]["relative norm"].gt(0).all()
+
+
+def test_no_calibration_or_test_question_is_trained_on():
+    """Every multi-operation question in the pretraining documents and SFT data comes from the train split."""
+    import re
+
+    texts = O.pretrain_texts(3000, seed=0, solution_share=0.5)
+    questions = [m.group(1) for t in texts for m in [re.match(r"(?:Problem: )?(\d+(?:[+-]\d+){2,})(?:=\?|:)", t)] if m]
+    assert len(questions) > 500
+    assert {T.split_of(q) for q in questions} == {"train"}
+    sols = [t for t in texts if t.startswith("Problem: ")]
+    assert sum("<think>" in t for t in sols) > 0.3 * len(sols) and sum("<think>" not in t for t in sols) > 0.3 * len(sols)
+    for kind in ("system1", "system2"):
+        assert {T.split_of(p.split("\n")[1].removesuffix("=?<|im_end|>")) for p, _ in O.sft_examples(kind, 20, 0)} == {"train"}
