@@ -253,6 +253,21 @@ def _doc_batches(tok, texts: list[str], length: int, batch: int, steps: int, see
         yield x[idx], att[idx], lab[idx]
 
 
+def pad_pairs(enc: list[tuple[list[int], list[int]]], pad: int):
+    """Right-padded (input ids, attention mask, labels) for tokenized (prompt, response) pairs; labels are
+    -100 outside the response (loss on the response only)."""
+    L = max(len(p) + len(r) for p, r in enc)
+    x = torch.full((len(enc), L), pad)
+    att = torch.zeros((len(enc), L), dtype=torch.long)
+    lab = torch.full((len(enc), L), -100)
+    for j, (p, r) in enumerate(enc):
+        n = len(p) + len(r)
+        x[j, :n] = torch.tensor(p + r)
+        att[j, :n] = 1
+        lab[j, len(p):n] = torch.tensor(r)
+    return x, att, lab
+
+
 def _sft_batches(tok, pairs: list[tuple[str, str]], batch: int, steps: int, seed: int):
     """Length-bucketed batches, right-padded; loss on the response tokens only."""
     enc = []
@@ -263,23 +278,13 @@ def _sft_batches(tok, pairs: list[tuple[str, str]], batch: int, steps: int, seed
     rng = random.Random(seed)
     order = sorted(range(len(enc)), key=lambda i: len(enc[i][0]) + len(enc[i][1]))
     groups = [order[i:i + batch] for i in range(0, len(order), batch)]
-    pad = tok.pad_token_id
     step = 0
     while step < steps:
         rng.shuffle(groups)
         for grp in groups:
             if step >= steps:
                 break
-            L = max(len(enc[i][0]) + len(enc[i][1]) for i in grp)
-            x = torch.full((len(grp), L), pad)
-            att = torch.zeros((len(grp), L), dtype=torch.long)
-            lab = torch.full((len(grp), L), -100)
-            for j, i in enumerate(grp):
-                p, r = enc[i]
-                n = len(p) + len(r)
-                x[j, :n] = torch.tensor(p + r)
-                att[j, :n] = 1
-                lab[j, len(p):n] = torch.tensor(r)
+            x, att, lab = pad_pairs([enc[i] for i in grp], tok.pad_token_id)
             step += 1
             yield x, att, lab
 

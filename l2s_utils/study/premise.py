@@ -151,30 +151,22 @@ def held_out_losses(model, tok, s1: dict, s2: dict, alphas, n: int = 100, seed: 
     import random
 
     from ..organism.prompts import TOY
-    from ..organism.training import END
+    from ..organism.training import END, pad_pairs
 
     problems = T.make_problems("test", -(-n // len(T.LEVELS)), seed + 7)[:n]
     rng = random.Random(f"{seed}-held-out")
     sets = {"system1": [(TOY.format(question=p.question), T.system1_trace(p) + END) for p in problems],
             "system2": [(TOY.format(question=p.question), T.system2_trace(p, rng) + END) for p in problems]}
+    batches = {kind: [pad_pairs([(tok(p, add_special_tokens=False)["input_ids"], tok(r, add_special_tokens=False)["input_ids"])
+                                 for p, r in pairs[i:i + batch]], tok.pad_token_id) for i in range(0, len(pairs), batch)]
+               for kind, pairs in sets.items()}  # tokenized and padded once, scored at every alpha
     out: dict[float, dict[str, float]] = {}
     for a in alphas:
         model.load_state_dict(interpolate(s1, s2, a), strict=True)
         out[a] = {}
-        for kind, pairs in sets.items():
+        for kind, chunks in batches.items():
             tot, cnt = 0.0, 0
-            for i in range(0, len(pairs), batch):
-                chunk = pairs[i:i + batch]
-                enc = [(tok(p, add_special_tokens=False)["input_ids"], tok(r, add_special_tokens=False)["input_ids"])
-                       for p, r in chunk]
-                L = max(len(p) + len(r) for p, r in enc)
-                x = torch.full((len(enc), L), tok.pad_token_id)
-                lab = torch.full((len(enc), L), -100)
-                att = torch.zeros((len(enc), L), dtype=torch.long)
-                for j, (p, r) in enumerate(enc):
-                    x[j, :len(p) + len(r)] = torch.tensor(p + r)
-                    lab[j, len(p):len(p) + len(r)] = torch.tensor(r)
-                    att[j, :len(p) + len(r)] = 1
+            for x, att, lab in chunks:
                 logits = model(input_ids=x, attention_mask=att).logits[:, :-1].float()
                 tgt = lab[:, 1:]
                 loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1),
