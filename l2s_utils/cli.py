@@ -18,6 +18,10 @@ def _cmd_merge(args: argparse.Namespace) -> int:
             seen.add(m.name)
             aliases = f" (aliases: {', '.join(m.aliases)})" if m.aliases else ""
             print(f"{m.name}{aliases}: {m.summary}  [{m.paper}]")
+            if m.reference:
+                import textwrap
+
+                print(textwrap.fill(f"reference: {m.reference}", width=110, initial_indent="    ", subsequent_indent="      "))
             for p in m.params:
                 scope = "per model" if p.per_model else "global"
                 print(f"    {p.name:<12} {p.type.__name__:<6} default={p.default!r:<12} {scope:<9} {p.doc}")

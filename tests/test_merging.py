@@ -62,7 +62,7 @@ def test_output_is_a_loadable_checkpoint_with_provenance(tiny, tmp_path):
     from transformers import AutoModelForCausalLM
 
     out = tmp_path / "m"
-    r = merge(cfg("ties", tiny["bf16_base"], [tiny["bf16_ft"]], {"k": 0.8}, max_shard_size="16KB",
+    r = merge(cfg("l2s_ties", tiny["bf16_base"], [tiny["bf16_ft"]], {"k": 0.8}, max_shard_size="16KB",
                   max_position_embeddings=4096), out, progress=False)
     files = sorted(p.name for p in out.iterdir())
     assert "model.safetensors.index.json" in files and "model-00001-of-" in "".join(files)
@@ -73,9 +73,9 @@ def test_output_is_a_loadable_checkpoint_with_provenance(tiny, tmp_path):
     conf = json.loads((out / "config.json").read_text())
     assert conf["max_position_embeddings"] == 4096 and conf["dtype"] == "bfloat16"
     prov = json.loads((out / "l2s_merge.json").read_text())
-    assert prov["method"] == "ties" and prov["resolved_parameters"]["k"] == [0.8]
+    assert prov["method"] == "l2s_ties" and prov["resolved_parameters"]["k"] == [0.8]
     assert len(prov["inputs"]) == 2 and all(len(v["sha256"]) == 64 for v in prov["inputs"].values())
-    assert yaml.safe_load((out / "merge_config.yaml").read_text())["merge_method"] == "ties"
+    assert yaml.safe_load((out / "merge_config.yaml").read_text())["merge_method"] == "l2s_ties"
     assert r.tensors_merged == len(index["weight_map"]) and r.bytes_written > 0 and r.peak_rss_bytes > 0
     model = AutoModelForCausalLM.from_pretrained(out)
     assert model.dtype == torch.bfloat16
@@ -110,7 +110,7 @@ def test_exclude_keeps_base_values(tiny, tmp_path):
 
 def test_global_ties_threshold_is_model_wide(tiny, tmp_path):
     k = 0.7
-    r = merge(cfg("ties", tiny["base"], [tiny["ft1"]], {"k": k, "scope": "global"}, dtype="float32"), tmp_path / "g", progress=False)
+    r = merge(cfg("l2s_ties", tiny["base"], [tiny["ft1"]], {"k": k, "scope": "global"}, dtype="float32"), tmp_path / "g", progress=False)
     base, ft, got = weights(tiny["base"]), weights(tiny["ft1"]), weights(r.out)
     allabs = torch.cat([(ft[n] - base[n]).abs().reshape(-1) for n in sorted(base)])
     thr = torch.kthvalue(allabs, int(allabs.numel() * k)).values
@@ -156,7 +156,7 @@ def test_untie_merges_lm_head_separately(tiny, tmp_path):
 
 
 def test_tied_pair_stays_tied(tiny, tmp_path):
-    r = merge(cfg("ties", tiny["tied_base"], [tiny["tied_ft"]], {"k": 0.5}), tmp_path / "t", progress=False)
+    r = merge(cfg("l2s_ties", tiny["tied_base"], [tiny["tied_ft"]], {"k": 0.5}), tmp_path / "t", progress=False)
     assert "lm_head.weight" not in Checkpoint(r.out).names()
     assert json.loads((r.out / "config.json").read_text())["tie_word_embeddings"] is True
 
@@ -216,11 +216,11 @@ def test_mismatched_architectures(tiny, tmp_path):
     wide = make_qwen2(tmp_path / "wide", seed=9, hidden=48)
     out = tmp_path / "out"
     with pytest.raises(CheckpointError, match=r"hidden_size = 48.*must match"):
-        merge(cfg("ties", tiny["base"], [wide], {"k": 0.8}), out, progress=False)
+        merge(cfg("l2s_ties", tiny["base"], [wide], {"k": 0.8}), out, progress=False)
     assert_no_output(out)
     vocab = make_qwen2(tmp_path / "vocab", seed=9, vocab=100)
     with pytest.raises(CheckpointError, match="vocab_size"):
-        merge(cfg("ties", tiny["base"], [vocab], {"k": 0.8}), out, progress=False)
+        merge(cfg("l2s_ties", tiny["base"], [vocab], {"k": 0.8}), out, progress=False)
     assert_no_output(out)
 
 
@@ -230,17 +230,17 @@ def test_shape_mismatch_named(tiny, tmp_path):
     sd["model.norm.weight"] = torch.ones(31)
     save_file(sd, odd / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(CheckpointError, match=r"'model.norm.weight' has shape \(31,\)"):
-        merge(cfg("ties", tiny["base"], [odd], {"k": 0.8}), tmp_path / "out", progress=False)
+        merge(cfg("l2s_ties", tiny["base"], [odd], {"k": 0.8}), tmp_path / "out", progress=False)
     assert_no_output(tmp_path / "out")
 
 
 @pytest.mark.parametrize("params,match", [
-    ({"k": 1.0}, "out of range"), ({"k": -0.1}, "out of range"), ({"density": 1.5}, "out of range"),
+    ({"k": 1.0}, "out of range"), ({"k": -0.1}, "out of range"), ({"density": 0.2}, "fraction DROPPED"),
     ({"alpha": float("nan")}, "out of range"), ({"bogus": 1}, "unknown parameter 'bogus'"),
 ])
 def test_bad_hyperparameters(tiny, tmp_path, params, match):
     with pytest.raises(MergeConfigError, match=match):
-        merge(cfg("ties", tiny["base"], [tiny["ft1"]], params), tmp_path / "out", progress=False)
+        merge(cfg("l2s_ties", tiny["base"], [tiny["ft1"]], params), tmp_path / "out", progress=False)
     assert_no_output(tmp_path / "out")
 
 
@@ -272,7 +272,7 @@ def test_bad_config_files(tiny, tmp_path):
 
 def test_missing_model_dir(tiny, tmp_path):
     with pytest.raises(CheckpointError, match="nope.*not found"):
-        merge(cfg("ties", tiny["base"], [tmp_path / "nope"], {"k": 0.8}), tmp_path / "out", progress=False)
+        merge(cfg("l2s_ties", tiny["base"], [tmp_path / "nope"], {"k": 0.8}), tmp_path / "out", progress=False)
     assert_no_output(tmp_path / "out")
 
 
@@ -291,11 +291,11 @@ def run_mergekit(config: dict, out: Path) -> dict[str, torch.Tensor]:
     ("task_arithmetic", {"alpha": 0.5}, ({"weight": 1.0}, {"lambda": 0.5}), "bf16"),
     # TIES on fp32 inputs: bf16 deltas have many equal magnitudes at the threshold, where our topk and
     # mergekit's argsort may keep different (equal-|x|) entries -- a tie-break, not a difference in math.
-    ("ties", {"k": 0.8, "alpha": 1.0, "trim": "topk"}, ({"density": 0.2, "weight": 1.0}, {}), "fp32"),
-    ("ties", {"density": 0.6, "alpha": 0.55, "trim": "topk"}, ({"density": 0.6, "weight": 1.0}, {"lambda": 0.55}), "fp32"),
+    ("ties", {"density": 0.2, "alpha": 1.0}, ({"density": 0.2, "weight": 1.0}, {}), "fp32"),
+    ("ties", {"density": 0.6, "alpha": 0.55}, ({"density": 0.6, "weight": 1.0}, {"lambda": 0.55}), "fp32"),
 ])
 def test_equal_to_mergekit_single_model(tiny, tmp_path, method, ours, theirs, pair):
-    """Same math, same fp32 computation, one cast: bitwise-equal outputs."""
+    """Same math, same fp32 computation, one cast to bf16: bitwise-equal outputs (more in test_mergekit.py)."""
     base, ft = (tiny["bf16_base"], tiny["bf16_ft"]) if pair == "bf16" else (tiny["base"], tiny["ft1"])
     mk = {"merge_method": method, "base_model": str(base),
           "models": [{"model": str(ft), "parameters": theirs[0]}], "parameters": theirs[1],
@@ -307,29 +307,22 @@ def test_equal_to_mergekit_single_model(tiny, tmp_path, method, ours, theirs, pa
         assert torch.equal(got[n], expected[n]), n
 
 
-def test_equal_to_mergekit_two_models(tiny, tmp_path):
-    """TIES with two fine-tuned models (sign election, disjoint mean) and linear averaging."""
-    for method, ours, theirs in [
-        ("ties", {"density": 0.5, "trim": "topk"}, {"density": 0.5, "weight": 1.0}),
-        ("linear", {}, {"weight": 1.0}),
-    ]:
-        mk = {"merge_method": method,
-              "models": [{"model": str(tiny["ft1"]), "parameters": theirs}, {"model": str(tiny["ft2"]), "parameters": theirs}],
-              "dtype": "float32"}
-        if method == "ties":
-            mk["base_model"] = str(tiny["base"])
-        expected = run_mergekit(mk, tmp_path / f"mk_{method}")
-        got = weights(merge(cfg(method, tiny["base"], [tiny["ft1"], tiny["ft2"]], ours, dtype="float32"),
-                            tmp_path / f"l2s_{method}", progress=False).out)
-        for n in got:
-            assert torch.allclose(got[n], expected[n], atol=1e-6, rtol=0), (method, n)
+def test_l2s_ties_and_mergekit_ties_differ_by_the_trim_rule(tiny, tmp_path):
+    """l2s_ties k = 0.8 keeps n - m + 1 entries per tensor (m = int(0.8 n)); mergekit ties density 0.2 keeps int(0.2 n)."""
+    a = weights(merge(cfg("l2s_ties", tiny["base"], [tiny["ft1"]], {"k": 0.8}, dtype="float32"), tmp_path / "a", progress=False).out)
+    b = weights(merge(cfg("ties", tiny["base"], [tiny["ft1"]], {"density": 0.2}, dtype="float32"), tmp_path / "b", progress=False).out)
+    base = weights(tiny["base"])
+    n = "model.layers.0.mlp.down_proj.weight"
+    numel = base[n].numel()
+    assert int((a[n] != base[n]).sum()) == numel - int(numel * 0.8) + 1
+    assert int((b[n] != base[n]).sum()) == int(numel * 0.2)
 
 
 # --- CLI and shipped configs ----------------------------------------------------------------------
 
 def test_cli_merge_and_errors(tiny, tmp_path):
     p = tmp_path / "c.yaml"
-    p.write_text(yaml.safe_dump(cfg("ties", tiny["base"], [tiny["ft1"]], {"k": 0.8})))
+    p.write_text(yaml.safe_dump(cfg("l2s_ties", tiny["base"], [tiny["ft1"]], {"k": 0.8})))
     r = subprocess.run([sys.executable, "-m", "l2s_utils.cli", "merge", str(p), str(tmp_path / "out"), "--quiet"],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
@@ -338,6 +331,7 @@ def test_cli_merge_and_errors(tiny, tmp_path):
     assert r.returncode == 2 and "already exists" in r.stderr
     r = subprocess.run([sys.executable, "-m", "l2s_utils.cli", "merge", "--list"], capture_output=True, text=True)
     assert r.returncode == 0 and "dare_ties" in r.stdout and "DROPPED" in r.stdout
+    assert "l2s_dare_ties" in r.stdout and "equals mergekit 0.1.5" in r.stdout and "Long-to-Short-via-Model-Merging" in r.stdout
 
 
 def test_shipped_paper_configs_parse():
@@ -362,8 +356,9 @@ def test_shipped_configs_match_table7(tmp_path):
 
 
 @pytest.mark.parametrize("method,params", [
-    ("task_arithmetic", {"alpha": 0.7}), ("average", {}), ("ties", {"k": 0.8}), ("ties", {"k": 0.3, "alpha": 0.5}),
-    ("dare", {"p": 0.3}), ("dare_ta", {"p": 0.4, "alpha": 0.7}), ("dare_ties", {"p": 0.3, "k": 0.8}),
+    ("task_arithmetic", {"alpha": 0.7}), ("average", {}), ("l2s_ties", {"k": 0.8}), ("l2s_ties", {"k": 0.3, "alpha": 0.5}),
+    ("dare", {"p": 0.3}), ("dare_ta", {"p": 0.4, "alpha": 0.7}), ("l2s_dare_ties", {"p": 0.3, "k": 0.8}),
+    ("l2s_dare_ties", {"p": 0.3, "k": 0.8, "path": "exact", "alpha": 0.6}),
 ])
 def test_row_chunked_streaming_equals_whole_tensors(tiny, tmp_path, monkeypatch, method, params):
     """Large tensors are processed in row chunks; the result must not depend on it (DARE masks included)."""

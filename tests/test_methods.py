@@ -68,8 +68,8 @@ def test_ties_single_model_is_magnitude_pruning():
     assert torch.allclose(out, expected, atol=1e-6)
     kept = (out - base != 0).sum().item()
     assert kept == d.numel() - m + 1  # the L2S rule keeps n - m + 1 on tie-free data
-    out_topk = M.ties(base, [ft], weights=[1.0], k=[k], alpha=0.6, trim="topk")
-    assert (out_topk - base != 0).sum().item() == d.numel() - m  # mergekit keeps int(n * density)
+    out_topk = M.generalized_task_arithmetic(base, [ft], weights=[1.0], density=[1 - k], alpha=0.6, normalize=True)
+    assert (out_topk - base != 0).sum().item() == int(d.numel() * (1 - k))  # mergekit keeps int(n * density)
     assert torch.equal(M.ties(base, [ft], weights=[1.0], k=[0.0], alpha=1.0), M.task_arithmetic(base, [ft], weights=[1.0], alpha=1.0))
 
 
@@ -105,7 +105,7 @@ def test_dare_closed_forms_and_expectation():
 def test_dare_ties_with_p0_is_ties():
     g = torch.Generator().manual_seed(3)
     base, f1, f2 = (torch.randn(40, 30, generator=g) for _ in range(3))
-    a = M.dare(base, [f1, f2], weights=[1.0, 1.0], p=[0.0, 0.0], combine="ties", k=[0.5, 0.5], alpha=0.9)
+    a = M.dare(base, [f1, f2], weights=[1.0, 1.0], p=[0.0, 0.0], combine="ties", k=[0.5, 0.5], alpha=0.9, path="exact")
     b = M.ties(base, [f1, f2], weights=[1.0, 1.0], k=[0.5, 0.5], alpha=0.9)
     assert torch.allclose(a, b)
 
@@ -150,21 +150,39 @@ def test_lore_objective_never_increases_and_mu0_is_exact():
 
 
 def test_resolve_params_names_ranges_and_aliases():
-    ties = M.get_method("ties")
-    kw = M.resolve_params(ties, {"density": 0.2, "lambda": 0.5}, [{}, {"density": 0.75}])
-    assert kw["k"] == pytest.approx([0.8, 0.25]) and kw["alpha"] == 0.5 and kw["weights"] == [1.0, 1.0]
-    kw = M.resolve_params(ties, {"k": 0.8}, [{}])
-    assert kw["k"] == [0.8]
-    with pytest.raises(MergeConfigError, match="either 'k'"):
-        M.resolve_params(ties, {"k": 0.8, "density": 0.2}, [{}])
+    ties = M.get_method("l2s_ties")
+    kw = M.resolve_params(ties, {"k": 0.8, "lambda": 0.5}, [{}, {"k": 0.25}])
+    assert kw["k"] == [0.8, 0.25] and kw["alpha"] == 0.5 and kw["weights"] == [1.0, 1.0]
+    mk = M.get_method("ties")  # mergekit's: density = fraction kept, default 1 (no trim), normalize true
+    kw = M.resolve_params(mk, {"density": 0.2}, [{}])
+    assert kw["density"] == [0.2] and kw["normalize"] is True and kw["rescale"] is False
+    kw = M.resolve_params(M.get_method("dare_ties"), {}, [{}])
+    assert kw["density"] == [1.0] and kw["normalize"] is False and kw["rescale"] is True
+    assert kw["sparsification"] == "random" and kw["consensus"] is True
+    assert M.resolve_params(M.get_method("dare_linear"), {"density": 0.7}, [{}])["consensus"] is False
+    # the other convention is refused, naming the method that takes it
+    with pytest.raises(MergeConfigError, match="'density'.*fraction DROPPED.*merge_method: ties"):
+        M.resolve_params(ties, {"density": 0.2}, [{}])
+    with pytest.raises(MergeConfigError, match="'k'.*merge_method: l2s_ties"):
+        M.resolve_params(mk, {"k": 0.8}, [{}])
+    with pytest.raises(MergeConfigError, match="'p'.*merge_method: l2s_dare_ties"):
+        M.resolve_params(M.get_method("dare_ties"), {"p": 0.3}, [{}])
+    with pytest.raises(MergeConfigError, match="'p'.*merge_method: dare_ta"):
+        M.resolve_params(M.get_method("dare_linear"), {"p": 0.3}, [{}])
+    with pytest.raises(MergeConfigError, match="'density'.*dare_linear"):
+        M.resolve_params(M.get_method("l2s_dare_ties"), {"density": 0.7}, [{}])
+    with pytest.raises(MergeConfigError, match="'density'.*no sparsification"):
+        M.resolve_params(M.get_method("task_arithmetic"), {"density": 0.7}, [{}])
     with pytest.raises(MergeConfigError, match=r"'k' = 1.0 is out of range"):
         M.resolve_params(ties, {"k": 1.0}, [{}])
-    with pytest.raises(MergeConfigError, match="'density'"):
-        M.resolve_params(ties, {"density": 0.0}, [{}])
+    with pytest.raises(MergeConfigError, match=r"'density' = 1.5 is out of range"):
+        M.resolve_params(mk, {"density": 1.5}, [{}])
     with pytest.raises(MergeConfigError, match=r"'p' = 1.0 is out of range"):
         M.resolve_params(M.get_method("dare"), {"p": 1.0}, [{}])
     with pytest.raises(MergeConfigError, match=r"'p' = -0.1 is out of range"):
         M.resolve_params(M.get_method("dare_ta"), {}, [{"p": -0.1}])
+    with pytest.raises(MergeConfigError, match="'path' = 'bf16'"):
+        M.resolve_params(M.get_method("l2s_dare_ties"), {"path": "bf16"}, [{}])
     with pytest.raises(MergeConfigError, match="'rank' = 0"):
         M.resolve_params(M.get_method("twin"), {"rank": 0}, [{}])
     with pytest.raises(MergeConfigError, match="'alpha' = nan"):
@@ -172,21 +190,24 @@ def test_resolve_params_names_ranges_and_aliases():
     with pytest.raises(MergeConfigError, match="'alpha' = inf"):
         M.resolve_params(M.get_method("task_arithmetic"), {"alpha": float("inf")}, [{}])
     with pytest.raises(MergeConfigError, match="unknown parameter 'densty'"):
-        M.resolve_params(ties, {"densty": 0.2}, [{}])
+        M.resolve_params(mk, {"densty": 0.2}, [{}])
     with pytest.raises(MergeConfigError, match="must be bool"):
         M.resolve_params(ties, {"normalize": "yes"}, [{}])
     with pytest.raises(MergeConfigError, match="global parameter"):
         M.resolve_params(ties, {}, [{"alpha": 0.3}])
     with pytest.raises(MergeConfigError, match="unknown merge_method 'tie'"):
         M.get_method("tie")
-    assert M.get_method("linear") is M.get_method("average")
-    assert M.resolve_params(M.get_method("dare_ties"), {}, [{}])["combine"] == "ties"
+    assert M.get_method("average_merging") is M.get_method("average")
+    assert M.get_method("linear") is not M.get_method("average")  # mergekit's linear is its own method
+    assert M.resolve_params(M.get_method("l2s_dare_ties"), {}, [{}])["combine"] == "ties"
+    assert M.resolve_params(M.get_method("l2s_dare_ties"), {}, [{}])["path"] == "authors"
 
 
-def test_every_method_has_formula_and_paper():
+def test_every_method_has_formula_paper_and_reference():
     for m in M.REGISTRY.values():
         assert "arXiv" in m.paper
         assert m.kernel.__doc__ and len(m.kernel.__doc__) > 100
+        assert len(m.reference) > 60, f"{m.name}: say which reference it equals and how it differs"
 
 
 def test_trim_topk_keeps_exactly_keep_entries_even_with_ties():

@@ -21,7 +21,7 @@ def test_shipped_profiles_load():
         p = load_profile(name)
         assert p["name"] == name and p["merge"]
     q7 = load_profile("qwen-7b")
-    assert q7["merge"]["ties"] == {"k": 0.8, "alpha": 1.0} and q7["sampling"]["max_tokens"] == 10240
+    assert q7["merge"]["ties"] == {"method": "l2s_ties", "k": 0.8, "alpha": 1.0} and q7["sampling"]["max_tokens"] == 10240
     assert q7["sampling"]["max_tokens_system1"] == 8192 and q7["backend"]["name"] == "vllm"
     assert load_profile("qwen-14b")["merge"]["sens"] == {"alpha": 0.8, "T": 6.0}
 

@@ -211,7 +211,7 @@ def _sens_doc(base: Tensor, models: Sequence[Tensor], *, coeffs: Sequence[float]
     return task_arithmetic(base, models, weights=list(coeffs), alpha=alpha)
 
 
-BASE_METHOD = Param("base_method", str, "ties", "the merge that AIM/ACM adjust (any non-composite registry method)",
+BASE_METHOD = Param("base_method", str, "l2s_ties", "the merge that AIM/ACM adjust (any non-composite registry method)",
                      lambda s: s in REGISTRY and not REGISTRY[s].composite, "a registry method")
 register(Method(
     "aim", _aim_doc,
@@ -219,6 +219,8 @@ register(Method(
            lambda x: 0.0 <= x <= 1.0, "0 <= omega <= 1"), BASE_METHOD),
     "Nobari et al. 2025, arXiv 2502.02421", composite=True, run=merge_composite, check=split_params,
     summary="relax a merge toward the base on input channels the base's activations mark important",
+    reference=("ahnobari/ActivationInformedMerging@e7eccd57 MergeModels/ActivationMerging/_utils.py relax_on_merged "
+               "(relaxation formula and module set); see the book's methods page for the remaining differences."),
 ))
 register(Method(
     "acm", _acm_doc,
@@ -228,6 +230,8 @@ register(Method(
      BASE_METHOD),
     "Yao et al. 2025, arXiv 2505.14009", composite=True, run=merge_composite, check=split_params,
     summary="layer-wise task-vector scale from base/fine-tuned activation mutual information (assumed form)",
+    reference=("NOT the published ACM: our assumed form (NMI -> 2 sigmoid(-theta z)); the paper's formulas "
+               "(Yao et al. 2025, arXiv 2505.14009) are not implemented yet, and only the last model is used."),
 ))
 register(Method(
     "sens", _sens_doc,
@@ -244,4 +248,7 @@ register(Method(
            per_model=True)),
     "Liu et al. 2025, arXiv 2502.12420", composite=True, run=merge_composite, check=split_params,
     summary="task arithmetic with layer-wise coefficients from sensitivity and logit alignment",
+    reference=("follows the paper (Liu et al. 2025, arXiv 2502.12420, section 3); the L2S repository "
+               "(hahahawu/Long-to-Short-via-Model-Merging@6bc078e4, newest snapshot) has no Sens-Merging code "
+               "('will release soon'), so normalisations and the sign of the cross-task term are parameters."),
 ))

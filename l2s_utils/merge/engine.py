@@ -131,7 +131,7 @@ def _check_finite(t: torch.Tensor, what: str) -> None:
 
 
 CHUNK_ELEMENTS = 1 << 22  # row chunks of at most ~4.2M elements (16 MB in fp32) for large tensors
-CHUNKABLE = {"average", "task_arithmetic", "ties", "dare", "dare_ta", "dare_ties"}
+CHUNKABLE = {"average", "task_arithmetic", "l2s_ties", "dare", "dare_ta", "l2s_dare_ties"}
 
 
 def streamed_kth_abs(make_iter: Callable[[], Iterator[list[torch.Tensor]]], ms: list[int]) -> list[float]:
@@ -167,16 +167,43 @@ def streamed_kth_abs(make_iter: Callable[[], Iterator[list[torch.Tensor]]], ms: 
             for i, t in enumerate(targets)]
 
 
-def global_ties_thresholds(inputs: "_Inputs", drops: list[float], device: str) -> list[float]:
-    """Exact global (whole-model, per-model) TIES thresholds, streamed (MergeLM's ``ties_merging_dare``)."""
-    total = sum(_numel(inputs.ref.info(n).shape) for n in inputs.names)
+def _merged_names(inputs: "_Inputs", exclude: list[str]) -> list[str]:
+    """The tensors a merge changes: floating-point and not excluded (the L2S code's TaskVector parameters)."""
+    return [n for n in inputs.names
+            if inputs.ref.info(n).dtype.is_floating_point and not _excluded(n, exclude)]
+
+
+def global_ties_thresholds(inputs: "_Inputs", drops: list[float], device: str, exclude: list[str] = ()) -> list[float]:
+    """Exact global (whole-model, per-model) TIES thresholds, streamed (the L2S code's ``ties_merging_dare``).
+
+    As the reference, the model-wide vector is made of the merged parameters only: tensors matched by
+    ``exclude`` are neither counted in n nor ranked (the reference builds its TaskVector without them).
+    """
+    names = _merged_names(inputs, list(exclude))
+    total = sum(_numel(inputs.ref.info(n).shape) for n in names)
 
     def deltas():
-        for n in inputs.names:
+        for n in names:
             b = inputs.base.get(n, device=device)
             yield [c.get(n, device=device) - b for c in inputs.models]
 
     return streamed_kth_abs(deltas, [int(total * k) for k in drops])
+
+
+def global_majority_sign(inputs: "_Inputs", thresholds: list[float], weights: list[float], device: str,
+                         exclude: list[str] = ()) -> float:
+    """sign(sum over all merged entries of sign(sum_k w_k m_k)): the sign ``ties_merging_dare`` gives entries
+    whose elected sign is 0 (m_k = delta_k trimmed at the model-wide threshold t_k). One streamed pass."""
+    total = 0
+    for n in _merged_names(inputs, list(exclude)):
+        b = inputs.base.get(n, device=device)
+        u = None
+        for c, t, w in zip(inputs.models, thresholds, weights):
+            d = c.get(n, device=device) - b
+            d = w * d.masked_fill_(d.abs() < t, 0.0)
+            u = d if u is None else u.add_(d)
+        total += int(torch.sign(u).sum(dtype=torch.int64))
+    return float((total > 0) - (total < 0))
 
 
 def _numel(shape: tuple[int, ...]) -> int:
@@ -226,8 +253,12 @@ def merge(config: str | os.PathLike | dict | MergeConfig, out: str | os.PathLike
     out_dtype = DTYPE_NAMES[cfg.dtype]
 
     kwargs_run = dict(kwargs)
-    if kwargs.get("scope") == "global":  # MergeLM's ties_merging_dare: one threshold per model, all tensors
-        kwargs_run["thresholds"] = global_ties_thresholds(inputs, kwargs["k"], device)
+    if kwargs.get("scope") == "global":  # the L2S code's ties_merging_dare: one threshold per model, all merged tensors
+        kwargs_run["thresholds"] = global_ties_thresholds(inputs, kwargs["k"], device, cfg.exclude)
+        kwargs_run["zero_sign"] = global_majority_sign(inputs, kwargs_run["thresholds"], kwargs["weights"], device,
+                                                       cfg.exclude)
+    if method.kernel is M.dare:  # the authors' path stores the masked models in the model dtype (the written dtype)
+        kwargs_run["model_dtype"] = out_dtype
 
     config_dir = inputs.ref.path if cfg.config_source == "base" else fetch_model(cfg.config_source)
     try:
@@ -246,8 +277,7 @@ def merge(config: str | os.PathLike | dict | MergeConfig, out: str | os.PathLike
         {str(c.path): model_fingerprint(c.path) for c in inputs.all}), daemon=True)
     fp_thread.start()
 
-    chunkable = method.name in CHUNKABLE and kwargs.get("trim", "threshold") == "threshold" \
-        and kwargs.get("scope", "tensor") == "tensor"
+    chunkable = method.name in CHUNKABLE and kwargs.get("scope", "tensor") == "tensor"
     state: dict[str, Any] = {}  # per-tensor state shared by its row chunks (DARE generators, TIES thresholds)
 
     def load(item):
@@ -267,10 +297,10 @@ def merge(config: str | os.PathLike | dict | MergeConfig, out: str | os.PathLike
                 gens = new_gens()
                 for rows in chunks:
                     _, _, b, ms = load((name, rows))
-                    ds = M.task_vectors(b, ms)
                     if method.kernel is M.dare:
-                        ds = [M.dare_mask(d, pk, g) for d, pk, g in zip(ds, kwargs["p"], gens)]
-                    yield ds
+                        yield M.dare_deltas(b, ms, kwargs["p"], gens, path=kwargs["path"], model_dtype=out_dtype)
+                    else:
+                        yield M.task_vectors(b, ms)
             n = _numel(inputs.ref.info(name).shape)
             state["thresholds"] = streamed_kth_abs(stream, [int(n * kk) for kk in kwargs["k"]])
 

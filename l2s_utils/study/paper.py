@@ -39,15 +39,17 @@ def paper_merge_configs(scale: str) -> dict[str, dict]:
     common = {"dtype": "bfloat16", "max_position_embeddings": MAX_POSITIONS, "tied_embeddings": "follow_base"}
     k, a = TIES[scale]
 
-    def c(method, models, params, desc):
-        return {"name": f"{method}-{scale}", "description": desc, "merge_method": method, "base_model": s1,
+    def c(method, models, params, desc, label=None):
+        return {"name": f"{label or method}-{scale}", "description": desc, "merge_method": method, "base_model": s1,
                 "models": [{"model": m} for m in models], "parameters": params, **common}
 
     out = {
         "average": c("average", [s1, s2], {}, "Average merging of System 1 and System 2 = theta_0 + 0.5 delta (Table 1)."),
         "task_arithmetic": c("task_arithmetic", [s2], {"alpha": TA_ALPHA}, "Task arithmetic, alpha from Table 7."),
-        "ties": c("ties", [s2], {"k": k, "alpha": a},
-                  f"TIES, per-tensor trimming; k = {k} is the fraction DROPPED (density {round(1 - k, 4)}), alpha from Table 7."),
+        "ties": c("l2s_ties", [s2], {"k": k, "alpha": a},
+                  f"TIES as the L2S code (ties_merging), per-tensor trimming; k = {k} is the fraction DROPPED, alpha "
+                  "from Table 7. (merge_method: ties would be mergekit's TIES, which takes density = fraction kept.)",
+                  "ties"),
     }
     if scale in DARE_P:
         p = DARE_P[scale]
@@ -55,8 +57,10 @@ def paper_merge_configs(scale: str) -> dict[str, dict]:
                         f"DARE (average of masked models), p = {p} from Table 7; the seed is ours (the L2S code sets none).")
         out["dare_ta"] = c("dare_ta", [s2], {"p": p, "alpha": TA_ALPHA, "seed": 0},
                            "DARE-TA: p from Table 7; alpha is NOT reported -- the task-arithmetic value 0.7 is our assumption.")
-        out["dare_ties"] = c("dare_ties", [s2], {"p": p, "k": TIES[scale][0], "alpha": TIES[scale][1], "seed": 0},
-                             "DARE-Ties: p from Table 7; k and alpha are NOT reported -- the TIES values are our assumption.")
+        out["dare_ties"] = c("l2s_dare_ties", [s2], {"p": p, "k": TIES[scale][0], "alpha": TIES[scale][1], "seed": 0},
+                             "DARE-Ties as the L2S code (mask_merging + ties_merging): p from Table 7; k and alpha are "
+                             "NOT reported -- the TIES values are our assumption. (merge_method: dare_ties would be "
+                             "mergekit's, where density is the DARE keep probability.)", "dare_ties")
         out["lore"] = c("lore", [s1, s2], {"mu": 0.01, "iterations": 5, "combine": "task_arithmetic", "alpha": TA_ALPHA},
                         "LoRE: mu, iterations and the post-merge are NOT reported by the paper -- all are our assumptions.")
         out["twin"] = c("twin", [s2], {"alpha": TA_ALPHA, "rank": 64},

@@ -69,9 +69,9 @@ def load_profile(name_or_path: str | Path) -> dict:
         raise ProfileError(f"{where}.models.kind: must be 'organism' or 'hub', got {kind!r}")
     from ..merge import get_method
 
-    for m in prof["merge"]:
+    for m, entry in prof["merge"].items():  # key = the study's label; entry.method = registry name (default: the key)
         try:
-            get_method(m)
+            get_method((entry or {}).get("method", m))
         except ValueError as e:
             raise ProfileError(f"{where}.merge.{m}: {e}") from None
     for b in prof["benchmarks"]:

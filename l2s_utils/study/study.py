@@ -86,8 +86,9 @@ class Study:
                      **override) -> dict:
         pair = self.pair(scale)
         params = {**self.profile["merge"].get(method, {}), **override}
+        registry_name = params.pop("method", method)  # the profile's label -> its registry method (ties -> l2s_ties)
         s1, s2 = str(pair["system1"]), str(pair["system2"])
-        cfg = {"merge_method": method, "base_model": s1,
+        cfg = {"merge_method": registry_name, "base_model": s1,
                "models": [{"model": s1}, {"model": s2}] if method in PAIR_METHODS else [{"model": s2}],
                "parameters": params, "dtype": "float32" if self.organism else "bfloat16"}
         if not self.organism:

@@ -11,7 +11,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from .registry import ALPHA, WEIGHT, Method, register
+from .registry import ALPHA, WEIGHT, Method, Param, register
 
 
 def task_vectors(base: Tensor, models: Sequence[Tensor]) -> list[Tensor]:
@@ -52,19 +52,41 @@ def average(base: Tensor | None, models: Sequence[Tensor], *, weights: Sequence[
 
 
 def task_arithmetic(
-    base: Tensor, models: Sequence[Tensor], *, weights: Sequence[float], alpha: float = 1.0, name: str = ""
+    base: Tensor, models: Sequence[Tensor], *, weights: Sequence[float], alpha: float = 1.0, normalize: bool = False,
+    name: str = "",
 ) -> Tensor:
-    """Task arithmetic: theta_M = theta_0 + alpha * sum_k w_k (theta_k - theta_0).
+    """Task arithmetic: theta_M = theta_0 + alpha * sum_k w_k (theta_k - theta_0)   (/ sum_k w_k if normalize).
 
     alpha is applied once to the summed task vectors (not 1/K-normalised), as in the L2S code; the
     paper uses alpha = 0.7 at every scale (Table 7). alpha = 1 with one model gives that model back,
-    alpha = 0 gives the base. Same as mergekit's ``task_arithmetic`` with per-model ``weight`` w_k and
-    ``lambda`` = alpha (Ilharco et al. 2023, arXiv 2212.04089).
+    alpha = 0 gives the base. The same function in both references: the L2S code's ``task_arithmetic``
+    (scaling_coefficient = alpha, all weights 1) and mergekit's ``task_arithmetic`` (``weight`` w_k,
+    ``lambda`` = alpha, ``normalize`` default false; normalize: true divides by sum_k w_k, or by 1 when
+    |sum_k w_k| < 1e-8, before alpha), in the same order of operations (Ilharco et al. 2023, arXiv 2212.04089).
     """
-    return base_plus(base, weighted_sum(base, models, weights), alpha)
+    mixed = weighted_sum(base, models, weights)
+    if normalize:
+        div = torch.tensor(list(weights), dtype=mixed.dtype, device=mixed.device).sum()
+        if float(div.abs()) >= 1e-8:
+            mixed.div_(div)
+    return base_plus(base, mixed, alpha)
 
 
-register(Method("average", average, (WEIGHT,), "Wortsman et al. 2022, arXiv 2203.05482", needs_base=False,
-                aliases=("linear",), summary="(weighted) mean of the models"))
-register(Method("task_arithmetic", task_arithmetic, (WEIGHT, ALPHA), "Ilharco et al. 2023, arXiv 2212.04089",
-                summary="theta_0 + alpha sum_k w_k delta_k"))
+L2S_CODE = "hahahawu/Long-to-Short-via-Model-Merging@6bc078e4"
+register(Method(
+    "average", average, (WEIGHT,), "Wortsman et al. 2022, arXiv 2203.05482", needs_base=False,
+    aliases=("average_merging",), summary="(weighted) mean of the models (L2S average_merging)",
+    reference=(f"equals {L2S_CODE} src/merging_methods.py average_merging (bit-exact for two models with equal "
+               "weights, fp32); per-model weights are our extension. mergekit's linear is merge_method: linear."),
+))
+register(Method(
+    "task_arithmetic", task_arithmetic,
+    (WEIGHT, ALPHA, Param("normalize", bool, False, "divide the summed weighted task vectors by sum_k w_k (mergekit)")),
+    "Ilharco et al. 2023, arXiv 2212.04089", summary="theta_0 + alpha sum_k w_k delta_k",
+    reference=(f"equals {L2S_CODE} task_arithmetic (scaling_coefficient = alpha) and mergekit 0.1.5 task_arithmetic "
+               "(weight, lambda, normalize), bitwise on fp32 inputs. Differences: the L2S code computes in the "
+               "loaded dtype (bf16), we in fp32 with one cast; mergekit's density / rescale (no effect on "
+               "task_arithmetic there) are refused here; weight defaults to 1 (mergekit requires it)."),
+    refuse={"density": "task_arithmetic has no sparsification (mergekit ignores density here); use dare_linear "
+                       "(mergekit) or dare_ta (L2S) for DARE", "rescale": "task_arithmetic has no sparsification"},
+))

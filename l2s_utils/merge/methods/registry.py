@@ -49,6 +49,8 @@ class Method:
     composite: bool = False  # needs model-level statistics (calibration data): merged by ``run``, not tensor by tensor
     run: Callable[..., Any] | None = None  # composite: run(cfg, out, *, overwrite, device, seed, progress) -> MergeResult
     check: Callable[[Any], Any] | None = None  # composite: check(cfg) validates a config before anything is written
+    reference: str = ""  # the code or paper section this method equals, and every intentional difference
+    refuse: dict[str, str] = field(default_factory=dict)  # parameter -> why it is refused here (and what to use)
 
 
 def in_unit_open(x: float) -> bool:
@@ -118,9 +120,12 @@ def resolve_params(
 ) -> dict[str, Any]:
     """Validate and resolve parameters into the kernel's keyword arguments.
 
-    Accepts aliases (``lambda`` for ``alpha``) and, for TIES-like methods, mergekit's ``density``
-    (fraction KEPT) as ``k = 1 - density`` (fraction DROPPED); giving both for the same scope is an
-    error. Per-model parameters may be set globally (applies to every model) or per model.
+    Accepts aliases (``lambda`` for ``alpha``). There is no implicit translation between parameter
+    conventions: the L2S-code methods (``l2s_ties``, ``l2s_dare_ties``, ``dare``...) take the paper's ``k``
+    (fraction DROPPED) and ``p`` (DARE drop rate); the mergekit methods (``ties``, ``dare_ties``,
+    ``dare_linear``) take mergekit's ``density`` (fraction KEPT, or DARE keep probability). A parameter
+    of the other convention is refused with a message naming the method that takes it
+    (``Method.refuse``). Per-model parameters may be set globally (applies to every model) or per model.
     Raises :class:`MergeConfigError` naming the parameter for anything unknown, mistyped or out of range.
     """
     by_name: dict[str, Param] = {}
@@ -128,20 +133,16 @@ def resolve_params(
         by_name[p.name] = p
         for a in p.aliases:
             by_name[a] = p
-    has_k = "k" in {p.name for p in method.params}
 
     def normalise(raw: dict[str, Any], where: str) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for key, value in (raw or {}).items():
-            if key == "density" and has_k:
-                if "k" in raw:
-                    raise MergeConfigError(f"{where}: give either 'k' (fraction dropped) or 'density' (fraction kept), not both")
-                dv = _coerce(Param("density", float, 0.2, "", lambda x: 0.0 < x <= 1.0, "0 < density <= 1"), value, where)
-                out["k"] = round(1.0 - dv, 12)
-                continue
+            if key in method.refuse:
+                raise MergeConfigError(f"{where}: parameter {key!r} is not a parameter of {method.name!r}: "
+                                       f"{method.refuse[key]}")
             if key not in by_name:
-                allowed = sorted(set(by_name) | ({"density"} if has_k else set()))
-                raise MergeConfigError(f"{where}: unknown parameter {key!r} for method {method.name!r}; allowed: {allowed}")
+                raise MergeConfigError(f"{where}: unknown parameter {key!r} for method {method.name!r}; "
+                                       f"allowed: {sorted(by_name)}")
             p = by_name[key]
             if p.name in out:
                 raise MergeConfigError(f"{where}: parameter {p.name!r} given twice (through an alias)")
@@ -160,7 +161,8 @@ def resolve_params(
                 if p.name in m:
                     raise MergeConfigError(f"{method.name} models[{i}].parameters: {p.name!r} is a global parameter")
             kwargs[p.name] = g.get(p.name, p.default)
-    if kwargs.get("weights") is not None and method.name in ("average", "linear") and sum(kwargs["weights"]) == 0:
+    if kwargs.get("weights") is not None and sum(kwargs["weights"]) == 0 and (
+            method.name == "average" or (method.name == "linear" and kwargs.get("normalize"))):
         raise MergeConfigError(f"{method.name}: the model weights sum to zero")
     if kwargs.get("twin_weights") is not None and any(v is None for v in kwargs["twin_weights"]):
         raise MergeConfigError("twin: give twin_weight for every model or for none")

@@ -130,6 +130,10 @@ register(Method(
      Param("combine", str, "task_arithmetic", "post-merge: task_arithmetic | ties",
            lambda s: s in ("task_arithmetic", "ties"), "task_arithmetic | ties")),
     "Liu et al. 2025, arXiv 2502.10749", needs_base=False, summary="approximate base + low-rank task vectors",
+    reference=("follows the paper (Liu et al. 2025, arXiv 2502.10749, section 3; no public code): coordinate descent "
+               "on sum_i ||theta_0 + delta_i - theta_i||_F^2 + mu ||delta_i||_*, closed-form block updates (SVT for "
+               "delta_i, mean for theta_0). Our choices (not given by the paper): mu, iterations, the post-merge "
+               "(task_arithmetic | ties), 1-D tensors get mean + residual; see the book's methods page."),
 ))
 register(Method(
     "twin", twin,
@@ -138,4 +142,7 @@ register(Method(
      Param("twin_weight", float, None, "fixed router weight c_k of model k's twin vector (default 1/K)",
            finite, "finite", per_model=True)),
     "Lu et al. 2024, arXiv 2406.15479", summary="shared TA expert + rank-r exclusive knowledge",
+    reference=("the SVD (exclusive-knowledge) part of Twin-Merging's code (LZY-the-boys/Twin-Merging), within 6e-8 "
+               "on tiny Qwen2 checkpoints in an independent comparison; the router is replaced by fixed weights "
+               "c_k (default 1/K), as the L2S paper merges one pair without a router."),
 ))

@@ -75,15 +75,13 @@ def trim_topk(x: Tensor, density: float) -> Tensor:
     return out
 
 
-def trim_all(deltas: Sequence[Tensor], k: Sequence[float] | None, trim: str = "threshold",
+def trim_all(deltas: Sequence[Tensor], k: Sequence[float] | None,
              thresholds: Sequence[float] | None = None) -> list[Tensor]:
     """TIES step 1 for every model: precomputed ``thresholds`` (|x| >= t kept; deltas are temporaries and
-    are trimmed in place), else :func:`trim_magnitude` (drop k) or :func:`trim_topk` (keep 1 - k)."""
+    are trimmed in place), else :func:`trim_magnitude` with drop fraction k."""
     if thresholds is not None:
         return [d.masked_fill_(d.abs() < t, 0.0) for d, t in zip(deltas, thresholds)]
-    if trim == "threshold":
-        return [trim_magnitude(d, kk) for d, kk in zip(deltas, k)]
-    return [trim_topk(d, round(1.0 - kk, 12)) for d, kk in zip(deltas, k)]
+    return [trim_magnitude(d, kk) for d, kk in zip(deltas, k)]
 
 
 def elect_and_combine(
@@ -120,45 +118,52 @@ def ties(
     k: Sequence[float],
     alpha: float = 1.0,
     normalize: bool = True,
-    trim: str = "threshold",
     scope: str = "tensor",
     thresholds: Sequence[float] | None = None,
+    zero_sign: float = 1.0,
     name: str = "",
 ) -> Tensor:
-    """TIES-Merging (Yadav et al. 2023, arXiv 2306.01708), per-tensor or global trimming.
+    """TIES-Merging as the L2S code runs it (Yadav et al. 2023, arXiv 2306.01708), per tensor or global.
 
-    For each model: m_k = trim(delta_k) keeps the top (1 - k_k) fraction of |delta_k| in this tensor
-    (k = the paper's "trim ratio", the fraction DROPPED; mergekit's ``density`` = 1 - k is the fraction
-    KEPT). Then sign election and disjoint mean (:func:`elect_and_combine`), and
+    For each model: m_k = delta_k with |delta_k| < t_k zeroed, t_k = the m-th smallest |delta_k|,
+    m = int(n k_k) (k = the paper's "trim ratio", the fraction DROPPED; n - m + 1 entries survive on
+    tie-free data, more on ties). Then sign election and disjoint mean (:func:`elect_and_combine`), and
         theta_M = theta_0 + alpha * tau*.
     With K = 1 this is magnitude pruning of delta followed by scaling by alpha.
 
-    ``trim="threshold"`` keeps |x| >= the m-th smallest |x|, m = int(n k) (the L2S code; n - m + 1
-    entries survive); ``trim="topk"`` keeps exactly int(n (1 - k)) entries (mergekit). They differ by
-    one entry per tensor on tie-free data.
-
-    ``scope="global"`` (MergeLM's ``ties_merging_dare``): each model's threshold is taken over ALL of
-    its parameters; the engine computes those model-wide ``thresholds`` in a streamed pre-pass
-    (:func:`l2s_utils.merge.engine.global_ties_thresholds`) and entries with |delta| >= t_k are kept.
-    Entries whose elected sign is 0 get +1 (MergeLM uses the model-wide majority sign there; with
-    continuous weights such entries carry no mass either way).
+    ``scope="tensor"``: n and t_k per tensor -- ``merging_methods.py:ties_merging`` of
+    hahahawu/Long-to-Short-via-Model-Merging@6bc078e4 (bit-exact in fp32; the elected sign of a zero
+    sum is +1). ``scope="global"``: n and t_k over all merged (non-excluded) parameters of model k
+    -- ``ties_merging_dare`` of the same file (MergeLM's original); the engine computes the model-wide
+    ``thresholds`` and the model-wide majority sign ``zero_sign`` that entries with a zero sign sum get
+    (:func:`l2s_utils.merge.engine.global_ties_thresholds`, ``global_majority_sign``).
+    Not mergekit's ``ties`` (that keeps exactly int(n density) entries; see ``methods/mergekit.py``).
     """
     if scope == "global" and thresholds is None:
-        raise MergeConfigError("ties scope='global' needs model-wide thresholds (computed by l2s_utils.merge.merge)")
-    trimmed = trim_all(task_vectors(base, models), k, trim, thresholds)
-    return base + alpha * elect_and_combine(trimmed, weights, normalize=normalize)
+        raise MergeConfigError("l2s_ties scope='global' needs model-wide thresholds (computed by l2s_utils.merge.merge)")
+    trimmed = trim_all(task_vectors(base, models), k, thresholds)
+    return base + alpha * elect_and_combine(trimmed, weights, normalize=normalize, zero_sign=zero_sign)
 
 
 K = Param(
-    "k", float, 0.8, "TIES trim ratio: fraction of each tensor's task vector DROPPED (kept = 1 - k = density)",
+    "k", float, 0.8, "TIES trim ratio: fraction of each task vector DROPPED (the L2S paper's k)",
     in_unit_open, "0 <= k < 1", per_model=True,
 )
 NORMALIZE = Param("normalize", bool, True, "TIES: divide by the summed weights of agreeing models (disjoint mean)")
-TRIM = Param(
-    "trim", str, "threshold", "TIES trimming rule: 'threshold' (L2S code) or 'topk' (mergekit)",
-    lambda s: s in ("threshold", "topk"), "'threshold' or 'topk'",
-)
-SCOPE = Param("scope", str, "tensor", "TIES trimming scope: per 'tensor' (L2S default) or 'global' (MergeLM)",
+SCOPE = Param("scope", str, "tensor", "trimming scope: per 'tensor' (L2S ties_merging) or 'global' (L2S ties_merging_dare)",
               lambda s: s in ("tensor", "global"), "'tensor' or 'global'")
-register(Method("ties", ties, (WEIGHT, K, ALPHA, NORMALIZE, TRIM, SCOPE), "Yadav et al. 2023, arXiv 2306.01708",
-                summary="trim, elect sign, disjoint mean"))
+L2S_CODE = "hahahawu/Long-to-Short-via-Model-Merging@6bc078e4"
+L2S_REFUSE = {"density": "the L2S-code methods take k = fraction DROPPED (k = 1 - density); mergekit's "
+                         "density convention is merge_method: ties / dare_ties",
+              "trim": "l2s_ties always trims at the m-th smallest |delta| (the L2S code); exact top-k trimming "
+                      "is mergekit's ties (merge_method: ties, density = fraction kept)"}
+register(Method(
+    "l2s_ties", ties, (WEIGHT, K, ALPHA, NORMALIZE, SCOPE), "Yadav et al. 2023, arXiv 2306.01708",
+    summary="TIES as the L2S paper's code: trim at the k-quantile of |delta|, elect sign, disjoint mean",
+    reference=(f"equals {L2S_CODE} src/merging_methods.py ties_merging (scope: tensor) and ties_merging_dare "
+               "(scope: global, including its exclude handling and model-wide majority sign), bit-exact on fp32 "
+               "models. Differences: the reference computes in the loaded dtype (bf16 in its main_merging.py), we in "
+               "fp32 with one cast at the end; per-model weights and normalize: false are our extensions (the "
+               "reference has neither: weight 1, normalize true)."),
+    refuse=L2S_REFUSE,
+))
