@@ -46,22 +46,62 @@ def test_aim_relax_identity_and_one_hot():
     assert torch.allclose(A.aim_relax(v_base, v_m, one_hot, 0.0), torch.where(one_hot > 0, v_base, v_m))
 
 
-def test_aim_importance_normalised_and_padding_free(micro, tok):
+def test_aim_importance_normalised(micro, tok):
     from l2s_utils.merge.checkpoint import load_model
 
     model, _ = load_model(micro.system1, "cpu", torch.float32)
-    texts = C.organism_texts(4, seed=0, content="short")
-    cal = C.tokenize(texts, tok, max_length=256)
-    imp = A.aim_importance(model, cal, batch_size=4)
+    texts = C.organism_texts(8, seed=0, content="short")
+    blocks = C.tokenize(texts, tok, max_length=64, overlong="skip").blocks(64)
+    imp = A.aim_importance(model, blocks)
     assert imp and not any("embed" in k for k in imp) and "lm_head.weight" in imp
     assert any("layernorm" in k for k in imp)
     for v in imp.values():
         assert float(v.max()) == pytest.approx(1.0) and float(v.min()) >= 0
     assert imp["model.layers.0.self_attn.q_proj.weight"].shape == (model.config.hidden_size,)
     assert imp["model.layers.0.mlp.down_proj.weight"].shape == (model.config.intermediate_size,)
-    one_by_one = A.aim_importance(model, cal, batch_size=1)  # no padding at all
-    for k in imp:  # sums over batches differ, the normalised profile of a padded batch of 4 vs 4 singles is close
-        assert torch.allclose(imp[k], one_by_one[k], atol=0.35)
+
+
+class _Toy(torch.nn.Module):
+    """embed (excluded: 'embed' in its name) -> lin; the input of lin is the embedding row of each token."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = torch.nn.Embedding(3, 2)
+        self.embed.weight.data = torch.tensor([[1.0, -2.0], [3.0, 0.0], [0.0, 4.0]])
+        self.lin = torch.nn.Linear(2, 1)
+        self.device = torch.device("cpu")
+
+    def forward(self, input_ids):
+        return self.lin(self.embed(input_ids))
+
+
+def test_aim_importance_hand_computed():
+    """Reference (get_calib_feat): one token-mean of |input| per block, summed over blocks, then / max.
+
+    blocks [[0, 1]] and [[2, 2]]; lin's inputs are embedding rows: block 1 -> |[1, -2]|, |[3, 0]| -> mean [2, 1];
+    block 2 -> [0, 4], [0, 4] -> mean [0, 4]. A = [2, 5]; I = A / 5 = [0.4, 1.0]. (One mean over all four
+    tokens would give the same here only because the blocks have equal length: that is why blocks are used.)"""
+    imp = A.aim_importance(_Toy(), [torch.tensor([[0, 1]]), torch.tensor([[2, 2]])])
+    assert set(imp) == {"lin.weight"}
+    assert torch.allclose(imp["lin.weight"], torch.tensor([0.4, 1.0]))
+
+
+def test_aim_calibration_blocks_as_the_reference():
+    """Texts longer than the block are dropped, the rest concatenated and cut into full blocks (remainder dropped):
+    sequences [1, 2, 3], [4, 5], [6, 7, 8, 9] with block 4 -> [1, 2, 3, 4], [5, 6, 7, 8]; 9 is dropped."""
+    cal = C.Calibration([[1, 2, 3], [4, 5], [6, 7, 8, 9]], {})
+    assert [b.tolist() for b in cal.blocks(4)] == [[[1, 2, 3, 4]], [[5, 6, 7, 8]]]
+    with pytest.raises(C.CalibrationError, match="no block of 16 tokens"):
+        cal.blocks(16)
+
+    class Tok:
+        def __call__(self, t, add_special_tokens=False):
+            return {"input_ids": [ord(c) for c in t]}
+
+    kept = C.tokenize(["abc", "abcdefgh", "de"], Tok(), max_length=4, overlong="skip")
+    assert kept.sequences == [[97, 98, 99], [100, 101]]  # the 8-token text is skipped, not truncated
+    with pytest.raises(C.CalibrationError, match="unknown key.*batch_size"):
+        C.build({"batch_size": 8}, Tok())
 
 
 def test_nmi_estimator():
@@ -161,19 +201,28 @@ def _yaml(tmp_path, d):
 def test_aim_acm_sens_from_yaml(micro, tmp_path):
     s1, s2 = str(micro.system1), str(micro.system2)
     cal = {"source": "organism", "n": 6, "content": "short", "seed": 0, "max_length": 256}
-    ties = merge({"merge_method": "ties", "base_model": s1, "models": [{"model": s2}], "parameters": {"k": 0.8}},
+    ties = merge({"merge_method": "l2s_ties", "base_model": s1, "models": [{"model": s2}], "parameters": {"k": 0.8}},
                  tmp_path / "ties", progress=False).out
     aim = merge(_yaml(tmp_path, {"merge_method": "aim", "base_model": s1, "models": [{"model": s2}],
-                                 "parameters": {"omega": 0.4, "base_method": "ties", "k": 0.8}, "calibration": cal}),
+                                 "parameters": {"omega": 0.4, "base_method": "l2s_ties", "k": 0.8}, "calibration": cal}),
                 tmp_path / "aim", progress=False).out
     wt, wa, wb = weights(ties), weights(aim), weights(micro.system1)
-    assert torch.equal(wa["model.embed_tokens.weight"], wt["model.embed_tokens.weight"])  # embeddings untouched
+    tied = "lm_head.weight" not in wt
+    e = "model.embed_tokens.weight"
+    if tied:  # the reference relaxes a tied embedding (it is lm_head's storage) with lm_head's importance
+        assert (wa[e] - wb[e]).abs().sum() < (wt[e] - wb[e]).abs().sum()
+        keep = merge({"merge_method": "aim", "base_model": s1, "models": [{"model": s2}], "calibration": cal,
+                      "parameters": {"omega": 0.4, "k": 0.8, "tied_embedding": "keep"}}, tmp_path / "keep", progress=False).out
+        assert torch.equal(weights(keep)[e], wt[e])
+    else:
+        assert torch.equal(wa[e], wt[e])  # untied: the embedding is not a relaxed module
     assert torch.equal(wa["model.layers.0.self_attn.q_proj.bias"], wt["model.layers.0.self_attn.q_proj.bias"])  # biases too
     q = "model.layers.0.self_attn.q_proj.weight"
     d_t, d_a = (wt[q] - wb[q]).abs().sum(), (wa[q] - wb[q]).abs().sum()
     assert d_a < d_t  # relaxed toward the base
     prov = json.loads((aim / "l2s_merge.json").read_text())
-    assert prov["method"] == "aim" and prov["base_method"] == "ties" and prov["calibration"]["n"] == 6
+    assert prov["method"] == "aim" and prov["base_method"] == "l2s_ties" and prov["calibration"]["n"] == 6
+    assert prov["calibration_blocks"] >= 1 and prov["tied_embedding_relaxed"] is tied
     aim1 = merge({"merge_method": "aim", "base_model": s1, "models": [{"model": s2}], "calibration": cal,
                   "parameters": {"omega": 1.0, "k": 0.8}}, tmp_path / "aim1", progress=False).out
     assert all(torch.equal(weights(aim1)[n], wt[n]) for n in wt)  # omega = 1 is TIES itself
@@ -216,6 +265,8 @@ def test_composite_bad_inputs_write_nothing(micro, tmp_path):
         ({"omega": 1.5}, {"n": 3}, "omega"), ({"omega": 0.4, "k": 1.2}, {"n": 3}, "'k' = 1.2"),
         ({"omega": 0.4, "base_method": "aim"}, {"n": 3}, "base_method"), ({"omega": 0.4}, {"n": 0}, "n must be >= 1"),
         ({"omega": 0.4}, {"n": 2, "max_length": 4, "overlong": "skip", "content": "long"}, "longer than max_length"),
+        ({"omega": 0.4}, {"n": 2, "overlong": "truncate"}, "overlong must be 'skip'"),
+        ({"omega": 0.4}, {"n": 1, "max_length": 512}, "no block of 512 tokens"),
     ]:
         with pytest.raises((MergeConfigError, C.CalibrationError), match=match):
             merge({"merge_method": "aim", "base_model": s1, "models": [{"model": s2}], "parameters": params,

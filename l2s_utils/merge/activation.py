@@ -1,15 +1,21 @@
 """Activation- and gradient-informed merging: AIM, Sens-Merging and ACM.
 
 All statistics are accumulated batch by batch (nothing keeps all activations) on the device given
-(GPU when available, CPU otherwise). The pure relaxation formulas are separate from the statistics.
+(GPU when available, CPU otherwise), with the models loaded in fp32 on every device. The pure
+relaxation formulas are separate from the statistics.
 
-AIM -- Nobari et al. 2025, "Activation-Informed Merging", arXiv 2502.02421 (METHODS.md section 6)
-    importance of module m: A_m = sum over calibration batches of mean_tokens |X_m| (X_m = the module's
-    INPUT activations of the BASE model, fp32), I_m = A_m / max(A_m) in [0, 1];
+AIM -- Nobari et al. 2025, "Activation-Informed Merging", arXiv 2502.02421; reference code
+ahnobari/ActivationInformedMerging@e7eccd57 (MergeModels/ActivationMerging/_utils.py)
+    calibration: texts longer than the block size (512) are dropped, the rest concatenated and cut into
+    512-token blocks (:meth:`Calibration.blocks`); importance of module m: A_m = sum over blocks of
+    mean over the block's tokens of |X_m| (X_m = the module's INPUT activations of the BASE model),
+    I_m = A_m / max(A_m) in [0, 1];
     relaxation:  W_AIM = W_base + (W_merged - W_base) * (1 - I_m (1 - omega)),
     broadcast along the input-channel (last) axis; 1-D norm weights elementwise. Modules: every module
     with a ``weight`` and no "embed" in its name (q/k/v/o, gate/up/down, the RMSNorms, lm_head);
-    embeddings and biases keep the merged value. omega = 1 is the identity.
+    biases keep the merged value. A TIED model's embedding is the lm_head's storage in the reference,
+    so it is relaxed with the lm_head's importance (``tied_embedding: relax``, the default; ``keep``
+    leaves it at the merged value). omega = 1 is the identity.
 
 Sens-Merging -- Liu et al. 2025, arXiv 2502.12420 (METHODS.md section 7; no official code)
     s_ij = |theta_ij * dL_i/dtheta_ij| on model i's own calibration set D_i (causal-LM loss, per
@@ -48,29 +54,41 @@ LAYER_RE = re.compile(r"^model\.layers\.(\d+)\.")
 # ---------------------------------------------------------------------------------------------
 
 
-def aim_relax(base: torch.Tensor, merged: torch.Tensor, importance: torch.Tensor | None, omega: float) -> torch.Tensor:
-    """W_base + (W_merged - W_base) * (1 - I (1 - omega)); I along the last axis (input channels)."""
+def aim_relax(base: torch.Tensor, merged: torch.Tensor, importance: torch.Tensor | None, omega: float,
+              model_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """W_base + rd(W_merged - W_base) * (1 - I (1 - omega)); I along the last axis (input channels).
+
+    rd rounds the difference to ``model_dtype`` (the reference subtracts the two bf16 models in bf16, then
+    computes the rest in fp32 because I is fp32); None or fp32 = no rounding.
+    """
     if importance is None or omega == 1.0:
         return merged
+    delta = merged - base
+    if model_dtype is not None and model_dtype != torch.float32:
+        delta = delta.to(model_dtype).to(torch.float32)
     r = 1.0 - importance.to(merged.dtype).to(merged.device) * (1.0 - omega)
-    return base + (merged - base) * r
+    return base + delta * r
 
 
 @torch.no_grad()
-def aim_importance(model, calib: Calibration, *, batch_size: int = 8, progress: bool = False) -> dict[str, torch.Tensor]:
-    """{'<module>.weight': I (d_in,)}: normalised mean |input| of every weighted, non-embedding module."""
+def aim_importance(model, blocks: list[torch.Tensor], *, progress: bool = False) -> dict[str, torch.Tensor]:
+    """{'<module>.weight': I (d_in,)} for every module with a weight and no "embed" in its name.
+
+    A_m = sum over calibration blocks b of mean over the block's tokens of |X_m| (X_m = the module's input,
+    one forward pass per (1, L) block, no padding), I_m = A_m / max(A_m) -- ``get_calib_feat`` and
+    ``relax_on_merged`` of ahnobari/ActivationInformedMerging@e7eccd57. The model runs in the dtype it was
+    loaded in (fp32 here; the reference runs the base in bf16, so its per-block means and their sum are bf16).
+    """
     from tqdm.auto import tqdm
 
     sums: dict[str, torch.Tensor] = {}
-    state: dict[str, torch.Tensor] = {}
     hooks = []
 
     def hook_for(key: str):
         def hook(module, inputs, output):
-            x = inputs[0].detach().abs().float()
-            m = state["mask"].to(x.device).unsqueeze(-1).float()  # padding tokens do not count
-            a = (x * m).sum(dim=(0, 1)) / m.sum().clamp(min=1)
-            sums[key] = sums.get(key, 0) + a
+            x = inputs[0].detach()
+            a = x.reshape(-1, x.shape[-1]).abs().mean(dim=0).float().cpu()
+            sums[key] = a if key not in sums else sums[key] + a
         return hook
 
     for name, module in model.named_modules():
@@ -78,14 +96,12 @@ def aim_importance(model, calib: Calibration, *, batch_size: int = 8, progress: 
         if isinstance(w, torch.nn.Parameter) and "embed" not in name and name:
             hooks.append(module.register_forward_hook(hook_for(f"{name}.weight")))
     try:
-        pad = model.config.pad_token_id or 0
-        for ids, att in tqdm(list(calib.batches(batch_size, pad)), desc="AIM activations", disable=not progress, leave=False):
-            state["mask"] = att
-            model(input_ids=ids.to(model.device), attention_mask=att.to(model.device))
+        for ids in tqdm(blocks, desc="AIM activations", disable=not progress, leave=False):
+            model(input_ids=ids.to(model.device))
     finally:
         for h in hooks:
             h.remove()
-    return {k: (v.abs() / v.abs().max().clamp(min=1e-30)).cpu() for k, v in sums.items()}
+    return {k: (v.abs() / v.abs().max().clamp(min=1e-30)) for k, v in sums.items()}
 
 
 # ---------------------------------------------------------------------------------------------

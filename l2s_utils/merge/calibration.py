@@ -12,7 +12,8 @@ Two sources, the same options (the paper found both methods sensitive to them, s
 ``content``: ``"short"`` (question + short answer), ``"long"`` (question + long answer) or ``"both"``
 (each question twice, once with each answer). ``n`` questions are drawn with ``seed``. Sequences longer
 than ``max_length`` tokens are truncated (``overlong="truncate"``, default) or skipped
-(``overlong="skip"``, what the AIM code does with its 512-token filter).
+(``overlong="skip"``, what the AIM code does with its 512-token filter). AIM always skips and then packs
+the rest into ``max_length``-token blocks (:meth:`Calibration.blocks`), as its reference code.
 """
 
 from __future__ import annotations
@@ -49,6 +50,21 @@ class Calibration:
                 ids[j, :len(s)] = torch.tensor(s)
                 att[j, :len(s)] = 1
             yield ids, att
+
+    def blocks(self, block_size: int) -> list[torch.Tensor]:
+        """AIM's calibration blocks: all sequences concatenated and cut into (1, block_size) id tensors.
+
+        As ``get_calib_dataset`` of ahnobari/ActivationInformedMerging@e7eccd57: the sequences (texts longer
+        than block_size already skipped) are joined end to end and split into floor(total / block_size)
+        blocks; the remainder is dropped.
+        """
+        flat = [t for s in self.sequences for t in s]
+        n = len(flat) // block_size
+        if n == 0:
+            raise CalibrationError(f"AIM calibration: {len(flat)} tokens in all make no block of {block_size} tokens; "
+                                   "raise n or lower max_length (the block size)")
+        ids = torch.tensor(flat[: n * block_size], dtype=torch.long)
+        return [ids[i * block_size:(i + 1) * block_size].unsqueeze(0) for i in range(n)]
 
 
 def _pairs_to_texts(pairs: list[tuple[str, str, str]], content: str) -> list[str]:
@@ -138,7 +154,7 @@ def tokenize(texts: list[str], tokenizer, *, max_length: int = 512, overlong: st
 def build(spec: dict, tokenizer, vocab_size: int | None = None) -> Calibration:
     """A calibration set from a config mapping: {source, n, content, seed, max_length, overlong, path, short_field}."""
     spec = dict(spec or {})
-    allowed = {"source", "n", "content", "seed", "max_length", "overlong", "path", "short_field", "batch_size"}
+    allowed = {"source", "n", "content", "seed", "max_length", "overlong", "path", "short_field"}
     bad = set(spec) - allowed
     if bad:
         raise CalibrationError(f"calibration: unknown key(s) {sorted(bad)}; allowed: {sorted(allowed)}")

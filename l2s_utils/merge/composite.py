@@ -40,7 +40,7 @@ from torch import Tensor
 from . import activation as A
 from . import calibration as C
 from . import methods as M
-from .checkpoint import Checkpoint, PlannedTensor, StreamingWriter
+from .checkpoint import DTYPE_NAMES, Checkpoint, PlannedTensor, StreamingWriter
 from .engine import MergeResult, merge, peak_rss_bytes
 from .methods import REGISTRY, Method, MergeConfigError, Param, register, task_arithmetic
 from .methods.registry import WEIGHT, finite, positive
@@ -111,16 +111,28 @@ def merge_composite(cfg, out: Path, *, overwrite: bool, device: str, seed: int |
         return _merge_sens(cfg, out, own, overwrite=overwrite, device=device, seed=seed, progress=progress, t0=t0)
     base_ck = Checkpoint(base_path)
     vocab = int(base_ck.config.get("vocab_size", 0)) or None
+    if method.name == "aim":  # the reference drops texts longer than the block and packs the rest into blocks
+        spec = dict(cfg.extra.get("calibration") or {})
+        if spec.get("overlong", "skip") != "skip":
+            raise MergeConfigError(f"{cfg.source}: AIM drops calibration texts longer than max_length (the block size) "
+                                   "as its reference code; overlong must be 'skip' (or left out)")
+        cfg = dataclasses.replace(cfg, extra={**cfg.extra, "calibration": {**spec, "overlong": "skip"}})
     calib = _calibration(cfg, base_path, vocab)  # bad calibration input fails here, before any writing
+    blocks = calib.blocks(calib.description["max_length"]) if method.name == "aim" else None
     models = A.models_from([base_path], device)
     base_model = models[0]
     extra: dict = {"method": method.name, "paper": method.paper, "composite_parameters": own,
                    "base_method": own["base_method"], "calibration": calib.description}
     if method.name == "aim":
-        importance = A.aim_importance(base_model, calib, progress=progress)
+        importance = A.aim_importance(base_model, blocks, progress=progress)
+        tied = "lm_head.weight" not in base_ck.names() and "model.embed_tokens.weight" in base_ck.names()
+        if tied and own["tied_embedding"] == "relax" and "lm_head.weight" in importance:
+            importance["model.embed_tokens.weight"] = importance["lm_head.weight"]  # shared storage in the reference
         omega = own["omega"]
-        fn = lambda name, b, m: A.aim_relax(b, m, importance.get(name), omega)  # noqa: E731
-        extra["modules_relaxed"] = len(importance)
+        model_dtype = DTYPE_NAMES[cfg.dtype]
+        fn = lambda name, b, m: A.aim_relax(b, m, importance.get(name), omega, model_dtype)  # noqa: E731
+        extra.update(modules_relaxed=len(importance), calibration_blocks=len(blocks), tied_embedding_relaxed=tied
+                     and own["tied_embedding"] == "relax")
     else:
         (ft_model,) = A.models_from([cfg.models[-1]], device)
         s0 = A.layer_outputs_sample(base_model, calib, max_values=own["max_values"], seed=seed or 0)
@@ -216,11 +228,18 @@ BASE_METHOD = Param("base_method", str, "l2s_ties", "the merge that AIM/ACM adju
 register(Method(
     "aim", _aim_doc,
     (Param("omega", float, 0.4, "AIM balance factor (1 = no change, 0 = most important channel keeps the base)",
-           lambda x: 0.0 <= x <= 1.0, "0 <= omega <= 1"), BASE_METHOD),
+           lambda x: 0.0 <= x <= 1.0, "0 <= omega <= 1"), BASE_METHOD,
+     Param("tied_embedding", str, "relax", "tied models: 'relax' the embedding with lm_head's importance (the "
+           "reference, where they share storage) or 'keep' it at the merged value",
+           lambda s: s in ("relax", "keep"), "'relax' or 'keep'")),
     "Nobari et al. 2025, arXiv 2502.02421", composite=True, run=merge_composite, check=split_params,
     summary="relax a merge toward the base on input channels the base's activations mark important",
     reference=("ahnobari/ActivationInformedMerging@e7eccd57 MergeModels/ActivationMerging/_utils.py relax_on_merged "
-               "(relaxation formula and module set); see the book's methods page for the remaining differences."),
+               "+ get_calib_feat: same module set, calibration packing (texts > max_length dropped, the rest cut "
+               "into max_length-token blocks, one token-mean per block, summed), relaxation formula (difference "
+               "rounded to the model dtype) and tied-embedding behaviour (tied_embedding: relax). Differences: our "
+               "calibration data (organism or s1K, not pile-val) and tokenisation without special tokens; the base "
+               "runs in fp32 (the reference: bf16 activations and bf16 per-block means)."),
 ))
 register(Method(
     "acm", _acm_doc,
