@@ -15,7 +15,7 @@ Config shape (the same YAML as every method; ``calibration`` sets the data, see 
 AIM / ACM first run ``base_method`` into a temporary directory, then stream every tensor through the
 relaxation into the final, atomically written output. Sens computes its layer coefficients, then runs
 the streamed task-arithmetic merge with per-tensor model weights K sigma_i^l. The statistics are saved
-in ``l2s_merge.json``. Models are loaded whole for the statistics (fp32 on CPU, bf16 on GPU).
+in ``l2s_merge.json``. Models are loaded whole for the statistics, in fp32 on every device.
 
 Interface with the engine (one direction only): this module registers ``aim``, ``acm`` and ``sens`` in
 the method registry with ``run=merge_composite`` and ``check=split_params``; the engine's ``merge`` and
