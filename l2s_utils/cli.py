@@ -95,10 +95,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.ray:
         options["distributed_executor_backend"] = "ray"
     df = evaluate(args.model, args.benchmark, limit=args.limit, prompt=prompt, backend=args.backend, sampling=sampling,
-                  out=args.out, data=args.data, progress=not args.quiet, **options)
+                  out=args.out, data=args.data, grading=args.grading, progress=not args.quiet, **options)
     s = summarize(df)
     r = s.iloc[0]
-    print(f"{r.model} on {r.benchmark} (n={r.n}): accuracy {r.accuracy:.1f}% [95% CI {r.acc_lo:.1f}, {r.acc_hi:.1f}]  "
+    print(f"{r.model} on {r.benchmark} (n={r.n}, grading {args.grading}): accuracy {r.accuracy:.1f}% [95% CI {r.acc_lo:.1f}, {r.acc_hi:.1f}]  "
           f"mean tokens {r.mean_tokens:.1f}  reflective {r.reflective_pct:.1f}%  truncated {r.truncated_pct:.1f}%")
     print(f"results: {Path(args.out) / 'results' / df.model.iloc[0] / (args.benchmark + '.parquet')}")
     return 0
@@ -160,6 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--tensor-parallel-size", type=int, default=None, help="vLLM: GPUs per model (default: all visible)")
     e.add_argument("--max-model-len", type=int, default=None, help="vLLM: context length (prompt + max tokens)")
     e.add_argument("--ray", action="store_true", help="vLLM: use the Ray executor (multi-node tensor parallelism)")
+    e.add_argument("--grading", default="strict", choices=["strict", "qwen-toolkit"],
+                   help="grading protocol: strict (default) or qwen-toolkit (the paper's, to compare with its numbers)")
     e.add_argument("--quiet", action="store_true", help="no progress bars")
     e.set_defaults(func=_cmd_eval)
 

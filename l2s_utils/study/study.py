@@ -140,7 +140,7 @@ class Study:
                                    toy_per_level=b.get("per_level", 50))
             df = evaluate(model, b["name"], items=items, prompt=prompt, backend=bk["name"], sampling=sampling,
                           out=self.out / "eval", length_tokenizer=self.length_tokenizer(), model_name=name,
-                          progress=self.progress, **options)
+                          grading=self.profile.get("grading", "strict"), progress=self.progress, **options)
             df["role"], df["scale"], df["profile"] = role, scale or "main", self.name
             frames.append(df)
         return pd.concat(frames, ignore_index=True)
