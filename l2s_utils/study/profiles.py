@@ -20,7 +20,8 @@ SCHEMA: dict[str, Any] = {
     "models": {"kind": str, "scale": str, "ladder": list, "system1": str, "system2": str, "pairs": dict},
     "benchmarks": list,
     "prompts": {"system1": str, "system2": str, "merged": str},
-    "sampling": {"temperature": float, "max_tokens": int, "max_tokens_system1": int, "seed": int},
+    "sampling": {"temperature": float, "max_tokens": int, "max_tokens_system1": int, "seed": int,
+                 "top_p": float, "n": int},  # n > 1: n samples per problem (avg@k, pass@k, maj@k)
     "backend": {"name": str, "tensor_parallel_size": int, "max_model_len": int, "executor": str,
                 "batch_size": int, "gpu_memory_utilization": float},
     "merge": dict, "calibration": dict, "sweeps": dict, "methods": list,
