@@ -202,6 +202,17 @@ class Study:
         """Accuracy within B generated tokens for a grid of B, per model and benchmark, from stored rows."""
         return metrics.budget_curve(rows, budgets, by=("model", "benchmark"))
 
+    def protocol_comparison(self, rows: pd.DataFrame) -> pd.DataFrame:
+        """Accuracy (%) of each model under both grading protocols and the difference (toolkit - strict),
+        graded again from the stored responses (nothing is generated)."""
+        from ..evaluate.pipeline import regrade
+
+        acc = {p: regrade(rows, p).groupby(["model", "benchmark"], sort=False).correct.mean() * 100
+               for p in ("strict", "qwen-toolkit")}
+        out = pd.DataFrame({"strict": acc["strict"], "qwen-toolkit": acc["qwen-toolkit"]}).reset_index()
+        out["toolkit_minus_strict"] = out["qwen-toolkit"] - out["strict"]
+        return out
+
     def by_level(self, rows: pd.DataFrame) -> pd.DataFrame:
         g = rows.dropna(subset=["level"]).groupby(["model", "level"])
         out = g.agg(accuracy=("correct", "mean"), mean_tokens=("tokens", "mean"), reflective=("reflective", "mean"),
