@@ -164,3 +164,13 @@ def test_profiles_choose_the_protocol(tmp_path):
     p.write_text(yaml.safe_dump(prof))
     with pytest.raises(ProfileError, match="grading"):
         load_profile(p)
+
+
+def test_study_protocol_comparison(tmp_path):
+    from l2s_utils.study import Study
+
+    rows = pd.DataFrame({"model": ["A", "A", "B"], "benchmark": "x", "response": [r"\boxed{1,2,3}", r"\boxed{5}", r"\boxed{5}"],
+                         "gold": ["123", "5", "5"], "correct": [True, True, True]})
+    t = Study("toy", out=tmp_path).protocol_comparison(rows).set_index("model")
+    assert t.loc["A", "strict"] == 50 and t.loc["A", "qwen-toolkit"] == 100 and t.loc["A", "toolkit_minus_strict"] == 50
+    assert t.loc["B", "toolkit_minus_strict"] == 0
