@@ -90,7 +90,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from .evaluate.prompts import stop_strings
 
     prompt = args.prompt or ("toy" if args.benchmark == "toy" else "qwen25-math-cot")
-    sampling = Sampling(max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed, stop=stop_strings(prompt))
+    sampling = Sampling(max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed,
+                        stop=stop_strings(prompt))
     options = {}
     if args.tensor_parallel_size:
         options["tensor_parallel_size"] = args.tensor_parallel_size
@@ -99,11 +100,18 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.ray:
         options["distributed_executor_backend"] = "ray"
     df = evaluate(args.model, args.benchmark, limit=args.limit, prompt=prompt, backend=args.backend, sampling=sampling,
-                  out=args.out, data=args.data, progress=not args.quiet, **options)
+                  out=args.out, data=args.data, grading=args.grading, n_samples=args.n, progress=not args.quiet, **options)
     s = summarize(df)
     r = s.iloc[0]
-    print(f"{r.model} on {r.benchmark} (n={r.n}): accuracy {r.accuracy:.1f}% [95% CI {r.acc_lo:.1f}, {r.acc_hi:.1f}]  "
+    print(f"{r.model} on {r.benchmark} (n={r.n}, grading {args.grading}): accuracy {r.accuracy:.1f}% [95% CI {r.acc_lo:.1f}, {r.acc_hi:.1f}]  "
           f"mean tokens {r.mean_tokens:.1f}  reflective {r.reflective_pct:.1f}%  truncated {r.truncated_pct:.1f}%")
+    if args.n > 1:
+        from .evaluate.metrics import sampled_metrics
+
+        for _, m in sampled_metrics(df, ks=sorted({1, args.n})).iterrows():
+            print(f"  k={m.k}: avg@k {m['avg@k']:.1f}% [{m.avg_lo:.1f}, {m.avg_hi:.1f}]  pass@k {m['pass@k']:.1f}% "
+                  f"[{m.pass_lo:.1f}, {m.pass_hi:.1f}]  maj@k {m['maj@k']:.1f}% [{m.maj_lo:.1f}, {m.maj_hi:.1f}]  "
+                  f"tokens/sample mean {m.mean_tokens:.1f} median {m.median_tokens:.1f}")
     print(f"results: {Path(args.out) / 'results' / df.model.iloc[0] / (args.benchmark + '.parquet')}")
     return 0
 
@@ -158,12 +166,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--max-tokens", type=int, default=10240, help="max new tokens (paper: 10240; 8192 for System 1)")
     e.add_argument("--prompt", default=None, help="qwen25-math-cot (default) | cot | r1 | toy (default for --benchmark toy)")
     e.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (the paper)")
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--seed", type=int, default=0, help="seed of sample 0 (sample s uses seed + s)")
+    e.add_argument("--top-p", type=float, default=1.0)
+    e.add_argument("-n", type=int, default=1, help="samples per problem (needs --temperature > 0); prints avg@n, pass@n")
     e.add_argument("--data", type=Path, default=None, help="local JSONL in the Qwen2.5-Math toolkit format")
     e.add_argument("--out", type=Path, default=Path("runs/eval"), help="output directory (cache and results)")
     e.add_argument("--tensor-parallel-size", type=int, default=None, help="vLLM: GPUs per model (default: all visible)")
     e.add_argument("--max-model-len", type=int, default=None, help="vLLM: context length (prompt + max tokens)")
     e.add_argument("--ray", action="store_true", help="vLLM: use the Ray executor (multi-node tensor parallelism)")
+    e.add_argument("--grading", default="strict", choices=["strict", "qwen-toolkit"],
+                   help="grading protocol: strict (default) or qwen-toolkit (the paper's, to compare with its numbers)")
     e.add_argument("--quiet", action="store_true", help="no progress bars")
     e.set_defaults(func=_cmd_eval)
 

@@ -7,9 +7,13 @@ Files:
   prompts.py     the protocol's prompt styles (qwen25-math-cot, cot, r1, toy) and stop strings
   benchmarks.py  benchmark loaders (gsm8k, math500, aime24, minerva_math, olympiadbench, college_math, toy)
   generation.py  generation backends: transformers (CPU/GPU) and vLLM (GPU)
-  grading.py     answer extraction (last \\boxed{} and fallbacks), equivalence, math-verify, the toy check
+  grading.py     the two grading protocols (grade_responses): qwen-toolkit (the paper's: last \\boxed{} and
+                 fallbacks, its equivalence rules) and strict (strict.py); math-verify in processes; the toy check
+  strict.py      the strict protocol: final-answer region, final boxed group, structure-aware exact equivalence
+  grading_corpus.py  the grading corpus from the field's test suites (data/grading_corpus.jsonl) and agreement
   reflection.py  reflection keywords (wait, re-examine, ...) and reflective responses
-  metrics.py     accuracy with bootstrap CIs, lengths, length change, reflection, truncation, AES
+  metrics.py     accuracy with bootstrap CIs, lengths, length change, reflection, truncation, AES;
+                 sampled metrics (avg@k, pass@k, maj@k) and token-budget curves
   pipeline.py    ``evaluate``: benchmark -> prompts -> cached generations -> graded rows with provenance
 
 ``evaluate`` is loaded on first use, so importing e.g. ``l2s_utils.evaluate.grading`` stays light.

@@ -1,6 +1,12 @@
-"""Answer extraction and equivalence for math benchmarks.
+"""Answer extraction and equivalence for math benchmarks: two named grading protocols.
 
-Extraction (:func:`extract_answer`), in the Qwen2.5-Math toolkit's priority order:
+- ``strict`` (:data:`DEFAULT_PROTOCOL`, for new results): see :mod:`l2s_utils.evaluate.strict`;
+- ``qwen-toolkit``: the Qwen2.5-Math toolkit's rules, which the paper used (compare with the paper's
+  numbers under this one). It is this module's :func:`extract_answer` + :func:`grade_batch`, below.
+
+:func:`grade_responses` grades whole responses under either protocol.
+
+The ``qwen-toolkit`` protocol. Extraction (:func:`extract_answer`), in the Qwen2.5-Math toolkit's priority order:
   1. Minerva's "final answer is $X$. I hope"      2. the LAST ``\\boxed{}`` (brace-matched)
   3. "he answer is X"                            4. "final answer is X"
   5. "答案是X"                                     6. the last number in the text
@@ -29,6 +35,38 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Sequence
 
 _NUM = re.compile(r"-?\d*\.?\d+")
+
+PROTOCOLS = ("strict", "qwen-toolkit")
+DEFAULT_PROTOCOL = "strict"
+
+
+def check_protocol(protocol: str) -> str:
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown grading protocol {protocol!r}; use one of {', '.join(PROTOCOLS)}")
+    return protocol
+
+
+def grade_responses(responses: Sequence[str], golds: Sequence[str], protocol: str = DEFAULT_PROTOCOL, *,
+                    workers: int = 2, timeout: int = 5) -> tuple[list[str | None], list[bool]]:
+    """(extracted answers, verdicts) for whole responses under a named protocol."""
+    check_protocol(protocol)
+    if protocol == "qwen-toolkit":
+        preds = [extract_answer(r) for r in responses]
+        return preds, grade_batch(preds, [str(g) for g in golds], workers=workers, timeout=timeout)
+    from . import strict
+
+    return strict.grade(responses, [str(g) for g in golds], workers=workers, timeout=timeout)
+
+
+def grade_answers(preds: Sequence[str | None], golds: Sequence[str], protocol: str = DEFAULT_PROTOCOL, *,
+                  workers: int = 2, timeout: int = 5) -> list[bool]:
+    """Verdicts for already extracted answers (equivalence only) under a named protocol."""
+    check_protocol(protocol)
+    if protocol == "qwen-toolkit":
+        return grade_batch(preds, [str(g) for g in golds], workers=workers, timeout=timeout)
+    from . import strict
+
+    return strict.grade_answers(preds, [str(g) for g in golds], workers=workers, timeout=timeout)
 
 
 def extract_last_boxed(text: str) -> str | None:

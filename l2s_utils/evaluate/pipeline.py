@@ -9,11 +9,16 @@ interrupted run resumes and generates only the missing prompts; a changed model 
 new key and never reuses stale outputs.
 
 Every result row carries provenance: model path and fingerprint, merge method and parameters (from the
-checkpoint's ``l2s_merge.json`` if any), benchmark, prompt style, sampling, seed, backend, versions.
+checkpoint's ``l2s_merge.json`` if any), benchmark, prompt style, sampling, seed, backend, versions,
+the sample index (``sample``: ``n_samples`` responses per problem, sample s drawn with seed
+``sampling.seed + s`` and cached under its own key, so sample 0 is the single-sample run and adding
+samples generates only the new ones) and the grading protocol (``grading``: ``strict`` by default, or ``qwen-toolkit``, the paper's);
+:func:`regrade` grades stored rows again under the other protocol without generating anything.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -24,7 +29,7 @@ from .. import __version__
 from ..merge.checkpoint import model_fingerprint
 from .benchmarks import Item, load_benchmark
 from .generation import Generation, Sampling, generate, resolve_backend
-from .grading import extract_answer, grade_batch
+from .grading import DEFAULT_PROTOCOL, check_protocol, grade_responses
 from .prompts import build_prompt, stop_strings
 from .reflection import keyword_count
 
@@ -93,20 +98,29 @@ def evaluate(model: str | os.PathLike, benchmark: str, *, limit: int | None = No
              backend: str = "auto", max_tokens: int = 10240, sampling: Sampling | None = None, out: str | os.PathLike = "runs/eval",
              data: str | os.PathLike | None = None, items: list[Item] | None = None, length_tokenizer=None,
              model_name: str | None = None, shots: list[tuple[str, str]] = (), grade_workers: int = 2,
-             progress: bool = True, **backend_options):
-    """Evaluate one model on one benchmark; returns (and saves) a pandas DataFrame, one row per problem."""
+             grading: str = DEFAULT_PROTOCOL, n_samples: int = 1, progress: bool = True, **backend_options):
+    """Evaluate one model on one benchmark; returns (and saves) a pandas DataFrame, one row per problem and sample."""
     import pandas as pd
 
+    check_protocol(grading)
+    if n_samples < 1:
+        raise ValueError(f"n_samples must be >= 1, got {n_samples}")
     out = Path(out)
     items = items if items is not None else load_benchmark(benchmark, path=data, limit=limit)
     sampling = sampling or Sampling(max_tokens=max_tokens, stop=stop_strings(prompt))
     backend = resolve_backend(backend)
     prov = provenance(model)
+    if n_samples > 1 and sampling.temperature == 0:
+        raise ValueError("n_samples > 1 needs temperature > 0 (greedy samples are all the same response)")
     prompts = [build_prompt(it.question, prompt, shots) for it in items]
-    gens = cached_generate(model, prompts, sampling, backend=backend, cache_dir=out / "generations",
-                           fingerprint=prov["model_fingerprint"], progress=progress, **backend_options)
-    preds = [extract_answer(g.text) for g in gens]
-    correct = grade_batch(preds, [it.gold for it in items], workers=grade_workers)
+    per_sample = [dataclasses.replace(sampling, seed=sampling.seed + s) for s in range(n_samples)]
+    gens, samples = [], []
+    for s, sp in enumerate(per_sample):
+        gens += cached_generate(model, prompts, sp, backend=backend, cache_dir=out / "generations",
+                                fingerprint=prov["model_fingerprint"], progress=progress, **backend_options)
+        samples += [(s, sp)] * len(prompts)
+    items_all = [it for _ in per_sample for it in items]
+    preds, correct = grade_responses([g.text for g in gens], [it.gold for it in items_all], grading, workers=grade_workers)
     if length_tokenizer is None:
         from transformers import AutoTokenizer
 
@@ -114,16 +128,25 @@ def evaluate(model: str | os.PathLike, benchmark: str, *, limit: int | None = No
     lengths = [len(x) for x in length_tokenizer([g.text for g in gens], add_special_tokens=False)["input_ids"]] if gens else []
     name = model_name or Path(model).name
     rows = []
-    for it, g, pred, ok, n in zip(items, gens, preds, correct, lengths):
+    for it, g, pred, ok, n, (s, sp) in zip(items_all, gens, preds, correct, lengths, samples):
         kw = keyword_count(g.text)
         rows.append({"model": name, "benchmark": it.benchmark, "id": it.id, "level": it.level, "question": it.question,
                      "gold": it.gold, "response": g.text, "pred": pred, "correct": ok, "tokens": n,
                      "generated_tokens": g.n_tokens, "finish_reason": g.finish_reason, "truncated": g.finish_reason == "length",
-                     "keywords": kw, "reflective": kw > 0, "prompt_style": prompt, "sampling": json.dumps(sampling.key()),
-                     "seed": sampling.seed, "backend": backend, **prov})
+                     "keywords": kw, "reflective": kw > 0, "prompt_style": prompt, "sampling": json.dumps(sp.key()),
+                     "seed": sp.seed, "sample": s, "backend": backend, "grading": grading, **prov})
     df = pd.DataFrame(rows)
     target = out / "results" / name
     target.mkdir(parents=True, exist_ok=True)
     df.to_parquet(target / f"{benchmark}.parquet", index=False)
     df.to_csv(target / f"{benchmark}.csv", index=False)
     return df
+
+
+def regrade(rows, protocol: str, workers: int = 2):
+    """A copy of graded rows (``response`` and ``gold`` columns) graded under ``protocol``; nothing is generated."""
+    check_protocol(protocol)
+    out = rows.copy()
+    preds, correct = grade_responses(out.response.tolist(), out.gold.astype(str).tolist(), protocol, workers=workers)
+    out["pred"], out["correct"], out["grading"] = preds, correct, protocol
+    return out

@@ -123,3 +123,18 @@ def alpha_path(path: pd.DataFrame, title: str = ""):
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def budget_curves(curves: pd.DataFrame, title: str = "", hue: str = "model", log: bool = True):
+    """Accuracy within a token budget B (``metrics.budget_curve``), one line per model."""
+    fig, ax = plt.subplots(figsize=(8, 5))
+    sns.lineplot(data=curves, x="budget", y="accuracy", hue=hue, marker="o", markersize=4, ax=ax,
+                 palette=_pal(curves[hue]) if hue == "model" else None, drawstyle="steps-post")
+    if log:
+        ax.set_xscale("log")
+    ax.set_xlabel("token budget B (generated tokens)")
+    ax.set_ylabel("correct within B (%)")
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig

@@ -20,10 +20,12 @@ SCHEMA: dict[str, Any] = {
     "models": {"kind": str, "scale": str, "ladder": list, "system1": str, "system2": str, "pairs": dict},
     "benchmarks": list,
     "prompts": {"system1": str, "system2": str, "merged": str},
-    "sampling": {"temperature": float, "max_tokens": int, "max_tokens_system1": int, "seed": int},
+    "sampling": {"temperature": float, "max_tokens": int, "max_tokens_system1": int, "seed": int,
+                 "top_p": float, "n": int},  # n > 1: n samples per problem (avg@k, pass@k, maj@k)
     "backend": {"name": str, "tensor_parallel_size": int, "max_model_len": int, "executor": str,
                 "batch_size": int, "gpu_memory_utilization": float},
     "merge": dict, "calibration": dict, "sweeps": dict, "methods": list,
+    "grading": str,  # "strict" (default) | "qwen-toolkit" (the paper's protocol)
 }
 REQUIRED = ("name", "models", "benchmarks", "prompts", "sampling", "backend", "merge")
 
@@ -77,5 +79,10 @@ def load_profile(name_or_path: str | Path) -> dict:
     for b in prof["benchmarks"]:
         if not isinstance(b, dict) or "name" not in b:
             raise ProfileError(f"{where}.benchmarks: each entry needs a 'name'")
+    if "grading" in prof:
+        from ..evaluate.grading import PROTOCOLS
+
+        if prof["grading"] not in PROTOCOLS:
+            raise ProfileError(f"{where}.grading: must be one of {', '.join(PROTOCOLS)}, got {prof['grading']!r}")
     prof["_path"] = str(p)
     return prof

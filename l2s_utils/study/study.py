@@ -127,7 +127,7 @@ class Study:
         prompt = self.profile["prompts"][role]
         max_tokens = sp.get("max_tokens_system1", sp["max_tokens"]) if role == "system1" else sp["max_tokens"]
         sampling = Sampling(max_tokens=max_tokens, temperature=float(sp.get("temperature", 0.0)), seed=sp.get("seed", 0),
-                            stop=stop_strings(prompt))
+                            top_p=float(sp.get("top_p", 1.0)), stop=stop_strings(prompt))
         options: dict[str, Any] = {}
         if bk["name"] == "transformers":
             options["batch_size"] = bk.get("batch_size", 64)
@@ -141,6 +141,7 @@ class Study:
                                    toy_per_level=b.get("per_level", 50))
             df = evaluate(model, b["name"], items=items, prompt=prompt, backend=bk["name"], sampling=sampling,
                           out=self.out / "eval", length_tokenizer=self.length_tokenizer(), model_name=name,
+                          grading=self.profile.get("grading", "strict"), n_samples=sp.get("n", 1),
                           progress=self.progress, **options)
             df["role"], df["scale"], df["profile"] = role, scale or "main", self.name
             frames.append(df)
@@ -192,6 +193,26 @@ class Study:
     # -- summaries ------------------------------------------------------------------------------
     def summary(self, rows: pd.DataFrame, by=("model", "benchmark")) -> pd.DataFrame:
         return metrics.summarize(rows, by=by, reference="System 2")
+
+    def sampled(self, rows: pd.DataFrame, ks=None) -> pd.DataFrame:
+        """avg@k, pass@k, maj@k with bootstrap CIs (rows with several samples per problem; ks default 1 and n)."""
+        n = int(rows.groupby(["model", "benchmark", "id"]).size().min())
+        return metrics.sampled_metrics(rows, ks=ks or sorted({1, n}), by=("model", "benchmark"))
+
+    def budget_curve(self, rows: pd.DataFrame, budgets=None) -> pd.DataFrame:
+        """Accuracy within B generated tokens for a grid of B, per model and benchmark, from stored rows."""
+        return metrics.budget_curve(rows, budgets, by=("model", "benchmark"))
+
+    def protocol_comparison(self, rows: pd.DataFrame) -> pd.DataFrame:
+        """Accuracy (%) of each model under both grading protocols and the difference (toolkit - strict),
+        graded again from the stored responses (nothing is generated)."""
+        from ..evaluate.pipeline import regrade
+
+        acc = {p: regrade(rows, p).groupby(["model", "benchmark"], sort=False).correct.mean() * 100
+               for p in ("strict", "qwen-toolkit")}
+        out = pd.DataFrame({"strict": acc["strict"], "qwen-toolkit": acc["qwen-toolkit"]}).reset_index()
+        out["toolkit_minus_strict"] = out["qwen-toolkit"] - out["strict"]
+        return out
 
     def by_level(self, rows: pd.DataFrame) -> pd.DataFrame:
         g = rows.dropna(subset=["level"]).groupby(["model", "level"])
