@@ -382,3 +382,23 @@ def test_acm_statistics_merged_scales_the_merged_task_vector(micro, tmp_path):
     with pytest.raises(MergeConfigError, match="statistics"):
         merge({"merge_method": "acm", "base_model": s1, "models": [{"model": s2}], "calibration": cal,
                "parameters": {"statistics": "both"}}, tmp_path / "bad", progress=False)
+
+
+def test_acm_ties_scales_the_task_vector(micro, tmp_path, monkeypatch):
+    """ACM-TIES, one model, lambda^k fixed by hand: the base method merges theta_0 + lambda^k tau^k, so
+    theta = theta_0 + alpha trim_k(lambda^k tau^k) = theta_0 + alpha lambda^k trim_k(tau^k) (trimming keeps the same
+    entries of a positively scaled vector; the disjoint mean of one model is the identity) -- not TIES itself."""
+    from l2s_utils.merge.methods import trim_magnitude
+
+    s1, s2 = str(micro.system1), str(micro.system2)
+    monkeypatch.setattr(A, "acm_mutual_information",
+                        lambda base_acts, model, seqs, progress=False: {k: [0.0, abs(k) + 1.0] for k in base_acts})
+    out = merge({"merge_method": "acm", "base_model": s1, "models": [{"model": s2}], "dtype": "float32",
+                 "calibration": {"n": 2, "max_length": 64},
+                 "parameters": {"base_method": "l2s_ties", "k": 0.8, "alpha": 0.9}}, tmp_path / "acm", progress=False).out
+    wb, w1, wa = weights(s1), weights(s2), weights(out)
+    for name in wb:
+        lam = A.acm_coefficient([0.0, abs(A.acm_layer(name)) + 1.0], 0.7)
+        want = wb[name] + 0.9 * lam * trim_magnitude(w1[name] - wb[name], 0.8)
+        assert torch.allclose(wa[name], want, atol=1e-6), name
+        assert lam < 0.99 and not torch.allclose(wa[name], wb[name] + 0.9 * trim_magnitude(w1[name] - wb[name], 0.8))

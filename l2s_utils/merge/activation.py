@@ -38,8 +38,9 @@ iacobellimario/L2S-MultiObjective-Evolutionary-Merging@8cb439e (project_new/ACM/
     by the maximum MI over data pieces; the mean over pieces is the script's];
     theta_merged^k = theta_0^k + 1/N sum_i lambda_i^k tau_i^k   [Eq. (3)];
     t = 0.7 for long-to-short (section 4.1), -1.8 for general merging (section 4.2). As a plug-in
-    (section 3.2, last paragraph) lambda_i^k becomes model i's weight in every tensor of layer k of the base
-    method: task_arithmetic with alpha = 1/N is Eq. (3) exactly.
+    (section 3.2, last paragraph) the base method merges theta_0 + lambda_i^k tau_i^k in place of theta_i
+    (every tensor of layer k): task_arithmetic with alpha = 1/N is Eq. (3) exactly; with one model, TIES gives
+    theta_0 + alpha lambda^k trim(tau^k) (trimming is scale-invariant).
 """
 
 from __future__ import annotations

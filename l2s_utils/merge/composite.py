@@ -15,8 +15,8 @@ Config shape (the same YAML as every method; ``calibration`` sets the data, see 
 AIM (and ACM with ``statistics: merged``) first run ``base_method`` into a temporary directory, then stream
 every tensor through the relaxation into the final, atomically written output. Sens computes its layer
 coefficients, then runs the streamed task-arithmetic merge with per-tensor model weights K sigma_i^l; ACM
-(``statistics: models``, the default) likewise runs ``base_method`` with model i's weight times lambda_i^k
-in every tensor of layer k. The statistics are saved
+(``statistics: models``, the default) runs ``base_method`` streamed with model i's task vector scaled by
+lambda_i^k in every tensor of layer k. The statistics are saved
 in ``l2s_merge.json``. Models are loaded whole for the statistics, in fp32 on every device.
 
 Interface with the engine (one direction only): this module registers ``aim``, ``acm`` and ``sens`` in
@@ -60,9 +60,6 @@ def split_params(cfg) -> tuple[dict, dict]:
     own = M.resolve_params(method, own_raw, [{} for _ in cfg.models])
     inner = M.get_method(own["base_method"])
     M.resolve_params(inner, rest, cfg.model_params)
-    if method.name == "acm" and own["statistics"] == "models" and "weight" not in {p.name for p in inner.params}:
-        raise MergeConfigError(f"{cfg.source}: acm with statistics: models gives each model a weight per layer, but "
-                               f"base_method {inner.name!r} takes no per-model weight; use statistics: merged")
     if not cfg.base_model:
         raise MergeConfigError(f"{cfg.source}: {method.name} needs 'base_model' (the activations are the base's)")
     return own, rest
@@ -176,9 +173,10 @@ def _json_layers(d: dict) -> dict:
 
 
 def _merge_acm(cfg, out: Path, own: dict, rest: dict, base_ck: Checkpoint, calib, *, overwrite, device, seed, progress, t0):
-    """ACM (Yao et al. 2025): lambda_i^k from base / model activations' mutual information, Eq. (2), plugged into
-    the base method as model i's weight in layer k (``statistics: models``, Eq. 3), or one lambda^k from the base
-    method's merged model applied post hoc (``statistics: merged``, the public ACM script)."""
+    """ACM (Yao et al. 2025): lambda_i^k from base / model activations' mutual information, Eq. (2); the base method
+    then merges the models with model i's layer-k task vector scaled by lambda_i^k (``statistics: models``, Eq. 3),
+    or one lambda^k from the base method's merged model is applied post hoc (``statistics: merged``, the public
+    ACM script)."""
     method = M.get_method("acm")
     seqs = calib.sequences
     (base_model,) = A.models_from([cfg.base_model], device)
@@ -205,16 +203,15 @@ def _merge_acm(cfg, out: Path, own: dict, rest: dict, base_ck: Checkpoint, calib
         mis.append(_json_layers(mi))
         lams.append(lam)
     del base_acts
-    user_weights = M.resolve_params(M.get_method(own["base_method"]), rest, cfg.model_params)["weights"]
 
-    def tensor_weights(name: str) -> list[float]:
+    def model_scales(name: str) -> list[float]:  # model i enters the base method as theta_0 + lambda_i^k tau_i^k
         k = A.acm_layer(name)
-        return [w * lam.get(k, 1.0) for w, lam in zip(user_weights, lams)]
+        return [lam.get(k, 1.0) for lam in lams]
 
     extra.update(mutual_information=mis, layer_coefficients=[_json_layers(lam) for lam in lams])
     inner = dataclasses.replace(cfg, merge_method=own["base_method"], parameters=rest)
     r = merge(inner, out, overwrite=overwrite, device=device, seed=seed, progress=progress,
-              _tensor_weights=tensor_weights, _extra=extra)
+              _model_scales=model_scales, _extra=extra)
     r.method = "acm"
     r.seconds = time.perf_counter() - t0
     return r
@@ -271,7 +268,7 @@ def _acm_doc(base: Tensor, models: Sequence[Tensor], *, lambdas: Sequence[float]
 
     lambda_i^k = 1 - mean_d sigmoid(t (I_{i,d}^k - max_d I_{i,d}^k)) from the mutual information of the base's
     and model i's layer-k activations (Eq. 1-2; :func:`l2s_utils.merge.activation.acm_coefficient`). As a plug-in
-    lambda_i^k is model i's weight in the base method; ``statistics: merged`` instead scales the base method's
+    lambda_i^k scales model i's task vector before the base method; ``statistics: merged`` instead scales the base method's
     merged task vector post hoc, theta_0 + lambda^k (theta_M - theta_0), as the public ACM script.
     """
     return task_arithmetic(base, models, weights=list(lambdas), alpha=1.0 / len(models))
@@ -309,8 +306,8 @@ register(Method(
     "acm", _acm_doc,
     (Param("t", float, 0.7, "ACM's t in lambda = 1 - sigmoid(t I) (Eq. 2): 0.7 for long-to-short (section 4.1), "
            "-1.8 for general merging (section 4.2); t = 0 gives lambda = 0.5", finite, "finite", ("theta",)),
-     Param("statistics", str, "models", "'models': lambda_i^k from each model's activations, as model i's weight in "
-           "layer k of the base method (Eq. 3); 'merged': one lambda^k from the base method's merged model, "
+     Param("statistics", str, "models", "'models': lambda_i^k from each model's activations scales model i's task "
+           "vector in layer k before the base method (Eq. 3); 'merged': one lambda^k from the base method's merged model, "
            "theta_0 + lambda^k (theta_M - theta_0) post hoc (the public ACM script)",
            lambda s: s in ("models", "merged"), "'models' or 'merged'"),
      BASE_METHOD),
