@@ -320,8 +320,9 @@ register(Method(
                "the maximum MI, mean of the sigmoids. Differences: fp32 models with bf16-rounded activations (the "
                "script: bf16 models); our calibration data (organism or s1K, drawn at random, not the script's 5 "
                "questions from each of 20 k-means clusters of s1K; content 'question' is its questions-only text); "
-               "statistics: models (default) uses every model of the list, the script applies one lambda^k to an "
-               "already merged model (statistics: merged)."),
+               "statistics: models (default) uses every model of the list, each entering the base method as "
+               "theta_0 + lambda_i^k tau_i^k (our plug-in where the paper is silent); the script applies one lambda^k "
+               "to an already merged model (statistics: merged). Paper v2 (Nov 2025) not read beyond its abstract."),
 ))
 register(Method(
     "sens", _sens_doc,
