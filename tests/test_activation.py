@@ -1,6 +1,7 @@
 """AIM, Sens-Merging, ACM and their calibration data (micro organism, CPU)."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -104,20 +105,58 @@ def test_aim_calibration_blocks_as_the_reference():
         C.build({"batch_size": 8}, Tok())
 
 
-def test_nmi_estimator():
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(20000, generator=g)
-    assert A.nmi_histogram(x, x) == pytest.approx(1.0, abs=1e-6)
-    assert A.nmi_histogram(x, 3 * x + 1) == pytest.approx(1.0, abs=1e-6)  # invariant to monotone maps
-    assert A.nmi_histogram(x, torch.randn(20000, generator=g)) < 0.05
-    assert 0.1 < A.nmi_histogram(x, x + torch.randn(20000, generator=g)) < 0.9
+def test_discrete_mutual_information_hand_computed():
+    """Eq. (1) of Yao et al. 2025, I = sum p(x,y) log(p(x,y) / (p(x) p(y))), every distinct value a symbol."""
+    import math
+
+    a = torch.tensor([0.0, 0.0, 1.0, 1.0])
+    assert A.discrete_mutual_information(a, a) == pytest.approx(math.log(2))  # I(X;X) = H(X) = log 2
+    assert A.discrete_mutual_information(a, torch.tensor([0.0, 1.0, 0.0, 1.0])) == pytest.approx(0.0, abs=1e-15)
+    assert A.discrete_mutual_information(a, torch.full((4,), 5.0)) == 0.0  # a constant carries no information
+    # x = (0,0,0,1), y = (0,0,1,1): p(0,0) = 1/2, p(0,1) = 1/4, p(1,1) = 1/4; p_x = (3/4, 1/4), p_y = (1/2, 1/2)
+    # I = 1/2 log(1/2 / (3/4 * 1/2)) + 1/4 log(1/4 / (3/4 * 1/2)) + 1/4 log(1/4 / (1/4 * 1/2))
+    want = 0.5 * math.log(4 / 3) + 0.25 * math.log(2 / 3) + 0.25 * math.log(2)
+    x, y = torch.tensor([0.0, 0.0, 0.0, 1.0]), torch.tensor([0.0, 0.0, 1.0, 1.0])
+    assert A.discrete_mutual_information(x, y) == pytest.approx(want, rel=1e-12)
+    assert A.discrete_mutual_information(y, x) == pytest.approx(want, rel=1e-12)  # symmetric
+    # values are only labels: any relabelling (here non-monotone, bf16 values) gives the same MI
+    x2 = torch.tensor([-3.5, -3.5, -3.5, 0.25], dtype=torch.bfloat16)
+    y2 = torch.tensor([7.0, 7.0, -1.0, -1.0], dtype=torch.bfloat16)
+    assert A.discrete_mutual_information(x2, y2) == pytest.approx(want, rel=1e-12)
+    assert A.discrete_mutual_information(x.reshape(2, 2), y.reshape(2, 2)) == pytest.approx(want, rel=1e-12)
+    with pytest.raises(ValueError):
+        A.discrete_mutual_information(x, y[:3])
 
 
-def test_acm_coefficients_limits():
-    assert A.acm_coefficients([0.9, 0.9, 0.9], theta=1.2) == [1.0, 1.0, 1.0]  # identical NMI: identity
-    lam = A.acm_coefficients([0.2, 0.5, 0.8], theta=1.2)
-    assert lam[0] > lam[1] > lam[2] and sum(lam) / 3 == pytest.approx(1.0, abs=1e-9)  # high MI -> less
-    assert A.acm_coefficients([0.2, 0.8], theta=0.0) == [1.0, 1.0]
+def test_acm_coefficient_hand_computed():
+    """Eq. (2), lambda = 1 - 1 / (1 + exp(-t I)), on I_d - max_d I_d (section 4.1), averaged over the pieces d."""
+    import math
+
+    sig = lambda z: 1 / (1 + math.exp(-z))  # noqa: E731
+    assert A.acm_coefficient([2.0], 0.7) == pytest.approx(0.5)  # one piece: I - max I = 0, 1 - sigmoid(0)
+    assert A.acm_coefficient([1.0, 3.0, 2.0], 0.0) == pytest.approx(0.5)  # t = 0
+    # I = (1, 3), t = 0.7: shifted (-2, 0); lambda = 1 - (sigmoid(-1.4) + sigmoid(0)) / 2 = 0.651092...
+    assert A.acm_coefficient([1.0, 3.0], 0.7) == pytest.approx(1 - (sig(-1.4) + 0.5) / 2, rel=1e-12)
+    assert A.acm_coefficient([1.0, 3.0], 0.7) == pytest.approx(0.6510920, abs=1e-7)
+    # the general-merging t = -1.8 (section 4.2): 1 - (sigmoid(3.6) + 0.5) / 2 = 0.263299...
+    assert A.acm_coefficient([1.0, 3.0], -1.8) == pytest.approx(1 - (sig(3.6) + 0.5) / 2, rel=1e-12)
+    # translation invariance (only I_d - max I counts) and bounds 0.5 <= lambda < 1 for t > 0
+    assert A.acm_coefficient([11.0, 13.0], 0.7) == pytest.approx(A.acm_coefficient([1.0, 3.0], 0.7), rel=1e-12)
+    assert 0.5 < A.acm_coefficient([0.0, 50.0, 50.0], 0.7) < 1.0
+    with pytest.raises(ValueError):
+        A.acm_coefficient([], 0.7)
+
+
+def test_acm_layers():
+    assert A.acm_layer("model.layers.12.self_attn.q_proj.bias") == 12
+    assert A.acm_layer("model.layers.0.input_layernorm.weight") == 0
+    assert A.acm_layer("model.embed_tokens.weight") == -1
+    assert A.acm_layer("model.norm.weight") == -2
+    assert A.acm_layer("lm_head.weight") == -3
+    assert A.acm_layer("model.rotary_emb.inv_freq") is None
+    assert A.acm_probe_layer("model.layers.3.mlp.down_proj") == 3
+    assert A.acm_probe_layer("model.layers.3.mlp") is None and A.acm_probe_layer("model.layers.3.mlp.up_proj") is None
+    assert [A.acm_probe_layer(n) for n in ("model.embed_tokens", "model.norm", "lm_head")] == [-1, -2, -3]
 
 
 def test_sens_equal_sensitivities_reduce_to_task_arithmetic():
@@ -227,12 +266,15 @@ def test_aim_acm_sens_from_yaml(micro, tmp_path):
                   "parameters": {"omega": 1.0, "k": 0.8}}, tmp_path / "aim1", progress=False).out
     assert all(torch.equal(weights(aim1)[n], wt[n]) for n in wt)  # omega = 1 is TIES itself
     acm = merge({"merge_method": "acm", "base_model": s1, "models": [{"model": s2}], "calibration": cal,
-                 "parameters": {"theta": 1.2, "base_method": "task_arithmetic", "alpha": 0.7}}, tmp_path / "acm", progress=False).out
+                 "parameters": {"t": 0.7, "base_method": "task_arithmetic", "alpha": 0.7}}, tmp_path / "acm", progress=False).out
     prov = json.loads((acm / "l2s_merge.json").read_text())
-    assert len(prov["nmi"]) == len(prov["layer_coefficients"]) == 1 and 0 <= prov["nmi"][0] <= 1
-    same = merge({"merge_method": "acm", "base_model": s1, "models": [{"model": s1}], "calibration": cal,
-                  "parameters": {"base_method": "task_arithmetic"}}, tmp_path / "acm_same", progress=False).out
-    assert json.loads((same / "l2s_merge.json").read_text())["layer_coefficients"] == [1.0]  # identical models: lambda = 1
+    n_layers = json.loads((Path(s1) / "config.json").read_text())["num_hidden_layers"]
+    want = {str(k) for k in range(n_layers)} | {"-1", "-2"} | (set() if tied else {"-3"})
+    (lam,) = prov["layer_coefficients"]
+    assert set(lam) >= want and all(0.5 <= v < 1 for v in lam.values())  # t > 0: 1 - mean sigmoid(<= 0)
+    (mi,) = prov["mutual_information"]
+    assert all(len(v) == len(mi["0"]) >= 1 and min(v) >= 0 for v in mi.values())
+    assert all(lam[k] == pytest.approx(A.acm_coefficient(mi[k], 0.7)) for k in lam)
     sens = merge(_yaml(tmp_path, {"merge_method": "sens", "base_model": s1, "models": [{"model": s1}, {"model": s2}],
                                   "parameters": {"alpha": 0.7, "T": 2.0}, "calibration": cal}), tmp_path / "sens", progress=False).out
     prov = json.loads((sens / "l2s_merge.json").read_text())
@@ -272,3 +314,91 @@ def test_composite_bad_inputs_write_nothing(micro, tmp_path):
             merge({"merge_method": "aim", "base_model": s1, "models": [{"model": s2}], "parameters": params,
                    "calibration": cal}, out, progress=False)
         assert not out.exists() and not list(tmp_path.glob(".out*"))
+
+
+def test_acm_mutual_information_pairs_pieces(micro, tok):
+    """I(A_0; A_i) <= H(A_0) = I(A_0; A_0) on every piece: the fine-tuned model can share at most all of it."""
+    from l2s_utils.merge.checkpoint import load_model
+
+    seqs = C.tokenize(C.organism_texts(3, seed=0, content="question"), tok, max_length=64).sequences
+    base, _ = load_model(micro.system1, "cpu", torch.float32)
+    ft, _ = load_model(micro.system2, "cpu", torch.float32)
+    acts = A.acm_activations(base, seqs)
+    assert all(len(v) == len(seqs) and v[0].dtype == torch.bfloat16 for v in acts.values())
+    self_mi = A.acm_mutual_information(acts, base, seqs)
+    ft_mi = A.acm_mutual_information(acts, ft, seqs)
+    for k, v in acts.items():
+        assert self_mi[k] == pytest.approx([A.discrete_mutual_information(a, a) for a in v])
+        assert all(f <= s + 1e-9 for f, s in zip(ft_mi[k], self_mi[k]))
+    assert C._pairs_to_texts([("Q? ", "short", "long")], "question") == ["Q? "]
+
+
+def test_acm_eq3_uses_every_model(micro, tmp_path, monkeypatch):
+    """statistics: models, base task_arithmetic with alpha = 1/N is Eq. (3):
+    theta^k = theta_0^k + 1/N sum_i lambda_i^k tau_i^k, lambda_i^k from model i's own MI (here fixed by hand)."""
+    s1, s2 = str(micro.system1), str(micro.system2)
+    half = merge({"merge_method": "task_arithmetic", "base_model": s1, "models": [{"model": s2}],
+                  "parameters": {"alpha": 0.5}, "dtype": "float32"}, tmp_path / "half", progress=False).out
+    calls = []
+
+    def fake_mi(base_acts, model, sequences, progress=False):  # model 1: I = (0, |k| + 1); model 2: one piece
+        calls.append(model)
+        return {k: ([0.0, abs(k) + 1.0] if len(calls) == 1 else [1.0]) for k in base_acts}
+
+    monkeypatch.setattr(A, "acm_mutual_information", fake_mi)
+    out = merge({"merge_method": "acm", "base_model": s1, "models": [{"model": s2}, {"model": str(half)}],
+                 "calibration": {"n": 2, "max_length": 64}, "dtype": "float32",
+                 "parameters": {"t": 0.7, "base_method": "task_arithmetic", "alpha": 0.5}}, tmp_path / "acm",
+                progress=False).out
+    assert len(calls) == 2  # every model of the list
+    wb, w1, w2, wa = weights(s1), weights(s2), weights(half), weights(out)
+    prov = json.loads((out / "l2s_merge.json").read_text())
+    for name in wb:
+        k = A.acm_layer(name)
+        lam1 = A.acm_coefficient([0.0, abs(k) + 1.0], 0.7)  # 1 - (sigmoid(-0.7 (|k| + 1)) + 1/2) / 2
+        assert prov["layer_coefficients"][0][str(k)] == pytest.approx(lam1)
+        assert prov["layer_coefficients"][1][str(k)] == pytest.approx(0.5)
+        want = wb[name] + 0.5 * (lam1 * (w1[name] - wb[name]) + 0.5 * (w2[name] - wb[name]))
+        assert torch.allclose(wa[name], want, atol=1e-6), name
+
+
+def test_acm_statistics_merged_scales_the_merged_task_vector(micro, tmp_path):
+    """statistics: merged (the public ACM script): theta_0 + lambda^k (theta_M - theta_0), lambda^k from theta_M."""
+    s1, s2 = str(micro.system1), str(micro.system2)
+    cal = {"source": "organism", "n": 3, "content": "question", "max_length": 64}
+    ta = merge({"merge_method": "task_arithmetic", "base_model": s1, "models": [{"model": s2}],
+                "parameters": {"alpha": 0.7}, "dtype": "float32"}, tmp_path / "ta", progress=False).out
+    out = merge({"merge_method": "acm", "base_model": s1, "models": [{"model": s2}], "calibration": cal,
+                 "dtype": "float32", "parameters": {"theta": 0.7, "statistics": "merged", "base_method": "task_arithmetic",
+                                                    "alpha": 0.7}}, tmp_path / "acm", progress=False).out
+    prov = json.loads((out / "l2s_merge.json").read_text())
+    lam = prov["layer_coefficients"]
+    assert prov["statistics"] == "merged" and prov["composite_parameters"]["t"] == 0.7  # 'theta' is an alias of t
+    assert all(lam[k] == pytest.approx(A.acm_coefficient(v, 0.7)) for k, v in prov["mutual_information"].items())
+    wb, wt, wa = weights(s1), weights(ta), weights(out)
+    for name in wb:
+        want = wb[name] + lam[str(A.acm_layer(name))] * (wt[name] - wb[name])
+        assert torch.allclose(wa[name], want, atol=1e-6), name
+    with pytest.raises(MergeConfigError, match="statistics"):
+        merge({"merge_method": "acm", "base_model": s1, "models": [{"model": s2}], "calibration": cal,
+               "parameters": {"statistics": "both"}}, tmp_path / "bad", progress=False)
+
+
+def test_acm_ties_scales_the_task_vector(micro, tmp_path, monkeypatch):
+    """ACM-TIES, one model, lambda^k fixed by hand: the base method merges theta_0 + lambda^k tau^k, so
+    theta = theta_0 + alpha trim_k(lambda^k tau^k) = theta_0 + alpha lambda^k trim_k(tau^k) (trimming keeps the same
+    entries of a positively scaled vector; the disjoint mean of one model is the identity) -- not TIES itself."""
+    from l2s_utils.merge.methods import trim_magnitude
+
+    s1, s2 = str(micro.system1), str(micro.system2)
+    monkeypatch.setattr(A, "acm_mutual_information",
+                        lambda base_acts, model, seqs, progress=False: {k: [0.0, abs(k) + 1.0] for k in base_acts})
+    out = merge({"merge_method": "acm", "base_model": s1, "models": [{"model": s2}], "dtype": "float32",
+                 "calibration": {"n": 2, "max_length": 64},
+                 "parameters": {"base_method": "l2s_ties", "k": 0.8, "alpha": 0.9}}, tmp_path / "acm", progress=False).out
+    wb, w1, wa = weights(s1), weights(s2), weights(out)
+    for name in wb:
+        lam = A.acm_coefficient([0.0, abs(A.acm_layer(name)) + 1.0], 0.7)
+        want = wb[name] + 0.9 * lam * trim_magnitude(w1[name] - wb[name], 0.8)
+        assert torch.allclose(wa[name], want, atol=1e-6), name
+        assert lam < 0.99 and not torch.allclose(wa[name], wb[name] + 0.9 * trim_magnitude(w1[name] - wb[name], 0.8))

@@ -1,8 +1,9 @@
 """Activation- and gradient-informed merging: AIM, Sens-Merging and ACM.
 
-All statistics are accumulated batch by batch (nothing keeps all activations) on the device given
-(GPU when available, CPU otherwise), with the models loaded in fp32 on every device. The pure
-relaxation formulas are separate from the statistics.
+All statistics are computed on the device given (GPU when available, CPU otherwise), with the models
+loaded in fp32 on every device. AIM and Sens accumulate batch by batch; ACM keeps the base model's probed
+activations (bf16, on the CPU) to pair them with each fine-tuned model's. The pure formulas are separate
+from the statistics.
 
 AIM -- Nobari et al. 2025, "Activation-Informed Merging", arXiv 2502.02421; reference code
 ahnobari/ActivationInformedMerging@e7eccd57 (MergeModels/ActivationMerging/_utils.py)
@@ -26,13 +27,20 @@ Sens-Merging -- Liu et al. 2025, arXiv 2502.12420 (METHODS.md section 7; no offi
     Uniform sigma gives task arithmetic exactly. Normalisations and the sign of tau are UNKNOWN in the
     paper and are parameters here.
 
-ACM -- Yao et al. 2025, arXiv 2505.14009 (METHODS.md section 8; method details UNKNOWN, our assumption)
-    NMI^l = normalised mutual information between the base's and the fine-tuned model's layer-l output
-    activations (2-D histogram of value pairs, ``bins`` bins, up to ``max_values`` sampled pairs per
-    layer); lambda^l = 2 sigmoid(-theta z^l), z^l = (NMI^l - mean NMI) / std NMI, so high-MI layers get
-    less of the task vector and low-MI layers more, mean about 1; theta = 0 or identical NMI in every
-    layer gives lambda = 1 (the input merge unchanged). Applied post hoc:
-    theta_final^l = theta_0^l + lambda^l (theta_merged^l - theta_0^l) for the tensors of decoder layer l.
+ACM -- Yao et al. 2025, "Activation-Guided Consensus Merging for Large Language Models", arXiv 2505.14009v1
+(NeurIPS 2025), section 3.2; executable reference: the ACM script ``acm.py`` as copied in
+iacobellimario/L2S-MultiObjective-Evolutionary-Merging@8cb439e (project_new/ACM/methods/; provenance unverified)
+    task vectors tau_i = theta_i - theta_0; A_i^k = layer k's activations of model i on a shared calibration
+    set (decoder layer k: its MLP down_proj output; -1 embedding, -2 final norm, -3 lm_head, as the script);
+    I_i^k = I(A_0^k, A_i^k), the discrete mutual information of Eq. (1) over the paired bf16 activation values,
+    computed per calibration sequence d;
+    lambda_i^k = 1 - mean_d sigmoid(t (I_{i,d}^k - max_d' I_{i,d'}^k))   [Eq. (2) + section 4.1's translation
+    by the maximum MI over data pieces; the mean over pieces is the script's];
+    theta_merged^k = theta_0^k + 1/N sum_i lambda_i^k tau_i^k   [Eq. (3)];
+    t = 0.7 for long-to-short (section 4.1), -1.8 for general merging (section 4.2). As a plug-in
+    (section 3.2, last paragraph) the base method merges theta_0 + lambda_i^k tau_i^k in place of theta_i
+    (every tensor of layer k): task_arithmetic with alpha = 1/N is Eq. (3) exactly; with one model, TIES gives
+    theta_0 + alpha lambda^k trim(tau^k) (trimming is scale-invariant).
 """
 
 from __future__ import annotations
@@ -108,68 +116,130 @@ def aim_importance(model, blocks: list[torch.Tensor], *, progress: bool = False)
 # ACM
 # ---------------------------------------------------------------------------------------------
 
+ACM_EMBED, ACM_NORM, ACM_HEAD = -1, -2, -3  # the paper's Figure 4 numbers these layers -1, -2, -3
 
-def nmi_histogram(x: torch.Tensor, y: torch.Tensor, bins: int = 64) -> float:
-    """Normalised mutual information I(X;Y) / sqrt(H(X) H(Y)) from a 2-D histogram of paired values.
 
-    Bins are equal-mass (quantiles of each variable), so the estimate is invariant to monotone
-    rescaling of either side. Returns 1.0 when both are constant (degenerate: identical information).
+def acm_layer(name: str) -> int | None:
+    """The ACM layer a tensor belongs to: k for ``model.layers.k.*``, -1 embedding, -2 final norm, -3 lm_head.
+
+    As the public ACM script: every weight (and bias) of decoder layer k takes layer k's coefficient; the
+    embedding, ``model.norm`` and ``lm_head`` have their own. None: a tensor outside these (kept as merged).
     """
-    x, y = x.double().reshape(-1), y.double().reshape(-1)
+    hit = LAYER_RE.match(name)
+    if hit:
+        return int(hit.group(1))
+    if name.startswith("model.embed_tokens."):
+        return ACM_EMBED
+    if name.startswith("model.norm."):
+        return ACM_NORM
+    if name.startswith("lm_head."):
+        return ACM_HEAD
+    return None
+
+
+def acm_probe_layer(module_name: str) -> int | None:
+    """The ACM layer whose activations a module's OUTPUT represents (None: not probed).
+
+    Decoder layer k: its MLP's ``down_proj`` output; -1: the embedding output; -2: ``model.norm``'s output;
+    -3: ``lm_head``'s output (the logits) -- the modules the public ACM script hooks.
+    """
+    m = re.match(r"^model\.layers\.(\d+)\.mlp\.down_proj$", module_name)
+    if m:
+        return int(m.group(1))
+    return {"model.embed_tokens": ACM_EMBED, "model.norm": ACM_NORM, "lm_head": ACM_HEAD}.get(module_name)
+
+
+def discrete_mutual_information(x: torch.Tensor, y: torch.Tensor) -> float:
+    """I(X;Y) = sum_{x,y} p(x,y) log(p(x,y) / (p(x) p(y))) in nats -- Eq. (1) of Yao et al. 2025 (section 3.1).
+
+    p is the empirical joint distribution of the paired values (x_j, y_j), each distinct value its own
+    symbol (what ``sklearn.metrics.mutual_info_score`` computes on two label vectors, as the public ACM
+    script calls it on flattened bf16 activations). Identical vectors give H(X); a constant side gives 0.
+    """
+    x, y = x.reshape(-1), y.reshape(-1)
     if x.numel() != y.numel() or x.numel() == 0:
-        raise ValueError("nmi_histogram needs two non-empty tensors of the same size")
+        raise ValueError("discrete_mutual_information needs two non-empty tensors of the same size")
+    _, ix = torch.unique(x, return_inverse=True)
+    _, iy = torch.unique(y, return_inverse=True)
+    ix, iy = ix.reshape(-1).long(), iy.reshape(-1).long()
+    ny = int(iy.max()) + 1
+    cells, nxy = torch.unique(ix * ny + iy, return_counts=True)
+    nx, nyc = torch.bincount(ix).double(), torch.bincount(iy).double()
+    n = float(x.numel())
+    nxy = nxy.double()
+    mi = (nxy / n * (nxy.log() + math.log(n) - nx[cells // ny].log() - nyc[cells % ny].log())).sum()
+    return max(0.0, float(mi))
 
-    def codes(v):
-        qs = torch.quantile(v, torch.linspace(0, 1, bins + 1, dtype=v.dtype)[1:-1])
-        return torch.bucketize(v, qs)
 
-    cx, cy = codes(x), codes(y)
-    joint = torch.bincount(cx * bins + cy, minlength=bins * bins).double().view(bins, bins)
-    p = joint / joint.sum()
-    px, py = p.sum(1), p.sum(0)
-    nz = p > 0
-    mi = float((p[nz] * (p[nz] / (px[:, None] * py[None, :])[nz]).log()).sum())
-    hx = float(-(px[px > 0] * px[px > 0].log()).sum())
-    hy = float(-(py[py > 0] * py[py > 0].log()).sum())
-    if hx == 0 or hy == 0:
-        return 1.0
-    return max(0.0, min(1.0, mi / math.sqrt(hx * hy)))
+def acm_coefficient(mi: Iterable[float], t: float) -> float:
+    """lambda = 1 - mean_d sigmoid(t (I_d - max_d' I_d')) for one layer of one fine-tuned model.
+
+    Eq. (2) of Yao et al. 2025 (section 3.2), lambda_i^k = 1 - 1 / (1 + exp(-t I_i^k)), applied per
+    calibration piece d after the "translation transformation by subtracting the maximum MI obtained from
+    different data pieces" (section 4.1), then averaged over the pieces as the public ACM script does.
+    Higher MI -> smaller lambda (t > 0). One piece, or t = 0, gives 0.5; for t > 0, 0.5 <= lambda < 1.
+    """
+    v = torch.tensor(list(mi), dtype=torch.float64)
+    if v.numel() == 0:
+        raise ValueError("acm_coefficient needs the MI of at least one calibration piece")
+    return float(1.0 - torch.sigmoid(t * (v - v.max())).mean())
+
+
+def _acm_hooks(model, sink):
+    hooks = []
+    for name, module in model.named_modules():
+        layer = acm_probe_layer(name)
+        if layer is not None:
+            def hook(m, inp, out, layer=layer):
+                y = out[0] if isinstance(out, tuple) else out
+                sink(layer, y.detach().reshape(-1).to(torch.bfloat16).cpu())
+            hooks.append(module.register_forward_hook(hook))
+    if not hooks:
+        raise ValueError("ACM: the model has none of the probed modules (model.layers.k.mlp.down_proj, "
+                         "model.embed_tokens, model.norm, lm_head)")
+    return hooks
 
 
 @torch.no_grad()
-def layer_outputs_sample(model, calib: Calibration, *, batch_size: int = 8, max_values: int = 200_000,
-                         seed: int = 0) -> list[torch.Tensor]:
-    """A fixed random sample (same positions for every model) of each decoder layer's output values."""
-    layers = model.model.layers
-    samples: list[list[torch.Tensor]] = [[] for _ in layers]
-    state: dict = {}
-    hooks = [layer.register_forward_hook(
-        (lambda i: lambda m, inp, out: samples[i].append(
-            (out[0] if isinstance(out, tuple) else out).float()[state["mask"].bool()].reshape(-1).cpu()))(i))
-        for i, layer in enumerate(layers)]
+def acm_activations(model, sequences: list[list[int]], *, progress: bool = False) -> dict[int, list[torch.Tensor]]:
+    """{ACM layer: [flattened bf16 output of its probed module, one per calibration sequence]}.
+
+    Each sequence runs alone (batch 1, no padding), as the public ACM script; the model runs in the dtype it
+    was loaded in and the outputs are rounded to bf16, the dtype the script's models run in, so that
+    :func:`discrete_mutual_information` sees values on the same grid.
+    """
+    from tqdm.auto import tqdm
+
+    acts: dict[int, list[torch.Tensor]] = {}
+    hooks = _acm_hooks(model, lambda layer, v: acts.setdefault(layer, []).append(v))
     try:
-        pad = model.config.pad_token_id or 0
-        for ids, att in calib.batches(batch_size, pad):
-            state["mask"] = att.to(model.device)
-            model(input_ids=ids.to(model.device), attention_mask=att.to(model.device))
+        for s in tqdm(sequences, desc="ACM activations", disable=not progress, leave=False):
+            model(input_ids=torch.tensor([s], device=model.device))
     finally:
         for h in hooks:
             h.remove()
-    out = []
-    g = torch.Generator().manual_seed(seed)
-    for chunks in samples:
-        v = torch.cat(chunks)
-        idx = torch.randperm(v.numel(), generator=g)[:max_values] if v.numel() > max_values else torch.arange(v.numel())
-        out.append(v[idx.sort().values])
-    return out
+    return acts
 
 
-def acm_coefficients(nmi: list[float], theta: float) -> list[float]:
-    """lambda^l = 2 sigmoid(-theta z^l), z = standardised NMI (z = 0 when all layers are equal)."""
-    t = torch.tensor(nmi, dtype=torch.float64)
-    sd = float(t.std(unbiased=False)) if len(nmi) > 1 else 0.0
-    z = (t - t.mean()) / sd if sd > 1e-12 else torch.zeros_like(t)
-    return [float(v) for v in 2 * torch.sigmoid(-theta * z)]
+@torch.no_grad()
+def acm_mutual_information(base_acts: dict[int, list[torch.Tensor]], model, sequences: list[list[int]], *,
+                           progress: bool = False) -> dict[int, list[float]]:
+    """{ACM layer: [I(A_0^k, A_i^k) on each calibration sequence]} for ``model`` against the base's activations."""
+    from tqdm.auto import tqdm
+
+    mi: dict[int, list[float]] = {k: [] for k in base_acts}
+    current: dict[int, torch.Tensor] = {}
+    hooks = _acm_hooks(model, lambda layer, v: current.__setitem__(layer, v))
+    try:
+        for j, s in enumerate(tqdm(sequences, desc="ACM mutual information", disable=not progress, leave=False)):
+            current.clear()
+            model(input_ids=torch.tensor([s], device=model.device))
+            for k in base_acts:
+                mi[k].append(discrete_mutual_information(base_acts[k][j], current[k]))
+    finally:
+        for h in hooks:
+            h.remove()
+    return mi
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,8 +9,9 @@ Two sources, the same options (the paper found both methods sensitive to them, s
   one the paper meant is unknown, METHODS.md section 6); its *long* answer is
   ``thinking_trajectories[0]`` followed by ``attempt``.
 
-``content``: ``"short"`` (question + short answer), ``"long"`` (question + long answer) or ``"both"``
-(each question twice, once with each answer). ``n`` questions are drawn with ``seed``. Sequences longer
+``content``: ``"short"`` (question + short answer), ``"long"`` (question + long answer), ``"both"``
+(each question twice, once with each answer) or ``"question"`` (the question alone, what the public ACM
+script feeds). ``n`` questions are drawn with ``seed``. Sequences longer
 than ``max_length`` tokens are truncated (``overlong="truncate"``, default) or skipped
 (``overlong="skip"``, what the AIM code does with its 512-token filter). AIM always skips and then packs
 the rest into ``max_length``-token blocks (:meth:`Calibration.blocks`), as its reference code.
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-CONTENTS = ("short", "long", "both")
+CONTENTS = ("short", "long", "both", "question")
 
 
 class CalibrationError(ValueError):
@@ -72,6 +73,8 @@ def _pairs_to_texts(pairs: list[tuple[str, str, str]], content: str) -> list[str
         raise CalibrationError(f"calibration content must be one of {CONTENTS}, got {content!r}")
     texts = []
     for q, short, long in pairs:
+        if content == "question":
+            texts.append(q)
         if content in ("short", "both"):
             texts.append(q + short)
         if content in ("long", "both"):

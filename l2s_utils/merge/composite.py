@@ -12,16 +12,18 @@ Config shape (the same YAML as every method; ``calibration`` sets the data, see 
     models: [{model: <System 1>}, {model: <System 2>}]
     parameters: {alpha: 0.7, T: 2.0}
 
-AIM / ACM first run ``base_method`` into a temporary directory, then stream every tensor through the
-relaxation into the final, atomically written output. Sens computes its layer coefficients, then runs
-the streamed task-arithmetic merge with per-tensor model weights K sigma_i^l. The statistics are saved
+AIM (and ACM with ``statistics: merged``) first run ``base_method`` into a temporary directory, then stream
+every tensor through the relaxation into the final, atomically written output. Sens computes its layer
+coefficients, then runs the streamed task-arithmetic merge with per-tensor model weights K sigma_i^l; ACM
+(``statistics: models``, the default) runs ``base_method`` streamed with model i's task vector scaled by
+lambda_i^k in every tensor of layer k. The statistics are saved
 in ``l2s_merge.json``. Models are loaded whole for the statistics, in fp32 on every device.
 
 Interface with the engine (one direction only): this module registers ``aim``, ``acm`` and ``sens`` in
 the method registry with ``run=merge_composite`` and ``check=split_params``; the engine's ``merge`` and
 ``load_config`` call ``method.run`` / ``method.check`` and never import this module. This module drives
-the engine through its public ``merge`` (the base merge of AIM / ACM, Sens' task arithmetic with
-per-tensor weights). ``import l2s_utils.merge`` imports it, so the registry is complete after any import.
+the engine through its public ``merge`` (the base merge of AIM / ACM, Sens' task arithmetic and ACM's
+base method with per-tensor weights). ``import l2s_utils.merge`` imports it, so the registry is complete after any import.
 """
 
 from __future__ import annotations
@@ -118,44 +120,101 @@ def merge_composite(cfg, out: Path, *, overwrite: bool, device: str, seed: int |
                                    "as its reference code; overlong must be 'skip' (or left out)")
         cfg = dataclasses.replace(cfg, extra={**cfg.extra, "calibration": {**spec, "overlong": "skip"}})
     calib = _calibration(cfg, base_path, vocab)  # bad calibration input fails here, before any writing
-    blocks = calib.blocks(calib.description["max_length"]) if method.name == "aim" else None
-    models = A.models_from([base_path], device)
-    base_model = models[0]
-    extra: dict = {"method": method.name, "paper": method.paper, "composite_parameters": own,
-                   "base_method": own["base_method"], "calibration": calib.description}
-    if method.name == "aim":
-        importance = A.aim_importance(base_model, blocks, progress=progress)
-        tied = "lm_head.weight" not in base_ck.names() and "model.embed_tokens.weight" in base_ck.names()
-        if tied and own["tied_embedding"] == "relax" and "lm_head.weight" in importance:
-            importance["model.embed_tokens.weight"] = importance["lm_head.weight"]  # shared storage in the reference
-        omega = own["omega"]
-        model_dtype = DTYPE_NAMES[cfg.dtype]
-        fn = lambda name, b, m: A.aim_relax(b, m, importance.get(name), omega, model_dtype)  # noqa: E731
-        extra.update(modules_relaxed=len(importance), calibration_blocks=len(blocks), tied_embedding_relaxed=tied
-                     and own["tied_embedding"] == "relax")
-    else:
-        (ft_model,) = A.models_from([cfg.models[-1]], device)
-        s0 = A.layer_outputs_sample(base_model, calib, max_values=own["max_values"], seed=seed or 0)
-        s1 = A.layer_outputs_sample(ft_model, calib, max_values=own["max_values"], seed=seed or 0)
-        nmi = [A.nmi_histogram(a, b, own["bins"]) for a, b in zip(s0, s1)]
-        lam = A.acm_coefficients(nmi, own["theta"])
-        extra.update(nmi=nmi, layer_coefficients=lam)
-        del ft_model
+    if method.name == "acm":
+        return _merge_acm(cfg, out, own, rest, base_ck, calib, overwrite=overwrite, device=device, seed=seed,
+                          progress=progress, t0=t0)
+    blocks = calib.blocks(calib.description["max_length"])
+    (base_model,) = A.models_from([base_path], device)
+    importance = A.aim_importance(base_model, blocks, progress=progress)
+    del base_model
+    tied = "lm_head.weight" not in base_ck.names() and "model.embed_tokens.weight" in base_ck.names()
+    if tied and own["tied_embedding"] == "relax" and "lm_head.weight" in importance:
+        importance["model.embed_tokens.weight"] = importance["lm_head.weight"]  # shared storage in the reference
+    omega = own["omega"]
+    model_dtype = DTYPE_NAMES[cfg.dtype]
+    extra = {**_extra(method, own, calib), "modules_relaxed": len(importance), "calibration_blocks": len(blocks),
+             "tied_embedding_relaxed": tied and own["tied_embedding"] == "relax"}
+    fn = lambda name, b, m: A.aim_relax(b, m, importance.get(name), omega, model_dtype)  # noqa: E731
+    return _inner_then_rewrite(cfg, own, rest, out, base_ck, lambda merged_dir: (fn, extra), overwrite=overwrite,
+                               device=device, seed=seed, progress=progress, t0=t0)
 
-        def fn(name, b, m):
-            hit = A.LAYER_RE.match(name)
-            return b + lam[int(hit.group(1))] * (m - b) if hit else m
-    del models, base_model
+
+def _extra(method, own: dict, calib) -> dict:
+    return {"method": method.name, "paper": method.paper, "composite_parameters": own,
+            "base_method": own["base_method"], "calibration": calib.description}
+
+
+def _inner_then_rewrite(cfg, own, rest, out: Path, base_ck: Checkpoint, make_fn, *, overwrite, device, seed, progress, t0):
+    """Run ``base_method`` into a temporary directory, then stream it through ``make_fn(tmp) -> (fn, extra)``."""
+    method = M.get_method(cfg.merge_method)
     inner_cfg = dataclasses.replace(cfg, merge_method=own["base_method"], parameters=rest)
     tmp = out.parent / f".{out.name}.inner-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        merge(inner_cfg, tmp, overwrite=True, device="cpu" if device == "cpu" else device, seed=seed, progress=progress)
+        merge(inner_cfg, tmp, overwrite=True, device=device, seed=seed, progress=progress)
+        fn, extra = make_fn(tmp)
         n = _rewrite(tmp, out, base_ck, fn, overwrite=overwrite, extra=extra, progress=progress)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     size = sum(f.stat().st_size for f in out.glob("*.safetensors"))
     return MergeResult(out, method.name, n, 0, size, time.perf_counter() - t0, peak_rss_bytes())
+
+
+def _acm_lambdas(base_acts, path, sequences, t: float, device: str, progress: bool) -> tuple[dict, dict]:
+    """({layer: [I per calibration sequence]}, {layer: lambda}) of one model against the base's activations."""
+    (model,) = A.models_from([path], device)
+    mi = A.acm_mutual_information(base_acts, model, sequences, progress=progress)
+    del model
+    return mi, {k: A.acm_coefficient(v, t) for k, v in mi.items()}
+
+
+def _json_layers(d: dict) -> dict:
+    return {str(k): d[k] for k in sorted(d)}
+
+
+def _merge_acm(cfg, out: Path, own: dict, rest: dict, base_ck: Checkpoint, calib, *, overwrite, device, seed, progress, t0):
+    """ACM (Yao et al. 2025): lambda_i^k from base / model activations' mutual information, Eq. (2); the base method
+    then merges the models with model i's layer-k task vector scaled by lambda_i^k (``statistics: models``, Eq. 3),
+    or one lambda^k from the base method's merged model is applied post hoc (``statistics: merged``, the public
+    ACM script)."""
+    method = M.get_method("acm")
+    seqs = calib.sequences
+    (base_model,) = A.models_from([cfg.base_model], device)
+    base_acts = A.acm_activations(base_model, seqs, progress=progress)
+    del base_model
+    t = own["t"]
+    extra = {**_extra(method, own, calib), "statistics": own["statistics"],
+             "layers": "k = model.layers.k (probe: mlp.down_proj output); -1 embed_tokens, -2 model.norm, -3 lm_head"}
+    if own["statistics"] == "merged":
+        def make_fn(merged_dir):
+            mi, lam = _acm_lambdas(base_acts, merged_dir, seqs, t, device, progress)
+            extra.update(mutual_information=_json_layers(mi), layer_coefficients=_json_layers(lam))
+
+            def fn(name, b, m):
+                k = A.acm_layer(name)
+                return b + lam[k] * (m - b) if k in lam else m
+            return fn, extra
+        return _inner_then_rewrite(cfg, own, rest, out, base_ck, make_fn, overwrite=overwrite, device=device,
+                                   seed=seed, progress=progress, t0=t0)
+
+    mis, lams = [], []
+    for p in cfg.models:
+        mi, lam = _acm_lambdas(base_acts, p, seqs, t, device, progress)
+        mis.append(_json_layers(mi))
+        lams.append(lam)
+    del base_acts
+
+    def model_scales(name: str) -> list[float]:  # model i enters the base method as theta_0 + lambda_i^k tau_i^k
+        k = A.acm_layer(name)
+        return [lam.get(k, 1.0) for lam in lams]
+
+    extra.update(mutual_information=mis, layer_coefficients=[_json_layers(lam) for lam in lams])
+    inner = dataclasses.replace(cfg, merge_method=own["base_method"], parameters=rest)
+    r = merge(inner, out, overwrite=overwrite, device=device, seed=seed, progress=progress,
+              _model_scales=model_scales, _extra=extra)
+    r.method = "acm"
+    r.seconds = time.perf_counter() - t0
+    return r
 
 
 def _merge_sens(cfg, out: Path, own: dict, *, overwrite, device, seed, progress, t0):
@@ -204,13 +263,15 @@ def _aim_doc(base: Tensor, merged: Tensor, importance: Tensor | None, omega: flo
     return A.aim_relax(base, merged, importance, omega)
 
 
-def _acm_doc(base: Tensor, merged: Tensor, lam: float) -> Tensor:
-    """ACM post-hoc scaling of one layer's tensor: theta_0 + lambda^l (theta_merged - theta_0).
+def _acm_doc(base: Tensor, models: Sequence[Tensor], *, lambdas: Sequence[float]) -> Tensor:
+    """ACM, Eq. (3) of Yao et al. 2025 for one tensor of layer k: theta_0 + 1/N sum_i lambda_i^k (theta_i - theta_0).
 
-    lambda^l comes from the normalised mutual information of base and fine-tuned layer activations
-    (:func:`l2s_utils.merge.activation.acm_coefficients`; Yao et al. 2025, arXiv 2505.14009; our assumption).
+    lambda_i^k = 1 - mean_d sigmoid(t (I_{i,d}^k - max_d I_{i,d}^k)) from the mutual information of the base's
+    and model i's layer-k activations (Eq. 1-2; :func:`l2s_utils.merge.activation.acm_coefficient`). As a plug-in
+    lambda_i^k scales model i's task vector before the base method; ``statistics: merged`` instead scales the base method's
+    merged task vector post hoc, theta_0 + lambda^k (theta_M - theta_0), as the public ACM script.
     """
-    return base + lam * (merged - base)
+    return task_arithmetic(base, models, weights=list(lambdas), alpha=1.0 / len(models))
 
 
 def _sens_doc(base: Tensor, models: Sequence[Tensor], *, coeffs: Sequence[float], alpha: float) -> Tensor:
@@ -243,14 +304,25 @@ register(Method(
 ))
 register(Method(
     "acm", _acm_doc,
-    (Param("theta", float, 1.2, "ACM sharpness of the NMI -> coefficient map (0 = identity)", finite, "finite"),
-     Param("bins", int, 64, "histogram bins per variable for the NMI estimate", lambda b: b >= 2, ">= 2"),
-     Param("max_values", int, 200_000, "activation value pairs sampled per layer", lambda b: b >= 100, ">= 100"),
+    (Param("t", float, 0.7, "ACM's t in lambda = 1 - sigmoid(t I) (Eq. 2): 0.7 for long-to-short (section 4.1), "
+           "-1.8 for general merging (section 4.2); t = 0 gives lambda = 0.5", finite, "finite", ("theta",)),
+     Param("statistics", str, "models", "'models': lambda_i^k from each model's activations scales model i's task "
+           "vector in layer k before the base method (Eq. 3); 'merged': one lambda^k from the base method's merged model, "
+           "theta_0 + lambda^k (theta_M - theta_0) post hoc (the public ACM script)",
+           lambda s: s in ("models", "merged"), "'models' or 'merged'"),
      BASE_METHOD),
     "Yao et al. 2025, arXiv 2505.14009", composite=True, run=merge_composite, check=split_params,
-    summary="layer-wise task-vector scale from base/fine-tuned activation mutual information (assumed form)",
-    reference=("NOT the published ACM: our assumed form (NMI -> 2 sigmoid(-theta z)); the paper's formulas "
-               "(Yao et al. 2025, arXiv 2505.14009) are not implemented yet, and only the last model is used."),
+    summary="layer-wise task-vector weights from the mutual information of base and fine-tuned activations",
+    reference=("the paper (arXiv 2505.14009v1, section 3.2, Eq. 1-3; t and calibration, section 4.1) and the ACM "
+               "script acm.py as copied in iacobellimario/L2S-MultiObjective-Evolutionary-Merging@8cb439e "
+               "(provenance unverified): same probed modules (down_proj output per decoder layer; embed_tokens, "
+               "model.norm, lm_head), discrete MI of the paired bf16 values per calibration sequence, translation by "
+               "the maximum MI, mean of the sigmoids. Differences: fp32 models with bf16-rounded activations (the "
+               "script: bf16 models); our calibration data (organism or s1K, drawn at random, not the script's 5 "
+               "questions from each of 20 k-means clusters of s1K; content 'question' is its questions-only text); "
+               "statistics: models (default) uses every model of the list, each entering the base method as "
+               "theta_0 + lambda_i^k tau_i^k (our plug-in where the paper is silent); the script applies one lambda^k "
+               "to an already merged model (statistics: merged). Paper v2 (Nov 2025) not read beyond its abstract."),
 ))
 register(Method(
     "sens", _sens_doc,

@@ -226,13 +226,17 @@ def row_chunks(shape: tuple[int, ...], chunk_elements: int | None = None) -> lis
 
 def merge(config: str | os.PathLike | dict | MergeConfig, out: str | os.PathLike, *, overwrite: bool = False,
           device: str = "cpu", seed: int | None = None, progress: bool = True,
-          _tensor_weights: Callable[[str], list[float]] | None = None, _extra: dict | None = None) -> MergeResult:
+          _tensor_weights: Callable[[str], list[float]] | None = None, _extra: dict | None = None,
+          _model_scales: Callable[[str], list[float]] | None = None) -> MergeResult:
     """Merge the models of ``config`` into a new checkpoint directory ``out``.
 
     Every input is validated (architecture, tensor names, shapes, vocabulary, hyper-parameters)
     before anything is written; NaN/Inf in an input or the result aborts the merge and removes the
     partial output. Tensors are streamed one at a time (computed in fp32 on ``device``, cast once to
     ``dtype``), so peak memory is a few tensors. ``seed`` overrides the config's seed (DARE masks).
+    Private hooks for the composite methods: ``_tensor_weights(name)`` replaces the per-model weights of a
+    tensor (Sens); ``_model_scales(name)`` gives s_i so that model i enters as theta_0 + s_i (theta_i - theta_0),
+    i.e. its task vector scaled before the method sees it (ACM); ``_extra`` is added to the provenance.
     """
     t0 = time.perf_counter()
     cfg = config if isinstance(config, MergeConfig) else load_config(config)
@@ -283,7 +287,10 @@ def merge(config: str | os.PathLike | dict | MergeConfig, out: str | os.PathLike
     def load(item):
         name, rows = item
         base_t = inputs.base.get(name, device=device, rows=rows) if inputs.base else None
-        return name, rows, base_t, [c.get(name, device=device, rows=rows) for c in inputs.models]
+        model_ts = [c.get(name, device=device, rows=rows) for c in inputs.models]
+        if _model_scales is not None and base_t is not None and base_t.is_floating_point():
+            model_ts = [t if s == 1.0 else base_t + s * (t - base_t) for s, t in zip(_model_scales(name), model_ts)]
+        return name, rows, base_t, model_ts
 
     def start_tensor(name: str, chunks: list) -> None:
         state.clear()
