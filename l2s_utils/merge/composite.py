@@ -40,8 +40,8 @@ from torch import Tensor
 from . import activation as A
 from . import calibration as C
 from . import methods as M
-from .checkpoint import Checkpoint, PlannedTensor, StreamingWriter
-from .engine import MergeResult, merge, peak_rss_bytes
+from .checkpoint import Checkpoint, PlannedTensor, StreamingWriter, check_weights_policy, claim_output, fetch_model
+from .engine import MergeResult, input_paths, merge, peak_rss_bytes
 from .methods import REGISTRY, Method, MergeConfigError, Param, register, task_arithmetic
 from .methods.registry import WEIGHT, finite, positive
 
@@ -100,6 +100,14 @@ def _rewrite(src: Path, out: Path, base: Checkpoint, fn, *, overwrite: bool, ext
 
 
 def merge_composite(cfg, out: Path, *, overwrite: bool, device: str, seed: int | None, progress: bool):
+    split_params(cfg)  # bad hyper-parameters fail before anything else
+    for p in dict.fromkeys(filter(None, (cfg.base_model, *cfg.models))):  # the pickle policy, before transformers
+        check_weights_policy(fetch_model(p), cfg.allow_pickle)
+    with claim_output(out, overwrite=overwrite, inputs=input_paths(cfg)) as claimed:
+        return _merge_composite(cfg, claimed, overwrite=overwrite, device=device, seed=seed, progress=progress)
+
+
+def _merge_composite(cfg, out: Path, *, overwrite: bool, device: str, seed: int | None, progress: bool):
     t0 = time.perf_counter()
     device = _device(device)
     if out.exists() and not overwrite:
@@ -109,10 +117,10 @@ def merge_composite(cfg, out: Path, *, overwrite: bool, device: str, seed: int |
     base_path = cfg.base_model
     if method.name == "sens":
         return _merge_sens(cfg, out, own, overwrite=overwrite, device=device, seed=seed, progress=progress, t0=t0)
-    base_ck = Checkpoint(base_path)
+    base_ck = Checkpoint(base_path, allow_pickle=cfg.allow_pickle)
     vocab = int(base_ck.config.get("vocab_size", 0)) or None
     calib = _calibration(cfg, base_path, vocab)  # bad calibration input fails here, before any writing
-    models = A.models_from([base_path], device)
+    models = A.models_from([base_path], device, allow_pickle=cfg.allow_pickle)
     base_model = models[0]
     extra: dict = {"method": method.name, "paper": method.paper, "composite_parameters": own,
                    "base_method": own["base_method"], "calibration": calib.description}
@@ -122,7 +130,7 @@ def merge_composite(cfg, out: Path, *, overwrite: bool, device: str, seed: int |
         fn = lambda name, b, m: A.aim_relax(b, m, importance.get(name), omega)  # noqa: E731
         extra["modules_relaxed"] = len(importance)
     else:
-        (ft_model,) = A.models_from([cfg.models[-1]], device)
+        (ft_model,) = A.models_from([cfg.models[-1]], device, allow_pickle=cfg.allow_pickle)
         s0 = A.layer_outputs_sample(base_model, calib, max_values=own["max_values"], seed=seed or 0)
         s1 = A.layer_outputs_sample(ft_model, calib, max_values=own["max_values"], seed=seed or 0)
         nmi = [A.nmi_histogram(a, b, own["bins"]) for a, b in zip(s0, s1)]
@@ -149,11 +157,11 @@ def merge_composite(cfg, out: Path, *, overwrite: bool, device: str, seed: int |
 def _merge_sens(cfg, out: Path, own: dict, *, overwrite, device, seed, progress, t0):
     paths = cfg.models
     base_path = cfg.base_model or paths[0]
-    vocab = int(Checkpoint(base_path).config.get("vocab_size", 0)) or None
+    vocab = int(Checkpoint(base_path, allow_pickle=cfg.allow_pickle).config.get("vocab_size", 0)) or None
     contents = own.get("calibration_content") or [None] * len(paths)
     contents = [c or ("long" if os.path.abspath(p) == os.path.abspath(base_path) else "short") for c, p in zip(contents, paths)]
     calibs = [_calibration(cfg, base_path, vocab, c) for c in contents]
-    models = A.models_from(paths, device)
+    models = A.models_from(paths, device, allow_pickle=cfg.allow_pickle)
     sens = [A.layer_sensitivity(m, cal, per_sample=own["per_sample"], progress=progress) for m, cal in zip(models, calibs)]
     K = len(models)
     g = [[A.logit_distance(models[i], models[j], calibs[j]) if i != j else 0.0 for j in range(K)] for i in range(K)]
