@@ -106,7 +106,7 @@ def run_study(profile: str = "toy", out: str | Path | None = None, book: str | P
     book = Path(book) if book else ROOT / "book"
     t0 = time.perf_counter()
     organism_models(prof, progress, verbose=True)
-    report = run_notebooks(prof["name"], out, book / "chapters", notebooks, progress)
+    report = run_notebooks(prof["_path"], out, book / "chapters", notebooks, progress)  # the file as given, not its name
     headline = out / "figures" / "headline.png"
     if headline.is_file():
         (book / "_static").mkdir(exist_ok=True)

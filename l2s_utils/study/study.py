@@ -55,6 +55,11 @@ class Study:
         self._pairs: dict[str, dict[str, Path]] = {}
         self._length_tok = None
 
+    @property
+    def allow_pickle(self) -> bool:
+        """The profile's ``allow_pickle`` (a YAML boolean; pickle-only models are refused otherwise)."""
+        return self.profile.get("allow_pickle") is True
+
     # -- models -------------------------------------------------------------------------------
     @property
     def organism(self) -> bool:
@@ -94,6 +99,8 @@ class Study:
             cfg["max_position_embeddings"] = 131072
         if method in ("aim", "sens", "acm"):
             cfg["calibration"] = {**self.profile.get("calibration", {}), **(calibration or {})}
+        if self.allow_pickle:
+            cfg["allow_pickle"] = True
         return cfg
 
     def merged(self, method: str, scale: str | None = None, calibration: dict | None = None, **override) -> Path:
@@ -140,7 +147,7 @@ class Study:
                                    toy_per_level=b.get("per_level", 50))
             df = evaluate(model, b["name"], items=items, prompt=prompt, backend=bk["name"], sampling=sampling,
                           out=self.out / "eval", length_tokenizer=self.length_tokenizer(), model_name=name,
-                          progress=self.progress, **options)
+                          progress=self.progress, allow_pickle=self.allow_pickle, **options)
             df["role"], df["scale"], df["profile"] = role, scale or "main", self.name
             frames.append(df)
         return pd.concat(frames, ignore_index=True)
@@ -181,7 +188,7 @@ class Study:
 
             pair = self.pair(scale)
             s1, s2 = premise._state(pair["system1"]), premise._state(pair["system2"])
-            model, tok = load_model(pair["system1"], "cpu")
+            model, tok = load_model(pair["system1"], "cpu", allow_pickle=self.allow_pickle)
             losses = premise.held_out_losses(model, tok, s1, s2, sorted(rows.alpha.unique()),
                                              seed=self.profile.get("seed", 0))
             norms = premise.task_vector_norms(s1, s2)
