@@ -234,13 +234,31 @@ def test_merged_directory_has_normal_permissions(tiny, tmp_path):
     assert all((f.stat().st_mode & 0o777) == 0o644 for f in r.out.iterdir())
 
 
-@pytest.mark.parametrize("how", ["parent-is-a-file", "read-only-parent", "out-is-a-file", "out-is-a-file-overwrite"])
-def test_unwritable_output_is_named(tiny, tmp_path, capsys, how):
+@pytest.mark.parametrize("how", ["parent-is-a-file", "read-only-parent", "permission-denied", "out-is-a-file",
+                                 "out-is-a-file-overwrite"])
+def test_unwritable_output_is_named(tiny, tmp_path, capsys, monkeypatch, how):
     if how == "read-only-parent" and IS_ROOT:
-        pytest.skip("root writes into read-only directories")
+        pytest.skip("root writes into read-only directories (permission-denied simulates it)")
     c = write_config(tmp_path / "c.yaml", tiny["base"], [tiny["ft1"]])
     extra = []
-    if how == "parent-is-a-file":
+    if how == "permission-denied":  # what a read-only parent does for a non-root user, simulated for root
+        import errno
+
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        real_open, real_mkdir = os.open, os.mkdir
+
+        def deny(real):
+            def f(path, *a, **k):
+                if str(path).startswith(str(ro) + os.sep):
+                    raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+                return real(path, *a, **k)
+            return f
+
+        monkeypatch.setattr(os, "open", deny(real_open))
+        monkeypatch.setattr(os, "mkdir", deny(real_mkdir))
+        out, named = ro / "out", str(ro)
+    elif how == "parent-is-a-file":
         (tmp_path / "f").write_text("x")
         out, named = tmp_path / "f" / "out", str(tmp_path / "f")
     elif how == "read-only-parent":
@@ -674,7 +692,7 @@ def test_evaluate_api_rejects_bad_limit(tiny, tmp_path, limit):
 
 
 @pytest.mark.parametrize("how", ["missing-model", "model-is-a-file", "model-without-config", "out-is-a-file",
-                                 "generations-is-a-file"])
+                                 "generations-is-a-file", "corrupt-safetensors", "config-a-list", "bad-provenance"])
 def test_eval_bad_paths_write_nothing(tiny, tmp_path, capsys, how):
     model, out = tiny["base"], tmp_path / "eval"
     if how == "missing-model":
@@ -687,9 +705,15 @@ def test_eval_bad_paths_write_nothing(tiny, tmp_path, capsys, how):
         (model / "config.json").unlink()
     elif how == "out-is-a-file":
         out.write_text("keep me")
-    else:
+    elif how == "generations-is-a-file":
         (out).mkdir()
         (out / "generations").write_text("keep me")
+    else:
+        model = shutil.copytree(tiny["base"], tmp_path / "m")
+        f = {"corrupt-safetensors": "model.safetensors", "config-a-list": "config.json",
+             "bad-provenance": "l2s_merge.json"}[how]
+        (model / f).write_bytes({"model.safetensors": b"\x08\0\0\0\0\0\0\0[1, 2] ", "config.json": b"[1, 2]",
+                                  "l2s_merge.json": b'{"nothing": 1}'}[f])
     before = tree_digest(tmp_path)
     rc, err = run_cli(capsys, "eval", "--model", model, "--benchmark", "toy", "--limit", "2", "--out", out,
                       "--backend", "transformers", "--quiet")
@@ -743,6 +767,7 @@ def mutated(tmp_path: Path, fn) -> Path:
     (lambda p: p["models"].update(kind="hub"), r"bad\.models\.system1: required for kind 'hub'"),
     (lambda p: p.update(allow_pickle="false"), r"bad\.allow_pickle: must be true or false"),
     (lambda p: p.update(seed=True), r"bad\.seed: must be int >= 0"),
+    (lambda p: p.update(geometry="yes"), r"bad\.geometry: must be true or false"),
     (lambda p: p.update(merge=None), r"missing required key 'merge'"),
     (lambda p: p.update(sampling=[1]), r"bad\.sampling: must be a mapping"),
 ])
@@ -786,7 +811,7 @@ def test_profile_path_is_used_as_given_throughout(tmp_path, monkeypatch):
 
     def fake_execute(src, dst, parameters, **kw):
         seen.append(parameters["profile"])
-        assert load_profile(parameters["profile"])["sampling"]["max_tokens"] == 7
+        assert load_profile(parameters["profile"])["sampling"]["max_tokens"] == (48 if seen[-1] == "smoke" else 7)
         Path(dst).write_text("{}")
 
     monkeypatch.setattr(papermill, "execute_notebook", fake_execute)
@@ -796,6 +821,9 @@ def test_profile_path_is_used_as_given_throughout(tmp_path, monkeypatch):
     driver.run_study(str(custom), out=tmp_path / "run", book=tmp_path / "book", notebooks=("00_testbed",),
                      progress=False)
     assert seen == [str(custom.resolve())]
+    driver.run_study("smoke", out=tmp_path / "run2", book=tmp_path / "book2", notebooks=("00_testbed",),
+                     progress=False)
+    assert seen[-1] == "smoke"  # a built-in by its name: the book shows no local path
     with pytest.raises(ProfileError, match="not found"):  # a path that does not exist never falls back to a name
         load_profile(tmp_path / "nope" / "toy.yaml")
 

@@ -23,7 +23,9 @@ import platform
 from pathlib import Path
 
 from .. import __version__
-from ..merge.checkpoint import TOKENIZER_FILES, check_weights_policy, file_sha256, model_fingerprint
+from ..merge.checkpoint import (
+    INDEX_NAME, TOKENIZER_FILES, Checkpoint, check_weights_policy, file_sha256, model_fingerprint, read_json_object,
+)
 from .benchmarks import Item, load_benchmark
 from .generation import Generation, Sampling, generate, resolve_backend
 from .grading import extract_answer, grade_batch
@@ -138,8 +140,10 @@ def provenance(model: str | os.PathLike) -> dict:
     fp = model_fingerprint(p)
     merge_info = {}
     if (p / "l2s_merge.json").is_file():
-        m = json.loads((p / "l2s_merge.json").read_text())
-        merge_info = {"method": m["method"], "params": json.dumps(m["resolved_parameters"], sort_keys=True)}
+        m = read_json_object(p / "l2s_merge.json")
+        if not isinstance(m.get("method"), str) or "resolved_parameters" not in m:
+            raise ValueError(f"{p / 'l2s_merge.json'}: corrupt merge provenance (needs 'method' and 'resolved_parameters')")
+        merge_info = {"method": m["method"], "params": json.dumps(m["resolved_parameters"], sort_keys=True, default=str)}
     return {"model_path": str(p), "model_fingerprint": fp["sha256"], "merge_method": merge_info.get("method", ""),
             "merge_params": merge_info.get("params", ""),
             "versions": json.dumps({"l2s_utils": __version__, "torch": torch.__version__,
@@ -165,6 +169,8 @@ def evaluate(model: str | os.PathLike, benchmark: str, *, limit: int | None = No
     check_weights_policy(model, allow_pickle)
     if not (Path(model) / "config.json").is_file():
         raise ValueError(f"{Path(model) / 'config.json'}: missing (is {model} a model directory?)")
+    if (Path(model) / "model.safetensors").is_file() or (Path(model) / INDEX_NAME).is_file():
+        Checkpoint(model)  # headers, shards and config.json validated (cheap: no tensor is read)
     for d in (out, out / "generations", out / "results"):
         if d.exists() and not d.is_dir():
             raise ValueError(f"{d}: exists and is not a directory (--out must name a directory)")

@@ -37,7 +37,7 @@ import yaml
 from . import methods as M
 from .checkpoint import (
     DTYPE_NAMES, EMBED, LM_HEAD, TOKENIZER_FILES, Checkpoint, CheckpointError, PlannedTensor, StreamingWriter,
-    claim_output, fetch_model, iter_with_prefetch, model_fingerprint,
+    claim_output, fetch_model, iter_with_prefetch, model_fingerprint, read_json_object,
 )
 from .config import MergeConfig, load_config
 from .methods import MergeConfigError
@@ -252,10 +252,7 @@ def _merge(config: MergeConfig, out: Path, *, overwrite: bool, device: str, seed
         kwargs_run["thresholds"] = global_ties_thresholds(inputs, kwargs["k"], device)
 
     config_dir = inputs.ref.path if cfg.config_source == "base" else fetch_model(cfg.config_source)
-    try:
-        src_config = json.loads((Path(config_dir) / "config.json").read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{config_dir}: config_source has no readable config.json ({e})") from None
+    src_config = read_json_object(Path(config_dir) / "config.json", "(config_source needs a config.json)")
     tok_dir = inputs.ref.path if cfg.tokenizer_source == "base" else fetch_model(cfg.tokenizer_source)
 
     out_names = inputs.names

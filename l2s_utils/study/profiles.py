@@ -92,7 +92,7 @@ STYLE = Leaf(str, lambda s: s in _styles(), "a prompt style (qwen25-math-cot | c
 METHOD = Leaf(str, lambda s: s in _methods(), "a merge method (l2s merge --list)")
 
 SCHEMA: dict[str, Any] = {
-    "name": STR, "description": STR, "seed": INT0, "allow_pickle": BOOL,
+    "name": STR, "description": STR, "seed": INT0, "allow_pickle": BOOL, "geometry": BOOL,
     "models": {"kind": Leaf(str, lambda s: s in ("organism", "hub"), "'organism' or 'hub'"), "scale": STR,
                "ladder": ListOf(STR), "system1": STR, "system2": STR, "pairs": dict},
     "benchmarks": ListOf({"name": Leaf(str, lambda s: s in _benchmarks(), "a benchmark name"),
