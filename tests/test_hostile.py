@@ -745,6 +745,7 @@ def mutated(tmp_path: Path, fn) -> Path:
     (lambda p: p["benchmarks"][0].update(per_levl=2), r"bad\.benchmarks\[0\]\.per_levl: unknown key"),
     (lambda p: p["benchmarks"][0].update(name="gsm9k"), r"bad\.benchmarks\[0\]\.name: must be a benchmark name"),
     (lambda p: p["benchmarks"][0].update(per_level=0), r"bad\.benchmarks\[0\]\.per_level: must be int >= 1"),
+    (lambda p: p["benchmarks"][0].update(limit=-1), r"bad\.benchmarks\[0\]\.limit: must be int >= 1"),
     (lambda p: p.update(benchmarks=["toy"]), r"bad\.benchmarks\[0\]: must be a mapping"),
     (lambda p: p.update(benchmarks=[]), r"bad\.benchmarks: must name at least one"),
     (lambda p: p["calibration"].update(sorce="s1k"), r"bad\.calibration\.sorce: unknown key"),
@@ -862,6 +863,27 @@ def test_merge_config_errors_name_the_culprit(tiny, tmp_path, capsys, change, cu
     rc, err = run_cli(capsys, "merge", c, tmp_path / "out", "--quiet")
     assert_clean_error(rc, err, str(c), culprit)
     assert not (tmp_path / "out").exists() and leftovers(tmp_path / "out") == []
+
+
+@pytest.mark.parametrize("calibration,culprit", [
+    ({"n": "abc"}, "calibration.n must be an integer >= 1, got 'abc'"),
+    ({"n": 0}, "calibration n must be >= 1"),
+    ({"n": True}, "calibration.n must be an integer >= 1"),
+    ({"seed": -1}, "calibration.seed must be an integer >= 0"),
+    ({"max_length": 1.5}, "calibration.max_length must be an integer >= 2"),
+    ({"source": "web"}, "calibration.source must be 'organism' or 's1k'"),
+    ({"content": ["short"]}, "calibration content must be one of"),
+    ({"path": 5}, "calibration.path must be a file path"),
+    ({"sorce": "s1k"}, "calibration: unknown key(s) ['sorce']"),
+])
+def test_calibration_spec_errors_name_the_key(tiny, tmp_path, capsys, calibration, culprit):
+    c = tmp_path / "c.yaml"
+    c.write_text(yaml.safe_dump({"merge_method": "aim", "base_model": str(tiny["base"]),
+                                 "models": [{"model": str(tiny["ft1"])}], "parameters": {"base_method": "ties"},
+                                 "calibration": calibration}))
+    rc, err = run_cli(capsys, "merge", c, tmp_path / "out", "--quiet")
+    assert_clean_error(rc, err, str(c), culprit)
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("content,culprit", [

@@ -112,23 +112,28 @@ def cached_generate(model: str | os.PathLike, prompts: list[str], sampling: Samp
             if dangling:  # an interrupted write left half a line: end it so the next line stays intact
                 with open(path, "a") as f:
                     f.write("\n")
-        with open(path, "a", encoding="utf-8") as f:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
             for start in range(0, len(missing), chunk):
                 part = missing[start:start + chunk]
 
                 def append(idx, gens, part=part):  # after every batch: a kill loses at most the batch in flight
+                    lines = []
                     for i, g in zip(idx, gens):
                         s = part[i][0]
-                        if s in done:
-                            continue
-                        done[s] = g
-                        f.write(json.dumps({"prompt_sha": s, "text": g.text, "n_tokens": g.n_tokens,
-                                            "finish_reason": g.finish_reason}) + "\n")
-                    f.flush()
+                        if s not in done:
+                            done[s] = g
+                            lines.append(json.dumps({"prompt_sha": s, "text": g.text, "n_tokens": g.n_tokens,
+                                                     "finish_reason": g.finish_reason}) + "\n")
+                    data = memoryview("".join(lines).encode("utf-8"))
+                    while data:  # one O_APPEND write per batch, so lines of concurrent runs do not interleave
+                        data = data[os.write(fd, data):]
 
                 gens = generate(model, [p for _, p in part], sampling, backend=backend, progress=progress,
                                 on_batch=append, **options)
                 append(range(len(part)), gens)  # whatever the backend did not report batch by batch
+        finally:
+            os.close(fd)
     return [done[s] for s in shas]
 
 

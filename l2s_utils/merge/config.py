@@ -33,6 +33,7 @@ import yaml
 
 from .. import safe_yaml
 from . import methods as M
+from .calibration import check_spec as check_calibration
 from .checkpoint import DTYPE_NAMES
 from .methods import MergeConfigError
 
@@ -187,6 +188,10 @@ def _check_types(raw: dict, where: str) -> None:
     for key in ("parameters", "calibration"):
         if raw.get(key) is not None and not isinstance(raw[key], dict):
             raise bad(key, "a mapping")
+    try:
+        check_calibration(raw.get("calibration"))
+    except ValueError as e:
+        raise MergeConfigError(f"{where}: {e}") from None
     for key in ("merge_method", "base_model", "tokenizer_source", "config_source"):
         if key in raw and not isinstance(raw[key], str):
             raise bad(key, "a string")
