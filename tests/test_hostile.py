@@ -722,6 +722,25 @@ def test_eval_bad_paths_write_nothing(tiny, tmp_path, capsys, how):
     assert tree_digest(tmp_path) == before
 
 
+@pytest.mark.parametrize("line,culprit", [
+    (b"null", ":2: cannot read a math500 record (a JSON NoneType"),
+    (b"[1, 2]", ":2: cannot read a math500 record (a JSON list"),
+    (b"{not json", ":2: cannot read a math500 record"),
+    (b'{"problem": "caf\xe9", "answer": "1"}', ":2: cannot read a math500 record ('utf-8' codec"),
+    (b'{"answer": "1"}', ":2: cannot read a math500 record (row has none of question"),
+    (None, "benchmark file not found (--data)"),
+])
+def test_eval_bad_benchmark_files_are_named(tiny, tmp_path, capsys, line, culprit):
+    data = tmp_path / "data.jsonl"
+    if line is not None:
+        data.write_bytes(b'{"problem": "1+1?", "answer": "2"}\n' + line + b"\n")
+    out = tmp_path / "eval"
+    rc, err = run_cli(capsys, "eval", "--model", tiny["base"], "--benchmark", "math500", "--data", data,
+                      "--out", out, "--backend", "transformers", "--quiet")
+    assert_clean_error(rc, err, str(data), culprit, command="eval")
+    assert not out.exists()
+
+
 # =================================================================================================
 # 6. Profiles
 # =================================================================================================
