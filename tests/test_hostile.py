@@ -672,6 +672,22 @@ def test_corrupt_cache_lines_are_skipped_regenerated_and_named(tmp_path, fake_ge
     assert fake_gen == [] and len(f.read_bytes().splitlines()) == 3
 
 
+def test_cache_disk_full_names_the_file(tmp_path, fake_gen, monkeypatch):
+    import errno
+    import types
+
+    def full(fd, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    proxy = types.SimpleNamespace(**{k: getattr(os, k) for k in dir(os) if not k.startswith("__")})
+    proxy.write = full
+    monkeypatch.setattr(pipeline, "os", proxy)
+    cache = tmp_path / "cache"
+    with pytest.raises(OSError) as e:
+        gen(model_dir(tmp_path), ["p1", "p2"], cache)
+    assert e.value.errno == errno.ENOSPC and e.value.filename == str(next(cache.glob("*.jsonl")))
+
+
 # =================================================================================================
 # 5. eval arguments
 # =================================================================================================
@@ -788,6 +804,7 @@ def mutated(tmp_path: Path, fn) -> Path:
     (lambda p: p.update(allow_pickle="false"), r"bad\.allow_pickle: must be true or false"),
     (lambda p: p.update(seed=True), r"bad\.seed: must be int >= 0"),
     (lambda p: p.update(geometry="yes"), r"bad\.geometry: must be true or false"),
+    (lambda p: p.update(_path="/elsewhere.yaml"), r"bad\._path: unknown key"),
     (lambda p: p.update(merge=None), r"missing required key 'merge'"),
     (lambda p: p.update(sampling=[1]), r"bad\.sampling: must be a mapping"),
 ])
@@ -795,6 +812,15 @@ def test_profile_validated_completely_at_load(tmp_path, fn, match):
     with pytest.raises(ProfileError, match=match) as e:
         load_profile(mutated(tmp_path, fn))
     assert "\n" not in str(e.value)
+
+
+def test_study_validates_a_profile_given_as_a_dict():
+    from l2s_utils.study import Study
+
+    prof = load_profile("smoke")
+    prof["merge"]["ties"]["kk"] = 1
+    with pytest.raises(ProfileError, match=r"profile smoke\.merge\.ties: .*'kk'"):
+        Study(prof)
 
 
 @pytest.mark.parametrize("text,match", [

@@ -126,8 +126,11 @@ def cached_generate(model: str | os.PathLike, prompts: list[str], sampling: Samp
                             lines.append(json.dumps({"prompt_sha": s, "text": g.text, "n_tokens": g.n_tokens,
                                                      "finish_reason": g.finish_reason}) + "\n")
                     data = memoryview("".join(lines).encode("utf-8"))
-                    while data:  # one O_APPEND write per batch, so lines of concurrent runs do not interleave
-                        data = data[os.write(fd, data):]
+                    try:
+                        while data:  # one O_APPEND write per batch, so lines of concurrent runs do not interleave
+                            data = data[os.write(fd, data):]
+                    except OSError as e:  # a full disk: name the file
+                        raise OSError(e.errno, e.strerror, str(path)) from None
 
                 gens = generate(model, [p for _, p in part], sampling, backend=backend, progress=progress,
                                 on_batch=append, **options)

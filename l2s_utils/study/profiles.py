@@ -179,7 +179,17 @@ def load_profile(name_or_path: str | Path) -> dict:
         raise ProfileError(f"{p}: cannot read ({e.strerror or e})") from None
     except yaml.YAMLError as e:
         raise ProfileError(f"{p}: invalid YAML ({safe_yaml.one_line(e)})") from None
-    where = f"profile {p.stem}"
+    if isinstance(prof, dict) and "_path" in prof:  # the loader's own key: a file may not set it
+        raise ProfileError(f"profile {p.stem}._path: unknown key; allowed: {sorted(SCHEMA)}")
+    validate_profile(prof, f"profile {p.stem}")
+    prof["_path"] = str(p)
+    return prof
+
+
+def validate_profile(prof: Any, where: str = "profile") -> None:
+    """Check a profile mapping completely (``_path``, which :func:`load_profile` adds, is allowed)."""
+    if isinstance(prof, dict):
+        prof = {k: v for k, v in prof.items() if k != "_path"}
     _check(prof, SCHEMA, where)
     for k in REQUIRED:
         if prof.get(k) is None:
@@ -210,5 +220,3 @@ def load_profile(name_or_path: str | Path) -> dict:
     if prof["backend"].get("name") is None:
         raise ProfileError(f"{where}.backend.name: missing (transformers | vllm | auto)")
     _check_merge(prof, where)
-    prof["_path"] = str(p)
-    return prof

@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from ..evaluate import metrics
-from .profiles import load_profile
+from .profiles import load_profile, validate_profile
 
 ROOT = Path(__file__).resolve().parents[2]
 PAIR_METHODS = {"average", "dare", "lore", "sens"}  # methods that take [System 1, System 2] as models
@@ -42,6 +42,8 @@ class Study:
     """
 
     def __init__(self, profile: str | dict = "toy", out: str | os.PathLike | None = None, progress: bool = False):
+        if isinstance(profile, dict):
+            validate_profile(profile, f"profile {profile.get('name', '<dict>')}")
         self.profile = profile if isinstance(profile, dict) else load_profile(profile)
         self.name = self.profile["name"]
         self.out = Path(out) if out else ROOT / "runs" / self.name
