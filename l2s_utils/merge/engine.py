@@ -227,13 +227,11 @@ def merge(config: str | os.PathLike | dict | MergeConfig, out: str | os.PathLike
                       _tensor_weights=_tensor_weights, _extra=_extra)
 
 
-def _merge(config: MergeConfig, out: Path, *, overwrite: bool, device: str, seed: int | None, progress: bool,
+def _merge(cfg: MergeConfig, out: Path, *, overwrite: bool, device: str, seed: int | None, progress: bool,
            _tensor_weights: Callable[[str], list[float]] | None, _extra: dict | None) -> MergeResult:
+    """The streamed merge itself, into a claimed ``out`` (non-composite methods)."""
     t0 = time.perf_counter()
-    cfg = config
     method = M.get_method(cfg.merge_method)
-    if method.composite:  # AIM / ACM / Sens: registered by composite.py with the runner that drives this engine
-        return method.run(cfg, Path(out), overwrite=overwrite, device=device, seed=seed, progress=progress)
     params = dict(cfg.parameters)
     if seed is not None or cfg.seed is not None:
         if "seed" in {p.name for p in method.params}:
