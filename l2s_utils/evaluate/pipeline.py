@@ -209,6 +209,12 @@ def evaluate(model: str | os.PathLike, benchmark: str, *, limit: int | None = No
     df = pd.DataFrame(rows)
     target = out / "results" / name
     target.mkdir(parents=True, exist_ok=True)
-    df.to_parquet(target / f"{benchmark}.parquet", index=False)
-    df.to_csv(target / f"{benchmark}.csv", index=False)
+    for suffix, write in ((".parquet", df.to_parquet), (".csv", df.to_csv)):  # atomic: a kill leaves no half file
+        final = target / f"{benchmark}{suffix}"
+        tmp = target / f".{final.name}.{os.getpid()}.tmp"
+        try:
+            write(tmp, index=False)
+            os.replace(tmp, final)
+        finally:
+            tmp.unlink(missing_ok=True)
     return df
