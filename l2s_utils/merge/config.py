@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from .. import safe_yaml
+from . import safe_yaml
 from . import methods as M
 from .calibration import check_spec as check_calibration
 from .checkpoint import DTYPE_NAMES

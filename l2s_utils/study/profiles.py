@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 import yaml
 
-from .. import safe_yaml
+from ..merge import safe_yaml
 
 PROFILE_DIR = Path(__file__).resolve().parents[2] / "data" / "profiles"
 
@@ -146,6 +146,9 @@ def _check(node: Any, schema: Any, where: str) -> None:
         raise ProfileError(f"{where}: must be {'a mapping' if schema is dict else schema.__name__}, got {node!r}")
 
 
+PAIR_METHODS = {"average", "linear", "dare", "lore", "sens"}  # methods that take [System 1, System 2] as models
+
+
 def merge_entry(label: str, entry: dict | None) -> tuple[str, dict]:
     """(registry method, hyper-parameters) of one ``merge`` entry: ``method`` names the registry method
     (default: the label); the other keys are its hyper-parameters."""
@@ -156,7 +159,6 @@ def merge_entry(label: str, entry: dict | None) -> tuple[str, dict]:
 def _check_merge(prof: dict, where: str) -> None:
     """Every method's hyper-parameters as the merge would check them (placeholder model paths)."""
     from ..merge import MergeConfigError, get_method, load_config
-    from .study import PAIR_METHODS
 
     for m, entry in prof["merge"].items():
         if not isinstance(m, str):

@@ -21,10 +21,9 @@ from typing import Any
 import pandas as pd
 
 from ..evaluate import metrics
-from .profiles import load_profile, merge_entry, validate_profile
+from .profiles import PAIR_METHODS, load_profile, merge_entry, validate_profile
 
 ROOT = Path(__file__).resolve().parents[2]
-PAIR_METHODS = {"average", "linear", "dare", "lore", "sens"}  # methods that take [System 1, System 2] as models
 PRETTY = {"average": "Average Merging", "task_arithmetic": "Task Arithmetic", "ties": "Ties-Merging", "dare": "DARE",
           "dare_ta": "DARE-TA", "dare_ties": "DARE-Ties", "lore": "LoRE-Merging", "twin": "Twin-Merging",
           "aim": "AIM-Ties", "sens": "Sens-Merging", "acm": "ACM-Ties"}
