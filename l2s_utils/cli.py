@@ -29,9 +29,12 @@ def _cmd_merge(args: argparse.Namespace) -> int:
     if not args.config or not args.out:
         print("l2s merge: CONFIG and OUT are required (or --list)", file=sys.stderr)
         return 2
-    from .merge import merge
+    from .merge import load_config, merge
 
-    result = merge(args.config, args.out, overwrite=args.overwrite, device=args.device, seed=args.seed,
+    cfg = load_config(args.config)
+    if args.allow_pickle:
+        cfg.allow_pickle = True
+    result = merge(cfg, args.out, overwrite=args.overwrite, device=args.device, seed=args.seed,
                    progress=not args.quiet)
     print(result.summary())
     return 0
@@ -100,7 +103,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.ray:
         options["distributed_executor_backend"] = "ray"
     df = evaluate(args.model, args.benchmark, limit=args.limit, prompt=prompt, backend=args.backend, sampling=sampling,
-                  out=args.out, data=args.data, grading=args.grading, n_samples=args.n, progress=not args.quiet, **options)
+                  out=args.out, data=args.data, grading=args.grading, n_samples=args.n, progress=not args.quiet,
+                  allow_pickle=args.allow_pickle, **options)
     s = summarize(df)
     r = s.iloc[0]
     print(f"{r.model} on {r.benchmark} (n={r.n}, grading {args.grading}): accuracy {r.accuracy:.1f}% [95% CI {r.acc_lo:.1f}, {r.acc_hi:.1f}]  "
@@ -124,6 +128,34 @@ def _cmd_study(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str, hint: str = "") -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{n} is not a positive count{hint}")
+    return n
+
+
+def _limit(text: str) -> int:
+    return _positive_int(text, " (omit --limit for every problem)")
+
+
+def _samples(text: str) -> int:
+    return _positive_int(text, " (samples per problem: 1 or more)")
+
+
+def _top_p(text: str) -> float:
+    try:
+        p = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 < p <= 1.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{text} is not in (0, 1]")
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="l2s", description="Model merging for long-to-short reasoning (arXiv 2503.20641).")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -137,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--seed", type=int, default=None, help="seed for random masks (DARE); overrides the config")
     m.add_argument("--quiet", action="store_true", help="no progress bar")
     m.add_argument("--list", action="store_true", help="list the merge methods and their parameters")
+    m.add_argument("--allow-pickle", action="store_true",
+                   help="allow models with only pickle weights (*.bin); pickle can run code: trusted sources only")
     m.set_defaults(func=_cmd_merge)
 
     o = sub.add_parser("organism", help="build (or load) the toy System 1 / System 2 pair",
@@ -161,14 +195,14 @@ def build_parser() -> argparse.ArgumentParser:
                                    "Generations are cached: a rerun or a resumed run only generates what is missing.")
     e.add_argument("--model", required=True, help="local checkpoint directory")
     e.add_argument("--benchmark", required=True, help="gsm8k | math500 | aime24 | minerva_math | olympiadbench | college_math | toy")
-    e.add_argument("--limit", type=int, default=None, help="first N problems only")
+    e.add_argument("--limit", type=_limit, default=None, help="first N problems only (N >= 1)")
     e.add_argument("--backend", default="auto", choices=["auto", "vllm", "transformers"])
     e.add_argument("--max-tokens", type=int, default=10240, help="max new tokens (paper: 10240; 8192 for System 1)")
     e.add_argument("--prompt", default=None, help="qwen25-math-cot (default) | cot | r1 | toy (default for --benchmark toy)")
     e.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (the paper)")
     e.add_argument("--seed", type=int, default=0, help="seed of sample 0 (sample s uses seed + s)")
-    e.add_argument("--top-p", type=float, default=1.0)
-    e.add_argument("-n", type=int, default=1, help="samples per problem (needs --temperature > 0); prints avg@n, pass@n")
+    e.add_argument("--top-p", type=_top_p, default=1.0, help="nucleus sampling: 0 < p <= 1 (default 1)")
+    e.add_argument("-n", type=_samples, default=1, help="samples per problem (needs --temperature > 0); prints avg@n, pass@n")
     e.add_argument("--data", type=Path, default=None, help="local JSONL in the Qwen2.5-Math toolkit format")
     e.add_argument("--out", type=Path, default=Path("runs/eval"), help="output directory (cache and results)")
     e.add_argument("--tensor-parallel-size", type=int, default=None, help="vLLM: GPUs per model (default: all visible)")
@@ -176,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--ray", action="store_true", help="vLLM: use the Ray executor (multi-node tensor parallelism)")
     e.add_argument("--grading", default="strict", choices=["strict", "qwen-toolkit"],
                    help="grading protocol: strict (default) or qwen-toolkit (the paper's, to compare with its numbers)")
+    e.add_argument("--allow-pickle", action="store_true",
+                   help="allow a model with only pickle weights (*.bin); pickle can run code: trusted sources only")
     e.add_argument("--quiet", action="store_true", help="no progress bars")
     e.set_defaults(func=_cmd_eval)
 
@@ -195,8 +231,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileExistsError, FileNotFoundError) as e:  # our errors carry the file/tensor/parameter
-        print(f"l2s {args.command}: error: {e}", file=sys.stderr)
+    except (ValueError, OSError) as e:  # our errors carry the file/tensor/parameter; OSErrors their file
+        if isinstance(e, OSError) and not isinstance(e, FileExistsError) and e.filename:
+            msg = f"{e.filename}: {e.strerror}"
+        else:
+            msg = " ".join(str(e).split()) or repr(e)
+        print(f"l2s {args.command}: error: {msg}", file=sys.stderr)
         return 2
 
 

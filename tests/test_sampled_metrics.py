@@ -118,21 +118,28 @@ def test_evaluate_draws_n_samples_each_cached_under_its_seed(tmp_path, monkeypat
     def tok(texts, add_special_tokens=False):
         return {"input_ids": [[0] * len(t) for t in texts]}
 
+    import torch
+    from safetensors.torch import save_file
+
+    model = tmp_path / "model"  # evaluate checks the model directory before anything else (issue 15)
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    save_file({"w": torch.zeros(1)}, str(model / "model.safetensors"))
     items = [Item("toy", f"q{i}", f"question {i}", "0") for i in range(3)]
-    kw = dict(items=items, prompt="toy", backend="transformers", out=tmp_path, length_tokenizer=tok, model_name="m",
+    kw = dict(items=items, prompt="toy", backend="transformers", out=tmp_path / "eval", length_tokenizer=tok, model_name="m",
               progress=False, grade_workers=1)
     s = Sampling(max_tokens=8, temperature=0.7, seed=10)
-    df = pipeline.evaluate("model", "toy", sampling=s, n_samples=4, **kw)
+    df = pipeline.evaluate(model, "toy", sampling=s, n_samples=4, **kw)
     assert len(df) == 12 and sorted(df["sample"].unique()) == [0, 1, 2, 3]
     assert sorted(df.seed.unique()) == [10, 11, 12, 13] and set(df.grading) == {"strict"}
     assert calls == [(10, 3), (11, 3), (12, 3), (13, 3)]
     calls.clear()
-    more = pipeline.evaluate("model", "toy", sampling=s, n_samples=6, **kw)  # only the two new samples are generated
+    more = pipeline.evaluate(model, "toy", sampling=s, n_samples=6, **kw)  # only the two new samples are generated
     assert calls == [(14, 3), (15, 3)] and len(more) == 18
     t = sampled_metrics(more, ks=(1, 6), n_boot=100).set_index("k")
     # correct when (seed + i) is even: each problem has 3 correct samples of 6
     assert t.loc[6, "avg@k"] == pytest.approx(50.0) and t.loc[6, "pass@k"] == pytest.approx(100.0)
-    one = pipeline.evaluate("model", "toy", sampling=s, **kw)
+    one = pipeline.evaluate(model, "toy", sampling=s, **kw)
     assert len(one) == 3 and (one["sample"] == 0).all()
     with pytest.raises(ValueError, match="temperature"):
-        pipeline.evaluate("model", "toy", sampling=Sampling(max_tokens=8), n_samples=2, **kw)
+        pipeline.evaluate(model, "toy", sampling=Sampling(max_tokens=8), n_samples=2, **kw)

@@ -88,15 +88,17 @@ def _level(row: dict) -> int | None:
 
 def load_jsonl(path: Path, name: str) -> list[Item]:
     items = []
-    with open(path) as f:
-        for i, line in enumerate(f):
-            if not line.strip():
+    with open(path, "rb") as f:
+        for i, raw in enumerate(f):
+            if not raw.strip():
                 continue
             try:
-                row = json.loads(line)
+                row = json.loads(raw.decode("utf-8"))
+                if not isinstance(row, dict):
+                    raise ValueError(f"a JSON {type(row).__name__}, not an object")
                 items.append(Item(name, str(row.get("idx", row.get("id", row.get("unique_id", i)))), _question(row),
                                   _gold(name, row), _level(row), {k: row[k] for k in ("type", "subject", "subfield") if k in row}))
-            except (json.JSONDecodeError, KeyError, ValueError) as e:
+            except (KeyError, ValueError, TypeError, AttributeError) as e:  # JSON and UTF-8 errors are ValueErrors
                 raise ValueError(f"{path}:{i + 1}: cannot read a {name} record ({e})") from None
     if not items:
         raise ValueError(f"{path}: no records")
@@ -115,6 +117,8 @@ def load_benchmark(name: str, *, path: str | os.PathLike | None = None, limit: i
         items = [Item("toy", p.id, p.question, str(p.answer), p.level) for p in probs]
         return items[:limit] if limit else items
     local = Path(path) if path else data_dir() / name / "test.jsonl"
+    if path and not local.is_file():  # a path given by the user is never silently replaced by a download
+        raise DatasetMissing(f"{local}: benchmark file not found (--data)")
     if local.is_file():
         items = load_jsonl(local, name)
     elif name in HUB and allow_download:

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from ..merge.checkpoint import load_model
+from ..merge.checkpoint import check_weights_policy, load_model
 
 
 @dataclass(frozen=True)
@@ -60,10 +60,11 @@ def _cut(text: str, stops: tuple[str, ...]) -> tuple[str, bool]:
 @torch.inference_mode()
 def generate_transformers(model_path: str | os.PathLike, prompts: list[str], sampling: Sampling, *,
                           batch_size: int = 64, device: str | None = None, progress: bool = True,
-                          model_and_tokenizer=None) -> list[Generation]:
+                          model_and_tokenizer=None, allow_pickle: bool = False, on_batch=None) -> list[Generation]:
+    """Batched generation; ``on_batch(indices, generations)`` is called after every batch (the cache appends there)."""
     from tqdm.auto import tqdm
 
-    model, tok = model_and_tokenizer or load_model(model_path, device)
+    model, tok = model_and_tokenizer or load_model(model_path, device, allow_pickle=allow_pickle)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     stop_ids = set(sampling.stop_token_ids)
@@ -104,6 +105,8 @@ def generate_transformers(model_path: str | os.PathLike, prompts: list[str], sam
             if by_string and not stopped:
                 n = len(tok(text, add_special_tokens=False)["input_ids"])
             results[i] = Generation(text, n, "stop" if (stopped or by_string) else "length")
+        if on_batch is not None:
+            on_batch(idx, [results[i] for i in idx])
         bar.update(len(idx))
     bar.close()
     return results  # type: ignore[return-value]
@@ -116,6 +119,8 @@ def generate(model_path: str | os.PathLike, prompts: list[str], sampling: Sampli
     if backend == "transformers":
         return generate_transformers(model_path, prompts, sampling, progress=progress, **options)
     if backend == "vllm":
+        options.pop("on_batch", None)  # one vLLM call is one batch: the caller appends after it
+        check_weights_policy(model_path, options.pop("allow_pickle", False))
         return generate_vllm(model_path, prompts, sampling, **options)
     raise ValueError(f"unknown backend {backend!r}; use auto, transformers or vllm")
 

@@ -52,7 +52,7 @@ from typing import Iterable
 import torch
 
 from .calibration import Calibration
-from .checkpoint import load_model
+from .checkpoint import check_weights_policy, load_model
 
 LAYER_RE = re.compile(r"^model\.layers\.(\d+)\.")
 
@@ -329,5 +329,8 @@ def sens_coefficients(sens: list[dict[str, float]], tau: list[float], temperatur
     return out
 
 
-def models_from(paths: Iterable, device: str):
-    return [load_model(p, device, torch.float32)[0] for p in paths]
+def models_from(paths: Iterable, device: str, *, allow_pickle: bool = False):
+    paths = list(paths)
+    for p in paths:  # the pickle policy for every model before transformers loads any
+        check_weights_policy(p, allow_pickle)
+    return [load_model(p, device, torch.float32, allow_pickle=allow_pickle)[0] for p in paths]

@@ -154,13 +154,49 @@ def tokenize(texts: list[str], tokenizer, *, max_length: int = 512, overlong: st
     return Calibration(seqs, dict(description or {}, n_sequences=len(seqs), max_length=max_length, overlong=overlong))
 
 
+def _int_at_least(lo: int):
+    return lambda x: isinstance(x, int) and not isinstance(x, bool) and x >= lo
+
+
+SPEC = {  # key: (check, what it must be)
+    "source": (lambda x: x in ("organism", "s1k"), "'organism' or 's1k'"),
+    "n": (_int_at_least(1), "an integer >= 1"),
+    "content": (lambda x: x in CONTENTS, f"one of {CONTENTS}"),
+    "seed": (_int_at_least(0), "an integer >= 0"),
+    "max_length": (_int_at_least(2), "an integer >= 2"),
+    "overlong": (lambda x: x in ("truncate", "skip"), "'truncate' or 'skip'"),
+    "path": (lambda x: isinstance(x, str), "a file path"),
+    "short_field": (lambda x: x in ("solution", "attempt"), "'solution' or 'attempt'"),
+}
+
+
+def check_spec(spec, where: str = "calibration") -> None:
+    """Every key and value of a calibration mapping; errors name the key (``calibration.n must be ...``)."""
+    if spec is None:
+        return
+    if not isinstance(spec, dict):
+        raise CalibrationError(f"{where} must be a mapping, got {spec!r}")
+    bad = set(spec) - set(SPEC)
+    if bad:
+        raise CalibrationError(f"{where}: unknown key(s) {sorted(bad, key=str)}; allowed: {sorted(SPEC)}")
+    for k, v in spec.items():
+        ok, want = SPEC[k]
+        try:
+            good = ok(v)
+        except TypeError:  # unhashable values in a membership test
+            good = False
+        if not good:
+            if k == "n" and isinstance(v, int) and not isinstance(v, bool):
+                raise CalibrationError(f"calibration n must be >= 1, got {v}")
+            if k == "content":
+                raise CalibrationError(f"calibration content must be one of {CONTENTS}, got {v!r}")
+            raise CalibrationError(f"{where}.{k} must be {want}, got {v!r}")
+
+
 def build(spec: dict, tokenizer, vocab_size: int | None = None) -> Calibration:
     """A calibration set from a config mapping: {source, n, content, seed, max_length, overlong, path, short_field}."""
+    check_spec(spec)
     spec = dict(spec or {})
-    allowed = {"source", "n", "content", "seed", "max_length", "overlong", "path", "short_field"}
-    bad = set(spec) - allowed
-    if bad:
-        raise CalibrationError(f"calibration: unknown key(s) {sorted(bad)}; allowed: {sorted(allowed)}")
     source = spec.get("source", "organism")
     n = int(spec.get("n", 100))
     if n < 1:

@@ -42,8 +42,10 @@ from torch import Tensor
 from . import activation as A
 from . import calibration as C
 from . import methods as M
-from .checkpoint import DTYPE_NAMES, Checkpoint, PlannedTensor, StreamingWriter
-from .engine import MergeResult, merge, peak_rss_bytes
+from .checkpoint import (
+    DTYPE_NAMES, Checkpoint, PlannedTensor, StreamingWriter, check_weights_policy, claim_output, fetch_model,
+)
+from .engine import MergeResult, input_paths, merge, peak_rss_bytes
 from .methods import REGISTRY, Method, MergeConfigError, Param, register, task_arithmetic
 from .methods.registry import WEIGHT, finite, positive
 
@@ -62,7 +64,16 @@ def split_params(cfg) -> tuple[dict, dict]:
     M.resolve_params(inner, rest, cfg.model_params)
     if not cfg.base_model:
         raise MergeConfigError(f"{cfg.source}: {method.name} needs 'base_model' (the activations are the base's)")
+    if method.name == "aim":  # checked with the config, so that a profile or config load refuses it too
+        _aim_overlong(cfg)
     return own, rest
+
+
+def _aim_overlong(cfg) -> None:
+    spec = cfg.extra.get("calibration") or {}
+    if isinstance(spec, dict) and spec.get("overlong", "skip") != "skip":
+        raise MergeConfigError(f"{cfg.source}: AIM drops calibration texts longer than max_length (the block size) "
+                               "as its reference code; overlong must be 'skip' (or left out)")
 
 
 def _device(device: str) -> str:
@@ -102,6 +113,14 @@ def _rewrite(src: Path, out: Path, base: Checkpoint, fn, *, overwrite: bool, ext
 
 
 def merge_composite(cfg, out: Path, *, overwrite: bool, device: str, seed: int | None, progress: bool):
+    split_params(cfg)  # bad hyper-parameters fail before anything else
+    for p in dict.fromkeys(filter(None, (cfg.base_model, *cfg.models))):  # the pickle policy, before transformers
+        check_weights_policy(fetch_model(p), cfg.allow_pickle)
+    with claim_output(out, overwrite=overwrite, inputs=input_paths(cfg)) as claimed:
+        return _merge_composite(cfg, claimed, overwrite=overwrite, device=device, seed=seed, progress=progress)
+
+
+def _merge_composite(cfg, out: Path, *, overwrite: bool, device: str, seed: int | None, progress: bool):
     t0 = time.perf_counter()
     device = _device(device)
     if out.exists() and not overwrite:
@@ -111,20 +130,18 @@ def merge_composite(cfg, out: Path, *, overwrite: bool, device: str, seed: int |
     base_path = cfg.base_model
     if method.name == "sens":
         return _merge_sens(cfg, out, own, overwrite=overwrite, device=device, seed=seed, progress=progress, t0=t0)
-    base_ck = Checkpoint(base_path)
+    base_ck = Checkpoint(base_path, allow_pickle=cfg.allow_pickle)
     vocab = int(base_ck.config.get("vocab_size", 0)) or None
     if method.name == "aim":  # the reference drops texts longer than the block and packs the rest into blocks
+        _aim_overlong(cfg)
         spec = dict(cfg.extra.get("calibration") or {})
-        if spec.get("overlong", "skip") != "skip":
-            raise MergeConfigError(f"{cfg.source}: AIM drops calibration texts longer than max_length (the block size) "
-                                   "as its reference code; overlong must be 'skip' (or left out)")
         cfg = dataclasses.replace(cfg, extra={**cfg.extra, "calibration": {**spec, "overlong": "skip"}})
     calib = _calibration(cfg, base_path, vocab)  # bad calibration input fails here, before any writing
     if method.name == "acm":
         return _merge_acm(cfg, out, own, rest, base_ck, calib, overwrite=overwrite, device=device, seed=seed,
                           progress=progress, t0=t0)
     blocks = calib.blocks(calib.description["max_length"])
-    (base_model,) = A.models_from([base_path], device)
+    (base_model,) = A.models_from([base_path], device, allow_pickle=cfg.allow_pickle)
     importance = A.aim_importance(base_model, blocks, progress=progress)
     del base_model
     tied = "lm_head.weight" not in base_ck.names() and "model.embed_tokens.weight" in base_ck.names()
@@ -160,9 +177,10 @@ def _inner_then_rewrite(cfg, own, rest, out: Path, base_ck: Checkpoint, make_fn,
     return MergeResult(out, method.name, n, 0, size, time.perf_counter() - t0, peak_rss_bytes())
 
 
-def _acm_lambdas(base_acts, path, sequences, t: float, device: str, progress: bool) -> tuple[dict, dict]:
+def _acm_lambdas(base_acts, path, sequences, t: float, device: str, progress: bool,
+                 allow_pickle: bool = False) -> tuple[dict, dict]:
     """({layer: [I per calibration sequence]}, {layer: lambda}) of one model against the base's activations."""
-    (model,) = A.models_from([path], device)
+    (model,) = A.models_from([path], device, allow_pickle=allow_pickle)
     mi = A.acm_mutual_information(base_acts, model, sequences, progress=progress)
     del model
     return mi, {k: A.acm_coefficient(v, t) for k, v in mi.items()}
@@ -179,7 +197,7 @@ def _merge_acm(cfg, out: Path, own: dict, rest: dict, base_ck: Checkpoint, calib
     ACM script)."""
     method = M.get_method("acm")
     seqs = calib.sequences
-    (base_model,) = A.models_from([cfg.base_model], device)
+    (base_model,) = A.models_from([cfg.base_model], device, allow_pickle=cfg.allow_pickle)
     base_acts = A.acm_activations(base_model, seqs, progress=progress)
     del base_model
     t = own["t"]
@@ -199,7 +217,7 @@ def _merge_acm(cfg, out: Path, own: dict, rest: dict, base_ck: Checkpoint, calib
 
     mis, lams = [], []
     for p in cfg.models:
-        mi, lam = _acm_lambdas(base_acts, p, seqs, t, device, progress)
+        mi, lam = _acm_lambdas(base_acts, p, seqs, t, device, progress, cfg.allow_pickle)
         mis.append(_json_layers(mi))
         lams.append(lam)
     del base_acts
@@ -220,11 +238,11 @@ def _merge_acm(cfg, out: Path, own: dict, rest: dict, base_ck: Checkpoint, calib
 def _merge_sens(cfg, out: Path, own: dict, *, overwrite, device, seed, progress, t0):
     paths = cfg.models
     base_path = cfg.base_model or paths[0]
-    vocab = int(Checkpoint(base_path).config.get("vocab_size", 0)) or None
+    vocab = int(Checkpoint(base_path, allow_pickle=cfg.allow_pickle).config.get("vocab_size", 0)) or None
     contents = own.get("calibration_content") or [None] * len(paths)
     contents = [c or ("long" if os.path.abspath(p) == os.path.abspath(base_path) else "short") for c, p in zip(contents, paths)]
     calibs = [_calibration(cfg, base_path, vocab, c) for c in contents]
-    models = A.models_from(paths, device)
+    models = A.models_from(paths, device, allow_pickle=cfg.allow_pickle)
     sens = [A.layer_sensitivity(m, cal, per_sample=own["per_sample"], progress=progress) for m, cal in zip(models, calibs)]
     K = len(models)
     g = [[A.logit_distance(models[i], models[j], calibs[j]) if i != j else 0.0 for j in range(K)] for i in range(K)]

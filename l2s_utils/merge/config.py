@@ -31,7 +31,9 @@ from typing import Any
 
 import yaml
 
+from . import safe_yaml
 from . import methods as M
+from .calibration import check_spec as check_calibration
 from .checkpoint import DTYPE_NAMES
 from .methods import MergeConfigError
 
@@ -99,12 +101,17 @@ def load_config(config: str | os.PathLike | dict) -> MergeConfig:
         if not p.is_file():
             raise MergeConfigError(f"{p}: merge config not found")
         try:
-            raw = yaml.safe_load(p.read_text())
+            raw = safe_yaml.load(p.read_bytes().decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise MergeConfigError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        except OSError as e:
+            raise MergeConfigError(f"{p}: cannot read ({e.strerror or e})") from None
         except yaml.YAMLError as e:
-            raise MergeConfigError(f"{p}: invalid YAML ({e})") from None
+            raise MergeConfigError(f"{p}: invalid YAML ({safe_yaml.one_line(e)})") from None
         where, root = str(p), p.parent
     if not isinstance(raw, dict):
         raise MergeConfigError(f"{where}: a merge config must be a mapping")
+    _check_types(raw, where)
     unknown = set(raw) - TOP_KEYS
     if unknown:
         raise MergeConfigError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {sorted(TOP_KEYS)}")
@@ -165,6 +172,48 @@ def load_config(config: str | os.PathLike | dict) -> MergeConfig:
     else:
         M.resolve_params(method, params, mparams)  # fail early on bad hyper-parameters
     return cfg
+
+
+def _check_types(raw: dict, where: str) -> None:
+    """Types of the keys whose misuse would otherwise surface as a traceback or be silently misread."""
+    def bad(key: str, want: str) -> MergeConfigError:
+        return MergeConfigError(f"{where}: {key} must be {want}, got {_short(raw_at(key))}")
+
+    def raw_at(key: str) -> Any:
+        node: Any = raw
+        for part in re.findall(r"\w+|\[\d+\]", key):
+            node = node[int(part[1:-1])] if part.startswith("[") else node[part]
+        return node
+
+    for key in ("parameters", "calibration"):
+        if raw.get(key) is not None and not isinstance(raw[key], dict):
+            raise bad(key, "a mapping")
+    try:
+        check_calibration(raw.get("calibration"))
+    except ValueError as e:
+        raise MergeConfigError(f"{where}: {e}") from None
+    for key in ("merge_method", "base_model", "tokenizer_source", "config_source"):
+        if key in raw and not isinstance(raw[key], str):
+            raise bad(key, "a string")
+    if "allow_pickle" in raw and not isinstance(raw["allow_pickle"], bool):
+        raise bad("allow_pickle", "true or false (a YAML boolean, unquoted)")
+    if "seed" in raw and isinstance(raw["seed"], bool):
+        raise bad("seed", "a non-negative integer")
+    ex = raw.get("exclude")
+    if ex is not None and not isinstance(ex, str) and not (isinstance(ex, list) and all(isinstance(x, str) for x in ex)):
+        raise bad("exclude", "a list of regexes (strings)")
+    models = raw.get("models")
+    for i, item in enumerate(models if isinstance(models, list) else []):
+        if isinstance(item, dict):
+            if "model" in item and not isinstance(item["model"], str):
+                raise bad(f"models[{i}].model", "a path or hub id (a string)")
+            if item.get("parameters") is not None and not isinstance(item["parameters"], dict):
+                raise bad(f"models[{i}].parameters", "a mapping")
+
+
+def _short(v: Any) -> str:
+    r = repr(v)
+    return r if len(r) <= 60 else r[:57] + "..."
 
 
 def _source(v: Any, root: Path) -> str:

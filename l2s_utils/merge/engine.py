@@ -37,7 +37,7 @@ import yaml
 from . import methods as M
 from .checkpoint import (
     DTYPE_NAMES, EMBED, LM_HEAD, TOKENIZER_FILES, Checkpoint, CheckpointError, PlannedTensor, StreamingWriter,
-    fetch_model, iter_with_prefetch, model_fingerprint,
+    claim_output, fetch_model, iter_with_prefetch, model_fingerprint, read_json_object,
 )
 from .config import MergeConfig, load_config
 from .methods import MergeConfigError
@@ -224,6 +224,14 @@ def row_chunks(shape: tuple[int, ...], chunk_elements: int | None = None) -> lis
     return [(r, min(r + step, shape[0])) for r in range(0, shape[0], step)]
 
 
+def input_paths(cfg: MergeConfig) -> list[str]:
+    """Every local path a merge reads (models, sources, config file, calibration file): never an OUT."""
+    calib = cfg.extra.get("calibration")
+    return [p for p in (cfg.base_model, *cfg.models, cfg.tokenizer_source, cfg.config_source, cfg.source,
+                        calib.get("path") if isinstance(calib, dict) else None)
+            if isinstance(p, str) and p not in ("base", "<dict>")]
+
+
 def merge(config: str | os.PathLike | dict | MergeConfig, out: str | os.PathLike, *, overwrite: bool = False,
           device: str = "cpu", seed: int | None = None, progress: bool = True,
           _tensor_weights: Callable[[str], list[float]] | None = None, _extra: dict | None = None,
@@ -237,12 +245,25 @@ def merge(config: str | os.PathLike | dict | MergeConfig, out: str | os.PathLike
     Private hooks for the composite methods: ``_tensor_weights(name)`` replaces the per-model weights of a
     tensor (Sens); ``_model_scales(name)`` gives s_i so that model i enters as theta_0 + s_i (theta_i - theta_0),
     i.e. its task vector scaled before the method sees it (ACM); ``_extra`` is added to the provenance.
+    ``out`` is claimed for the whole merge (:class:`~l2s_utils.merge.checkpoint.claim_output`): a second
+    merge into the same ``out`` fails at once, and ``out`` may never be (or contain) an input.
     """
-    t0 = time.perf_counter()
     cfg = config if isinstance(config, MergeConfig) else load_config(config)
     method = M.get_method(cfg.merge_method)
     if method.composite:  # AIM / ACM / Sens: registered by composite.py with the runner that drives this engine
         return method.run(cfg, Path(out), overwrite=overwrite, device=device, seed=seed, progress=progress)
+    M.resolve_params(method, dict(cfg.parameters), cfg.model_params)  # bad hyper-parameters fail before the claim
+    with claim_output(out, overwrite=overwrite, inputs=input_paths(cfg)) as claimed:
+        return _merge(cfg, claimed, overwrite=overwrite, device=device, seed=seed, progress=progress,
+                      _tensor_weights=_tensor_weights, _extra=_extra, _model_scales=_model_scales)
+
+
+def _merge(cfg: MergeConfig, out: Path, *, overwrite: bool, device: str, seed: int | None, progress: bool,
+           _tensor_weights: Callable[[str], list[float]] | None, _extra: dict | None,
+           _model_scales: Callable[[str], list[float]] | None = None) -> MergeResult:
+    """The streamed merge itself, into a claimed ``out`` (non-composite methods)."""
+    t0 = time.perf_counter()
+    method = M.get_method(cfg.merge_method)
     params = dict(cfg.parameters)
     if seed is not None or cfg.seed is not None:
         if "seed" in {p.name for p in method.params}:
@@ -265,10 +286,7 @@ def merge(config: str | os.PathLike | dict | MergeConfig, out: str | os.PathLike
         kwargs_run["model_dtype"] = out_dtype
 
     config_dir = inputs.ref.path if cfg.config_source == "base" else fetch_model(cfg.config_source)
-    try:
-        src_config = json.loads((Path(config_dir) / "config.json").read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{config_dir}: config_source has no readable config.json ({e})") from None
+    src_config = read_json_object(Path(config_dir) / "config.json", "(config_source needs a config.json)")
     tok_dir = inputs.ref.path if cfg.tokenizer_source == "base" else fetch_model(cfg.tokenizer_source)
 
     out_names = inputs.names

@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from .profiles import load_profile
+from .profiles import PROFILE_DIR, ProfileError, load_profile, resolve_profile_path
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ("00_testbed", "01_task_vector_merging", "02_svd_merging", "03_activation_merging", "04_model_scale",
@@ -99,6 +99,18 @@ def build_book(book: Path) -> Path:
     return index
 
 
+def notebook_profile(prof: dict) -> str:
+    """What the notebooks get as ``profile``: a built-in's name (the book shows no local path), else the
+    file as given -- a custom profile is never looked up again by its name (which may be a built-in's)."""
+    p = Path(prof["_path"])
+    try:
+        if p.parent == PROFILE_DIR.resolve() and resolve_profile_path(p.stem) == p:
+            return p.stem
+    except ProfileError:
+        pass
+    return str(p)
+
+
 def run_study(profile: str = "toy", out: str | Path | None = None, book: str | Path | None = None,
               notebooks=NOTEBOOKS, progress: bool = True) -> Path:
     prof = load_profile(profile)
@@ -106,7 +118,7 @@ def run_study(profile: str = "toy", out: str | Path | None = None, book: str | P
     book = Path(book) if book else ROOT / "book"
     t0 = time.perf_counter()
     organism_models(prof, progress, verbose=True)
-    report = run_notebooks(prof["name"], out, book / "chapters", notebooks, progress)
+    report = run_notebooks(notebook_profile(prof), out, book / "chapters", notebooks, progress)
     headline = out / "figures" / "headline.png"
     if headline.is_file():
         (book / "_static").mkdir(exist_ok=True)

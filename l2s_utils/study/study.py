@@ -21,10 +21,9 @@ from typing import Any
 import pandas as pd
 
 from ..evaluate import metrics
-from .profiles import load_profile
+from .profiles import PAIR_METHODS, load_profile, merge_entry, validate_profile
 
 ROOT = Path(__file__).resolve().parents[2]
-PAIR_METHODS = {"average", "dare", "lore", "sens"}  # methods that take [System 1, System 2] as models
 PRETTY = {"average": "Average Merging", "task_arithmetic": "Task Arithmetic", "ties": "Ties-Merging", "dare": "DARE",
           "dare_ta": "DARE-TA", "dare_ties": "DARE-Ties", "lore": "LoRE-Merging", "twin": "Twin-Merging",
           "aim": "AIM-Ties", "sens": "Sens-Merging", "acm": "ACM-Ties"}
@@ -42,6 +41,8 @@ class Study:
     """
 
     def __init__(self, profile: str | dict = "toy", out: str | os.PathLike | None = None, progress: bool = False):
+        if isinstance(profile, dict):
+            validate_profile(profile, f"profile {profile.get('name', '<dict>')}")
         self.profile = profile if isinstance(profile, dict) else load_profile(profile)
         self.name = self.profile["name"]
         self.out = Path(out) if out else ROOT / "runs" / self.name
@@ -54,6 +55,11 @@ class Study:
             hf_logging.disable_progress_bar()
         self._pairs: dict[str, dict[str, Path]] = {}
         self._length_tok = None
+
+    @property
+    def allow_pickle(self) -> bool:
+        """The profile's ``allow_pickle`` (a YAML boolean; pickle-only models are refused otherwise)."""
+        return self.profile.get("allow_pickle") is True
 
     # -- models -------------------------------------------------------------------------------
     @property
@@ -84,17 +90,22 @@ class Study:
     # -- merging --------------------------------------------------------------------------------
     def merge_config(self, method: str, scale: str | None = None, calibration: dict | None = None,
                      **override) -> dict:
+        from ..merge import get_method
+
         pair = self.pair(scale)
-        params = {**self.profile["merge"].get(method, {}), **override}
-        registry_name = params.pop("method", method)  # the profile's label -> its registry method (ties -> l2s_ties)
+        # the profile's label -> its registry method (ties -> l2s_ties) and hyper-parameters
+        registry_name, params = merge_entry(method, {**self.profile["merge"].get(method, {}), **override})
+        kind = get_method(registry_name).name  # an alias -> its method
         s1, s2 = str(pair["system1"]), str(pair["system2"])
         cfg = {"merge_method": registry_name, "base_model": s1,
-               "models": [{"model": s1}, {"model": s2}] if method in PAIR_METHODS else [{"model": s2}],
+               "models": [{"model": s1}, {"model": s2}] if kind in PAIR_METHODS else [{"model": s2}],
                "parameters": params, "dtype": "float32" if self.organism else "bfloat16"}
         if not self.organism:
             cfg["max_position_embeddings"] = 131072
-        if method in ("aim", "sens", "acm"):
+        if kind in ("aim", "sens", "acm"):
             cfg["calibration"] = {**self.profile.get("calibration", {}), **(calibration or {})}
+        if self.allow_pickle:
+            cfg["allow_pickle"] = True
         return cfg
 
     def merged(self, method: str, scale: str | None = None, calibration: dict | None = None, **override) -> Path:
@@ -142,7 +153,7 @@ class Study:
             df = evaluate(model, b["name"], items=items, prompt=prompt, backend=bk["name"], sampling=sampling,
                           out=self.out / "eval", length_tokenizer=self.length_tokenizer(), model_name=name,
                           grading=self.profile.get("grading", "strict"), n_samples=sp.get("n", 1),
-                          progress=self.progress, **options)
+                          progress=self.progress, allow_pickle=self.allow_pickle, **options)
             df["role"], df["scale"], df["profile"] = role, scale or "main", self.name
             frames.append(df)
         return pd.concat(frames, ignore_index=True)
@@ -183,7 +194,7 @@ class Study:
 
             pair = self.pair(scale)
             s1, s2 = premise._state(pair["system1"]), premise._state(pair["system2"])
-            model, tok = load_model(pair["system1"], "cpu")
+            model, tok = load_model(pair["system1"], "cpu", allow_pickle=self.allow_pickle)
             losses = premise.held_out_losses(model, tok, s1, s2, sorted(rows.alpha.unique()),
                                              seed=self.profile.get("seed", 0))
             norms = premise.task_vector_norms(s1, s2)
