@@ -405,3 +405,22 @@ def test_reads_into_reused_buffers_equal_fresh_reads(tiny):
                 assert got.data_ptr() == out.data_ptr(), n
     small = torch.empty(4)  # does not fit: a fresh tensor, same values
     assert torch.equal(c.get(c.names()[0], out=small, scratch=scratch), c.get(c.names()[0]))
+
+
+def test_twin_randomized_is_streamed(tiny, tmp_path, monkeypatch):
+    """twin with svd: randomized reads every matrix in row chunks (V_r by streamed passes): the result does not
+    depend on the chunking beyond fp32 rounding, and at full rank it gives the fine-tuned model back."""
+    import l2s_utils.merge.engine as engine
+
+    params = {"rank": 4, "alpha": 0.7, "svd": "randomized"}
+    c = cfg("twin", tiny["base"], [tiny["ft1"]], params, dtype="float32")
+    whole = weights(merge(c, tmp_path / "whole", progress=False).out)
+    monkeypatch.setattr(engine, "CHUNK_ELEMENTS", 100)
+    chunked = weights(merge(c, tmp_path / "chunked", progress=False).out)
+    for n in whole:
+        assert torch.allclose(whole[n], chunked[n], atol=1e-6), n
+    full = weights(merge(cfg("twin", tiny["base"], [tiny["ft1"]], {**params, "rank": 96}, dtype="float32"),
+                         tmp_path / "full", progress=False).out)
+    ft = weights(tiny["ft1"])
+    for n in full:
+        assert torch.allclose(full[n], ft[n], atol=1e-5), n

@@ -130,6 +130,25 @@ def test_twin_full_rank_and_rank_r():
     assert torch.linalg.matrix_rank(out - shared).item() == 1
 
 
+def test_twin_randomized_svd():
+    """svd: randomized is the exact rank-r SVD when the spectrum has a gap (low rank + small noise), full rank
+    gives the model back, and a row-chunked stream gives the same subspace as the whole matrix."""
+    g = torch.Generator().manual_seed(7)
+    base = torch.randn(300, 40, generator=g)
+    ft = base + torch.randn(300, 4, generator=g) @ torch.randn(4, 40, generator=g) + 1e-4 * torch.randn(300, 40, generator=g)
+    kw = dict(weights=[1.0], alpha=0.5, rank=4)
+    exact = M.twin(base, [ft], **kw)
+    rand = M.twin(base, [ft], svd="randomized", **kw)
+    assert float((rand - exact).norm() / (exact - base).norm()) < 1e-5
+    assert torch.allclose(M.twin(base, [ft], svd="randomized", weights=[1.0], alpha=0.5, rank=40), ft, atol=1e-4)
+    a = ft - (base + 0.5 * (ft - base))
+    whole = M.top_right_subspace(lambda: iter([a]), 40, 4, seed=3)
+    chunked = M.top_right_subspace(lambda: iter([a[:100], a[100:250], a[250:]]), 40, 4, seed=3)
+    assert torch.allclose(a @ whole @ whole.t(), a @ chunked @ chunked.t(), atol=1e-5)
+    with pytest.raises(M.MergeConfigError, match="svd"):
+        M.resolve_params(M.get_method("twin"), {"svd": "lanczos"}, [{}])
+
+
 def test_lore_objective_never_increases_and_mu0_is_exact():
     g = torch.Generator().manual_seed(6)
     common = torch.randn(24, 18, generator=g)

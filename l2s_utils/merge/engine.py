@@ -130,7 +130,7 @@ def _check_finite(t: torch.Tensor, what: str) -> None:
             raise MergeConfigError(f"{what}: contains NaN or Inf")
 
 
-CHUNK_ELEMENTS = 1 << 20  # large tensors are streamed in row chunks of at most ~1M elements (4 MB in fp32)
+CHUNK_ELEMENTS = 1 << 19  # large tensors are streamed in row chunks of at most 512K elements (2 MB in fp32)
 CHUNKABLE = {"average", "task_arithmetic", "linear", "l2s_ties", "dare", "dare_ta", "l2s_dare_ties"}
 PREFETCH = 2  # chunks read ahead on the I/O thread
 
@@ -141,7 +141,7 @@ class ChunkBuffers:
     ``slots`` sets of buffers; each holds one fp32 tensor of ``elements`` per input checkpoint and one uint8
     scratch tensor for the file's raw bytes (converted into the fp32 buffer). :meth:`read` returns views of
     a slot's buffers, valid until that slot is read again. Memory: slots * (inputs * 4 + 4) * elements bytes
-    (pages are only touched as used), e.g. 4 slots, 2 inputs, 1M elements: 48 MB at most, whatever the model size.
+    (pages are only touched as used), e.g. 4 slots, 2 inputs, 512K elements: 24 MB at most, whatever the model size.
     """
 
     def __init__(self, inputs: "_Inputs", slots: int, elements: int, device: str):
@@ -327,7 +327,9 @@ def merge(config: str | os.PathLike | dict | MergeConfig, out: str | os.PathLike
     fp_thread.start()
 
     # global TIES is elementwise once its model-wide thresholds and zero sign are known: chunkable too
-    chunkable = method.name in CHUNKABLE
+    # Twin with svd: randomized needs only V_r per model, computed by streamed passes in start_tensor
+    twin_streamed = method.kernel is M.twin and kwargs.get("svd") == "randomized"
+    chunkable = method.name in CHUNKABLE or twin_streamed
     state: dict[str, Any] = {}  # per-tensor state shared by its row chunks (DARE generators, TIES thresholds)
 
     def load(item, slot=None):
@@ -343,6 +345,20 @@ def merge(config: str | os.PathLike | dict | MergeConfig, out: str | os.PathLike
             state["generators"] = new_gens()
         needs_thr = (method.kernel is M.ties and kwargs.get("scope") == "tensor") or (
             method.kernel is M.dare and kwargs.get("combine") == "ties")
+        shape = inputs.ref.info(name).shape
+        if twin_streamed and len(shape) == 2 and not _excluded(name, cfg.exclude) \
+                and inputs.ref.info(name).dtype.is_floating_point:
+            subspaces = []
+            for i in range(len(inputs.models)):
+                def rows_of_diff(i=i):
+                    for rows in chunks:
+                        _, _, b, ms = load((0, (name, rows)), slot=main_slot)
+                        yield M.twin_diffs(b, ms, kwargs["weights"], kwargs["alpha"])[1][i]
+                subspaces.append(M.top_right_subspace(rows_of_diff, shape[1], kwargs["rank"],
+                                                      oversample=kwargs["oversample"],
+                                                      iterations=kwargs["power_iterations"],
+                                                      seed=M.tensor_seed(kwargs["seed"], name, i)))
+            state["subspaces"] = subspaces
         if needs_thr and len(chunks) > 1:
             def stream():
                 gens = new_gens()

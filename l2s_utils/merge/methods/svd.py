@@ -7,12 +7,13 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor
 
 from .basic import task_arithmetic
+from .dare import tensor_seed
 from .registry import ALPHA, WEIGHT, Method, MergeConfigError, Param, finite, register
 from .ties import K, elect_and_combine, trim_magnitude
 
@@ -22,6 +23,38 @@ def svd_lowrank_exact(x: Tensor, rank: int) -> Tensor:
     u, s, vh = torch.linalg.svd(x, full_matrices=False)
     r = min(rank, s.numel())
     return (u[:, :r] * s[:r]) @ vh[:r]
+
+
+def top_right_subspace(make_iter: Callable[[], Iterator[Tensor]], n_cols: int, rank: int, *, oversample: int = 8,
+                       iterations: int = 4, seed: int = 0) -> Tensor:
+    """V_r (n x r, orthonormal columns): the top-r right singular vectors of A, by randomized subspace iteration.
+
+    ``make_iter()`` yields A's rows in consecutive chunks (m_c x n); A itself is never held. With l = r + p
+    (p = ``oversample``) columns, V <- orth(Omega) (Omega n x l Gaussian, seeded), then ``iterations`` times
+    V <- orth(A^T A V), then Rayleigh-Ritz: the top-r eigenvectors W of H = (A V)^T (A V) give V_r = V W
+    (Halko, Martinsson & Tropp 2011, algorithms 4.4 and 5.1, on A^T A). Every pass reads A once and
+    accumulates chunk^T (chunk V) (n x l) and (chunk V)^T (chunk V) (l x l) in fp64: memory O(n l) plus one
+    chunk, whatever m. The best rank-r approximation is then A V_r V_r^T (row by row). The error against
+    the exact truncated SVD falls as (sigma_{l+1} / sigma_r)^(2 iterations + 1); it is largest for a flat
+    spectrum (noise), where every rank-r subspace is nearly as good (the book reports both cases).
+    """
+    l = min(rank + oversample, n_cols)
+    g = torch.Generator().manual_seed(seed)
+    v = torch.linalg.qr(torch.randn(n_cols, l, generator=g, dtype=torch.float64)).Q
+    for it in range(iterations + 1):
+        z = torch.zeros(n_cols, l, dtype=torch.float64)
+        h = torch.zeros(l, l, dtype=torch.float64)
+        v32 = v.float()
+        for a in make_iter():
+            y = a.float() @ v32
+            if it < iterations:
+                z += (a.t().float() @ y).double()
+            else:
+                h += (y.t() @ y).double()
+        if it < iterations:
+            v = torch.linalg.qr(z).Q
+    evals, w = torch.linalg.eigh(h)  # ascending
+    return (v @ w[:, -min(rank, l):].flip(1)).float()
 
 
 def svt(x: Tensor, threshold: float) -> Tensor:
@@ -95,6 +128,12 @@ def lore(
     raise MergeConfigError(f"lore: unknown combine {combine!r}")
 
 
+def twin_diffs(base: Tensor, models: Sequence[Tensor], weights: Sequence[float], alpha: float) -> tuple[Tensor, list[Tensor]]:
+    """(theta*, [theta_k - theta*]): the shared expert and each model's exclusive part (row-local, chunkable)."""
+    shared = task_arithmetic(base, models, weights=weights, alpha=alpha)
+    return shared, [m - shared for m in models]
+
+
 def twin(
     base: Tensor,
     models: Sequence[Tensor],
@@ -103,6 +142,11 @@ def twin(
     alpha: float = 0.7,
     rank: int = 8,
     twin_weights: Sequence[float] | None = None,
+    svd: str = "exact",
+    oversample: int = 8,
+    power_iterations: int = 4,
+    seed: int = 0,
+    subspaces: Sequence[Tensor] | None = None,
     name: str = "",
 ) -> Tensor:
     """Twin-Merging, SVD part (Lu et al. 2024, arXiv 2406.15479), router replaced by fixed weights.
@@ -112,13 +156,28 @@ def twin(
         theta_M = theta* + sum_k c_k v_k                              (c_k = twin_weights, default 1/K)
     With one model, c = 1 and full rank, theta_M = theta_1 exactly. The rank r and the weights c_k
     that replace the router are not reported by the L2S paper (our parameters).
+
+    ``svd="exact"``: SVD_r from the full ``torch.linalg.svd`` of the whole matrix (as Twin-Merging's code).
+    ``svd="randomized"``: SVD_r(A) = A V_r V_r^T with V_r from :func:`top_right_subspace` (``oversample``,
+    ``power_iterations``, ``seed``; the test matrix is seeded per (seed, tensor name, model)); only rank r is computed, and A is read in row chunks, so the engine
+    streams it (``subspaces``: the V_r of each model, precomputed by the engine over the whole tensor;
+    this call then only needs the rows at hand).
     """
-    shared = task_arithmetic(base, models, weights=weights, alpha=alpha)
+    shared, diffs = twin_diffs(base, models, weights, alpha)
     c = list(twin_weights) if twin_weights is not None else [1.0 / len(models)] * len(models)
     out = shared.clone()
-    for ck, m in zip(c, models):
-        diff = m - shared
-        out += ck * (svd_lowrank_exact(diff, rank) if diff.dim() == 2 else diff)
+    for i, (ck, diff) in enumerate(zip(c, diffs)):
+        if diff.dim() != 2:
+            out += ck * diff
+        elif svd == "exact":
+            out += ck * svd_lowrank_exact(diff, rank)
+        elif svd == "randomized":
+            v = subspaces[i] if subspaces is not None else top_right_subspace(
+                lambda: iter([diff]), diff.shape[1], rank, oversample=oversample, iterations=power_iterations,
+                seed=tensor_seed(seed, name, i))
+            out += ck * ((diff @ v) @ v.t())
+        else:
+            raise MergeConfigError(f"twin: svd must be 'exact' or 'randomized', got {svd!r}")
     return out
 
 
@@ -140,7 +199,13 @@ register(Method(
     (WEIGHT, Param("alpha", float, 0.7, "task-arithmetic coefficient of the shared expert", finite, "finite", ("lambda",)),
      Param("rank", int, 8, "rank r of each exclusive (twin) vector", lambda r: r >= 1, ">= 1"),
      Param("twin_weight", float, None, "fixed router weight c_k of model k's twin vector (default 1/K)",
-           finite, "finite", per_model=True)),
+           finite, "finite", per_model=True),
+     Param("svd", str, "exact", "rank-r SVD: 'exact' (whole-matrix torch.linalg.svd, as Twin-Merging's code) or "
+           "'randomized' (streamed subspace iteration: memory O(n (r + oversample)) plus one row chunk)",
+           lambda s: s in ("exact", "randomized"), "'exact' or 'randomized'"),
+     Param("oversample", int, 8, "svd: randomized -- extra columns p of the test matrix", lambda x: x >= 0, ">= 0"),
+     Param("power_iterations", int, 4, "svd: randomized -- subspace iterations q", lambda x: x >= 0, ">= 0"),
+     Param("seed", int, 0, "svd: randomized -- seed of the Gaussian test matrix", lambda x: x >= 0, ">= 0")),
     "Lu et al. 2024, arXiv 2406.15479", summary="shared TA expert + rank-r exclusive knowledge",
     reference=("the SVD (exclusive-knowledge) part of Twin-Merging's code (LZY-the-boys/Twin-Merging), within 6e-8 "
                "on tiny Qwen2 checkpoints in an independent comparison; the router is replaced by fixed weights "
