@@ -8,7 +8,7 @@ heads) with ``--layers`` layers (default 28; fewer still exercise the 545M-param
 at full size). Builds a base and a 'fine-tuned' checkpoint (base + noise), warms the page cache and the
 input fingerprints (hashed once per input and memoised), then runs each merge in a fresh subprocess and
 prints, per method, l2s and mergekit 0.1.5 in the same run: wall time, CPU time (user + sys), peak RSS
-(ru_maxrss) and peak RSS over the model's size, plus the process's RSS right after its imports (torch
+(VmHWM) and peak RSS over the model's size, plus the process's RSS right after its imports (torch
 alone is ~0.22 GB) and the agreement of the outputs. mergekit computes in bf16 (its default for
 ``dtype: bfloat16``); for task arithmetic it also runs in fp32 (the same math as ours: bitwise equal).
 ``--l2s-root`` measures another checkout of this repository (before/after comparisons). Not a timed test.
@@ -75,15 +75,20 @@ def build(path: Path, shapes, seed: int, base: Path | None, config: dict, rows_p
         w.add_file("config.json", json.dumps(config, indent=2))
 
 
+# Peak RSS is the child's VmHWM (the high-water mark of its own address space). Not ru_maxrss: Linux carries
+# ru_maxrss across exec, so a child would report at least its parent's RSS at fork (this script's, after it
+# compared two outputs) -- which inflated earlier measurements of this benchmark.
 PROBE = """
 import json, resource, sys, time
-def rss_now():
+def status(key):
     with open("/proc/self/status") as f:
-        return next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmRSS"))
+        return next(int(l.split()[1]) * 1024 for l in f if l.startswith(key + ":"))
+def rss_now():
+    return status("VmRSS")
 def report(t0, c0, imports):
     r = resource.getrusage(resource.RUSAGE_SELF)
     print(json.dumps({"seconds": time.perf_counter() - t0, "cpu": r.ru_utime + r.ru_stime - c0,
-                      "rss": r.ru_maxrss * 1024, "rss_imports": imports}))
+                      "rss": status("VmHWM"), "rss_imports": imports}))
 """
 RUN_L2S = """
 sys.path.insert(0, {root!r})

@@ -4,8 +4,14 @@
     result = merge("data/configs/qwen-7b/ties.yaml", "merged/ties-7b")
 
 The config format is documented in ``config.py``. Tensors are read one at a time from (sharded)
-safetensors (large ones in row chunks), merged in fp32 by the method's kernel (``methods/``) and
-written shard by shard, so peak memory stays near a few tensors. Composite methods (AIM, ACM, Sens)
+safetensors, merged in fp32 by the method's kernel (``methods/``) and written shard by shard, as they
+are computed. Memory is bounded by design for the streamed methods (average, task_arithmetic, linear,
+l2s_ties per tensor and global, dare / dare_ta / l2s_dare_ties, twin with svd: randomized): every tensor
+larger than CHUNK_ELEMENTS -- embedding and lm_head included -- is read in row ranges into fixed-size
+buffers allocated once (:class:`ChunkBuffers`), the kernel's temporaries are chunk-sized, and rank
+statistics (TIES thresholds) are exact two-pass histograms. The merge's own memory is then a few tens of
+MB whatever the model size (measured in ``benchmarks/merge_bench.py``); the other methods (mergekit's
+ties / dare_*, lore, twin with svd: exact, the composite methods) hold a few whole tensors. Composite methods (AIM, ACM, Sens)
 are run by the ``run`` hook they registered (``composite.py``), which calls back into :func:`merge`.
 
 Tied embeddings. ``follow_base`` (default, the L2S code's behaviour): the output has exactly the
@@ -63,6 +69,15 @@ class MergeResult:
 
 
 def peak_rss_bytes() -> int:
+    """This process's peak RSS: VmHWM where /proc exists (ru_maxrss survives exec on Linux, so it would
+    include the RSS of whatever process launched this one), else ru_maxrss."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
@@ -276,7 +291,7 @@ def merge(config: str | os.PathLike | dict | MergeConfig, out: str | os.PathLike
     Every input is validated (architecture, tensor names, shapes, vocabulary, hyper-parameters)
     before anything is written; NaN/Inf in an input or the result aborts the merge and removes the
     partial output. Tensors are streamed one at a time (computed in fp32 on ``device``, cast once to
-    ``dtype``), so peak memory is a few tensors. ``seed`` overrides the config's seed (DARE masks).
+    ``dtype``), so peak memory is a few row chunks (module docstring). ``seed`` overrides the config's seed (DARE masks).
     """
     t0 = time.perf_counter()
     cfg = config if isinstance(config, MergeConfig) else load_config(config)
