@@ -359,12 +359,13 @@ def test_shipped_configs_match_table7(tmp_path):
     ("task_arithmetic", {"alpha": 0.7}), ("average", {}), ("l2s_ties", {"k": 0.8}), ("l2s_ties", {"k": 0.3, "alpha": 0.5}),
     ("dare", {"p": 0.3}), ("dare_ta", {"p": 0.4, "alpha": 0.7}), ("l2s_dare_ties", {"p": 0.3, "k": 0.8}),
     ("l2s_dare_ties", {"p": 0.3, "k": 0.8, "path": "exact", "alpha": 0.6}),
+    ("l2s_ties", {"k": 0.8, "scope": "global"}), ("l2s_ties", {"k": 0.3, "alpha": 0.5, "scope": "global"}), ("linear", {}),
 ])
 def test_row_chunked_streaming_equals_whole_tensors(tiny, tmp_path, monkeypatch, method, params):
     """Large tensors are processed in row chunks; the result must not depend on it (DARE masks included)."""
     import l2s_utils.merge.engine as engine
 
-    c = cfg(method, tiny["base"], [tiny["base"], tiny["ft1"]] if method in ("average", "dare") else [tiny["ft1"], tiny["ft2"]],
+    c = cfg(method, tiny["base"], [tiny["base"], tiny["ft1"]] if method in ("average", "dare", "linear") else [tiny["ft1"], tiny["ft2"]],
             params, dtype="float32")
     whole = weights(merge(c, tmp_path / "whole", progress=False).out)
     monkeypatch.setattr(engine, "CHUNK_ELEMENTS", 100)  # every matrix is split into many row chunks
@@ -372,3 +373,54 @@ def test_row_chunked_streaming_equals_whole_tensors(tiny, tmp_path, monkeypatch,
     chunked = weights(merge(c, tmp_path / "chunked", progress=False).out)
     for n in whole:
         assert torch.equal(whole[n], chunked[n]), n
+
+
+def test_streamed_kth_abs_is_kthvalue():
+    """The two-histogram streamed rank equals torch.kthvalue on the concatenation, ties and signs included."""
+    import l2s_utils.merge.engine as engine
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(70_000, generator=g) * 0.01
+    b = torch.randn(50_000, generator=g).to(torch.bfloat16).float()  # many equal magnitudes
+    b[:5000] = 0.0
+    chunks = [(a[i:i + 9000], b[i:i + 9000]) for i in range(0, 70_000, 9000)]
+    for ms in ([1, 1], [35_000, 25_000], [69_999, 50_000], [0, 4_999], [0, 5_001]):
+        got = engine.streamed_kth_abs(lambda: iter([[x, y] for x, y in chunks]), ms)
+        want = [0.0 if m == 0 else float(torch.kthvalue(t.abs(), m).values) for t, m in zip((a, b), ms)]
+        assert got == want, (ms, got, want)
+
+
+def test_reads_into_reused_buffers_equal_fresh_reads(tiny):
+    """Checkpoint.get with out/scratch returns the same values as a plain read, and views the buffer."""
+    from l2s_utils.merge.checkpoint import Checkpoint
+
+    out, scratch = torch.empty(1 << 16), torch.empty(1 << 18, dtype=torch.uint8)
+    for model in (tiny["ft1"], tiny["bf16_ft"]):  # fp32: read straight into out; bf16: via scratch
+        c = Checkpoint(model)
+        for n in c.names():
+            shape = c.info(n).shape
+            for rows in ((1, min(3, shape[0])) if len(shape) == 2 else None, None):
+                got = c.get(n, rows=rows, out=out, scratch=scratch)
+                assert torch.equal(got, c.get(n, rows=rows)), n
+                assert got.data_ptr() == out.data_ptr(), n
+    small = torch.empty(4)  # does not fit: a fresh tensor, same values
+    assert torch.equal(c.get(c.names()[0], out=small, scratch=scratch), c.get(c.names()[0]))
+
+
+def test_twin_randomized_is_streamed(tiny, tmp_path, monkeypatch):
+    """twin with svd: randomized reads every matrix in row chunks (V_r by streamed passes): the result does not
+    depend on the chunking beyond fp32 rounding, and at full rank it gives the fine-tuned model back."""
+    import l2s_utils.merge.engine as engine
+
+    params = {"rank": 4, "alpha": 0.7, "svd": "randomized"}
+    c = cfg("twin", tiny["base"], [tiny["ft1"]], params, dtype="float32")
+    whole = weights(merge(c, tmp_path / "whole", progress=False).out)
+    monkeypatch.setattr(engine, "CHUNK_ELEMENTS", 100)
+    chunked = weights(merge(c, tmp_path / "chunked", progress=False).out)
+    for n in whole:
+        assert torch.allclose(whole[n], chunked[n], atol=1e-6), n
+    full = weights(merge(cfg("twin", tiny["base"], [tiny["ft1"]], {**params, "rank": 96}, dtype="float32"),
+                         tmp_path / "full", progress=False).out)
+    ft = weights(tiny["ft1"])
+    for n in full:
+        assert torch.allclose(full[n], ft[n], atol=1e-5), n

@@ -130,6 +130,61 @@ def test_twin_full_rank_and_rank_r():
     assert torch.linalg.matrix_rank(out - shared).item() == 1
 
 
+def test_twin_randomized_svd():
+    """svd: randomized is the exact rank-r SVD when the spectrum has a gap (low rank + small noise), full rank
+    gives the model back, and a row-chunked stream gives the same subspace as the whole matrix."""
+    g = torch.Generator().manual_seed(7)
+    base = torch.randn(300, 40, generator=g)
+    ft = base + torch.randn(300, 4, generator=g) @ torch.randn(4, 40, generator=g) + 1e-4 * torch.randn(300, 40, generator=g)
+    kw = dict(weights=[1.0], alpha=0.5, rank=4)
+    exact = M.twin(base, [ft], **kw)
+    rand = M.twin(base, [ft], svd="randomized", **kw)
+    assert float((rand - exact).norm() / (exact - base).norm()) < 1e-5
+    assert torch.allclose(M.twin(base, [ft], svd="randomized", weights=[1.0], alpha=0.5, rank=40), ft, atol=1e-4)
+    a = ft - (base + 0.5 * (ft - base))
+    whole = M.top_right_subspace(lambda: iter([a]), 40, 4, seed=3)
+    chunked = M.top_right_subspace(lambda: iter([a[:100], a[100:250], a[250:]]), 40, 4, seed=3)
+    assert torch.allclose(a @ whole @ whole.t(), a @ chunked @ chunked.t(), atol=1e-5)
+    with pytest.raises(M.MergeConfigError, match="svd"):
+        M.resolve_params(M.get_method("twin"), {"svd": "lanczos"}, [{}])
+
+
+def test_lore_squared_nuclear_prox_and_update_order():
+    """nuclear: squared -- the prox is the minimiser of ||d - x||^2 + mu ||d||_*^2 (no random perturbation of it
+    does better) and the objective never increases; last: deltas -- the average post-merge is not mean(theta_i),
+    while with last: base it would be (refused)."""
+    g = torch.Generator().manual_seed(8)
+    x = torch.randn(20, 12, generator=g)
+    mu = 0.05
+    f = lambda d: float(((d - x) ** 2).sum()) + mu * float(torch.linalg.svdvals(d).sum()) ** 2  # noqa: E731
+    d = M.prox_nuclear(x, mu, "squared")
+    assert all(f(d) <= f(d + 1e-3 * torch.randn(20, 12, generator=g)) for _ in range(20))
+    s = torch.linalg.svdvals(x).double()
+    tau = M.squared_nuclear_threshold(s, mu)
+    assert abs(tau - mu * float(torch.clamp(s - tau, min=0).sum())) < 1e-9
+    common = torch.randn(24, 18, generator=g)
+    models = [common + 0.3 * torch.randn(24, 2, generator=g) @ torch.randn(2, 18, generator=g) for _ in range(2)]
+    prev = math.inf
+    for it in range(6):
+        theta0, deltas = M.lore_decompose(models, 0.02, it, nuclear="squared")
+        obj = M.lore_objective(models, theta0, deltas, 0.02, nuclear="squared")
+        assert obj <= prev + 1e-6
+        prev = obj
+    theta0, deltas = M.lore_decompose(models, 0.02, 3, nuclear="squared", last="deltas")
+    assert M.lore_objective(models, theta0, deltas, 0.02, "squared") <= prev + 1e-6
+    three = models + [common + 0.3 * torch.randn(24, 2, generator=g) @ torch.randn(2, 18, generator=g)]
+    avg = M.lore(None, three, weights=[1.0] * 3, mu=0.5, iterations=3, combine="average", last="deltas")
+    assert not torch.allclose(avg, sum(three) / 3, atol=1e-4)
+    # a PAIR is symmetric: delta_2 = -delta_1 and theta_0 = mean at every step, whatever the order or penalty,
+    # so with equal weights every post-merge gives the plain average of the two models (the L2S setting)
+    for nuclear in ("plain", "squared"):
+        for last in ("base", "deltas"):
+            ta = M.lore(None, models, weights=[1.0, 1.0], mu=0.5, iterations=3, alpha=0.7, nuclear=nuclear, last=last)
+            assert torch.allclose(ta, (models[0] + models[1]) / 2, atol=1e-5)
+    with pytest.raises(MergeConfigError, match="last: deltas"):
+        M.lore(None, models, weights=[1.0, 1.0], combine="average")
+
+
 def test_lore_objective_never_increases_and_mu0_is_exact():
     g = torch.Generator().manual_seed(6)
     common = torch.randn(24, 18, generator=g)

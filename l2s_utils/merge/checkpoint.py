@@ -298,29 +298,55 @@ class Checkpoint:
             raise CheckpointError(f"{self.path}: no tensor {name!r}") from None
 
     def get(self, name: str, dtype: torch.dtype | None = torch.float32, device: str | torch.device = "cpu",
-            rows: tuple[int, int] | None = None) -> torch.Tensor:
-        """Read one tensor, or only its rows [r0, r1) along dim 0 (converted to ``dtype``, on ``device``)."""
+            rows: tuple[int, int] | None = None, out: torch.Tensor | None = None,
+            scratch: torch.Tensor | None = None) -> torch.Tensor:
+        """Read one tensor, or only its rows [r0, r1) along dim 0 (converted to ``dtype``, on ``device``).
+
+        ``out`` (a flat ``dtype`` CPU tensor) and ``scratch`` (a flat uint8 CPU tensor) are reusable buffers:
+        when the requested rows fit, the file's bytes are read into ``scratch`` (or straight into ``out`` when
+        no conversion is needed), converted into ``out``, and a view of ``out`` is returned -- nothing is
+        allocated. The view is only valid until the buffers are reused. Rows that do not fit are read into
+        fresh memory as without buffers.
+        """
         info = self.info(name)
         shape = info.shape
+        if rows is not None:
+            shape = (rows[1] - rows[0], *shape[1:])
+        n = 1
+        for s in shape:
+            n *= s
+        want = dtype or info.dtype
+        use_out = out is not None and out.dtype == want and out.numel() >= n and str(device) == "cpu"
         if self._pickled is not None:
             t = self._pickled[info.name]
             if rows is not None:
                 t = t[rows[0]:rows[1]]
+            if use_out:
+                return out[:n].view(shape).copy_(t)
         else:
             start, nbytes = info.start, info.nbytes
             if rows is not None:
-                row_bytes = info.nbytes // shape[0] if shape and shape[0] else 0
+                row_bytes = info.nbytes // info.shape[0] if info.shape and info.shape[0] else 0
                 start, nbytes = info.start + rows[0] * row_bytes, (rows[1] - rows[0]) * row_bytes
-                shape = (rows[1] - rows[0], *shape[1:])
-            buf = bytearray(nbytes)
-            with open(info.file, "rb") as f:
-                f.seek(start)
-                if f.readinto(buf) != nbytes:
-                    raise CheckpointError(f"{info.file}: tensor {name!r} is truncated")
             if nbytes == 0:
                 t = torch.empty(shape, dtype=info.dtype)
             else:
-                t = torch.frombuffer(buf, dtype=info.dtype).reshape(shape)
+                if use_out and info.dtype == want:
+                    raw = out.view(torch.uint8)[:nbytes]
+                elif use_out and scratch is not None and scratch.numel() >= nbytes:
+                    raw = scratch[:nbytes]
+                else:
+                    raw = torch.empty(nbytes, dtype=torch.uint8)
+                    use_out = False
+                with open(info.file, "rb") as f:
+                    f.seek(start)
+                    if f.readinto(memoryview(raw.numpy())) != nbytes:
+                        raise CheckpointError(f"{info.file}: tensor {name!r} is truncated")
+                t = raw.view(info.dtype).view(shape)
+                if use_out:
+                    if info.dtype == want:
+                        return t
+                    return out[:n].view(shape).copy_(t)
         if dtype is not None and t.dtype != dtype:
             t = t.to(dtype)
         return t.to(device) if str(device) != "cpu" else t
@@ -347,9 +373,11 @@ def file_sha256(path: Path) -> str:
     if key in memo:
         return memo[key]
     h = hashlib.sha256()
+    buf = bytearray(1 << 20)  # one reused buffer: hashing a 15 GB shard allocates nothing per read
+    view = memoryview(buf)
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
+        while n := f.readinto(buf):
+            h.update(view[:n])
     digest = h.hexdigest()
     memo[key] = digest
     try:

@@ -4,8 +4,14 @@
     result = merge("data/configs/qwen-7b/ties.yaml", "merged/ties-7b")
 
 The config format is documented in ``config.py``. Tensors are read one at a time from (sharded)
-safetensors (large ones in row chunks), merged in fp32 by the method's kernel (``methods/``) and
-written shard by shard, so peak memory stays near a few tensors. Composite methods (AIM, ACM, Sens)
+safetensors, merged in fp32 by the method's kernel (``methods/``) and written shard by shard, as they
+are computed. Memory is bounded by design for the streamed methods (average, task_arithmetic, linear,
+l2s_ties per tensor and global, dare / dare_ta / l2s_dare_ties, twin with svd: randomized): every tensor
+larger than CHUNK_ELEMENTS -- embedding and lm_head included -- is read in row ranges into fixed-size
+buffers allocated once (:class:`ChunkBuffers`), the kernel's temporaries are chunk-sized, and rank
+statistics (TIES thresholds) are exact two-pass histograms. The merge's own memory is then a few tens of
+MB whatever the model size (measured in ``benchmarks/merge_bench.py``); the other methods (mergekit's
+ties / dare_*, lore, twin with svd: exact, the composite methods) hold a few whole tensors. Composite methods (AIM, ACM, Sens)
 are run by the ``run`` hook they registered (``composite.py``), which calls back into :func:`merge`.
 
 Tied embeddings. ``follow_base`` (default, the L2S code's behaviour): the output has exactly the
@@ -63,6 +69,15 @@ class MergeResult:
 
 
 def peak_rss_bytes() -> int:
+    """This process's peak RSS: VmHWM where /proc exists (ru_maxrss survives exec on Linux, so it would
+    include the RSS of whatever process launched this one), else ru_maxrss."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
@@ -130,16 +145,42 @@ def _check_finite(t: torch.Tensor, what: str) -> None:
             raise MergeConfigError(f"{what}: contains NaN or Inf")
 
 
-CHUNK_ELEMENTS = 1 << 22  # row chunks of at most ~4.2M elements (16 MB in fp32) for large tensors
-CHUNKABLE = {"average", "task_arithmetic", "l2s_ties", "dare", "dare_ta", "l2s_dare_ties"}
+CHUNK_ELEMENTS = 1 << 19  # large tensors are streamed in row chunks of at most 512K elements (2 MB in fp32)
+CHUNKABLE = {"average", "task_arithmetic", "linear", "l2s_ties", "dare", "dare_ta", "l2s_dare_ties"}
+PREFETCH = 2  # chunks read ahead on the I/O thread
+
+
+class ChunkBuffers:
+    """Fixed-size read buffers, allocated once per merge and reused for every chunk (no per-chunk allocations).
+
+    ``slots`` sets of buffers; each holds one fp32 tensor of ``elements`` per input checkpoint and one uint8
+    scratch tensor for the file's raw bytes (converted into the fp32 buffer). :meth:`read` returns views of
+    a slot's buffers, valid until that slot is read again. Memory: slots * (inputs * 4 + 4) * elements bytes
+    (pages are only touched as used), e.g. 4 slots, 2 inputs, 512K elements: 24 MB at most, whatever the model size.
+    """
+
+    def __init__(self, inputs: "_Inputs", slots: int, elements: int, device: str):
+        self.inputs, self.elements, self.device = inputs, elements, device
+        self.scratch = [torch.empty(4 * elements, dtype=torch.uint8) for _ in range(slots)]
+        self.f32 = [[torch.empty(elements, dtype=torch.float32) for _ in inputs.all] for _ in range(slots)]
+
+    def read(self, slot: int, name: str, rows: tuple[int, int] | None) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
+        """(base rows, [model rows]) of tensor ``name`` in fp32, read into slot ``slot``."""
+        outs = self.f32[slot]
+        ts = [c.get(name, device=self.device, rows=rows, out=o, scratch=self.scratch[slot])
+              for c, o in zip(self.inputs.all, outs)]
+        return (ts[0], ts[1:]) if self.inputs.base else (None, ts)
 
 
 def streamed_kth_abs(make_iter: Callable[[], Iterator[list[torch.Tensor]]], ms: list[int]) -> list[float]:
     """Exact m_i-th smallest |x| over a stream of chunks, for several streams at once, in two passes.
 
-    ``make_iter()`` yields, per chunk, one tensor per stream (model). Pass 1 counts |x| per float32
-    bit-pattern bucket (top 16 bits; monotone for non-negative floats), pass 2 keeps only the values
-    of the bucket that holds the m-th smallest. Memory: one chunk plus one bucket, never everything.
+    ``make_iter()`` yields, per chunk, one tensor per stream (model). The float32 bit pattern of |x| is
+    monotone in |x|: pass 1 counts the top 16 bits (sign always 0), which locates the bucket that holds
+    the m-th smallest and its rank r inside it; pass 2 counts the low 16 bits of the entries in that
+    bucket, which gives the r-th smallest's full bit pattern -- the value itself, exactly what
+    ``torch.kthvalue`` would return. Memory: one chunk and two histograms (0.25 + 0.5 MB per stream),
+    whatever the number of entries ranked (a whole model for global TIES).
     m = 0 gives threshold 0 (nothing trimmed).
     """
     counts: list[torch.Tensor] = [torch.zeros(1 << 15, dtype=torch.int64) for _ in ms]
@@ -157,14 +198,21 @@ def streamed_kth_abs(make_iter: Callable[[], Iterator[list[torch.Tensor]]], ms: 
         targets.append((bucket, m - (int(cum[bucket - 1]) if bucket else 0)))
     if all(t is None for t in targets):
         return [0.0] * len(ms)
-    collected: list[list[torch.Tensor]] = [[] for _ in ms]
+    low: list[torch.Tensor] = [torch.zeros(1 << 16, dtype=torch.int64) for _ in ms]
     for xs in make_iter():
         for i, x in enumerate(xs):
             if targets[i] is not None:
-                a = x.abs().float().reshape(-1)
-                collected[i].append(a[(a.view(torch.int32) >> 16) == targets[i][0]].cpu())
-    return [0.0 if t is None else float(torch.kthvalue(torch.cat(collected[i]), t[1]).values)
-            for i, t in enumerate(targets)]
+                bits = x.abs().float().reshape(-1).view(torch.int32)
+                inside = bits[(bits >> 16) == targets[i][0]]
+                low[i] += torch.bincount(inside & 0xFFFF, minlength=1 << 16).cpu()
+    out = []
+    for i, t in enumerate(targets):
+        if t is None:
+            out.append(0.0)
+            continue
+        j = int(torch.searchsorted(torch.cumsum(low[i], 0), torch.tensor(t[1])).item())
+        out.append(float(torch.tensor([(t[0] << 16) | j], dtype=torch.int32).view(torch.float32)))
+    return out
 
 
 def _merged_names(inputs: "_Inputs", exclude: list[str]) -> list[str]:
@@ -173,33 +221,44 @@ def _merged_names(inputs: "_Inputs", exclude: list[str]) -> list[str]:
             if inputs.ref.info(n).dtype.is_floating_point and not _excluded(n, exclude)]
 
 
-def global_ties_thresholds(inputs: "_Inputs", drops: list[float], device: str, exclude: list[str] = ()) -> list[float]:
+def _chunk_items(inputs: "_Inputs", names: list[str]) -> Iterator[tuple[str, tuple[int, int] | None]]:
+    for n in names:
+        for rows in row_chunks(inputs.ref.info(n).shape):
+            yield n, rows
+
+
+def global_ties_thresholds(inputs: "_Inputs", drops: list[float], device: str, exclude: list[str] = (),
+                           buffers: ChunkBuffers | None = None) -> list[float]:
     """Exact global (whole-model, per-model) TIES thresholds, streamed (the L2S code's ``ties_merging_dare``).
 
     As the reference, the model-wide vector is made of the merged parameters only: tensors matched by
     ``exclude`` are neither counted in n nor ranked (the reference builds its TaskVector without them).
+    Every tensor is read in row chunks into ``buffers``: memory is one chunk and the histograms.
     """
     names = _merged_names(inputs, list(exclude))
     total = sum(_numel(inputs.ref.info(n).shape) for n in names)
+    buffers = buffers or ChunkBuffers(inputs, 1, CHUNK_ELEMENTS, device)
 
     def deltas():
-        for n in names:
-            b = inputs.base.get(n, device=device)
-            yield [c.get(n, device=device) - b for c in inputs.models]
+        for n, rows in _chunk_items(inputs, names):
+            b, ms = buffers.read(0, n, rows)
+            yield [m - b for m in ms]
 
     return streamed_kth_abs(deltas, [int(total * k) for k in drops])
 
 
 def global_majority_sign(inputs: "_Inputs", thresholds: list[float], weights: list[float], device: str,
-                         exclude: list[str] = ()) -> float:
+                         exclude: list[str] = (), buffers: ChunkBuffers | None = None) -> float:
     """sign(sum over all merged entries of sign(sum_k w_k m_k)): the sign ``ties_merging_dare`` gives entries
-    whose elected sign is 0 (m_k = delta_k trimmed at the model-wide threshold t_k). One streamed pass."""
+    whose elected sign is 0 (m_k = delta_k trimmed at the model-wide threshold t_k). One streamed pass
+    (row chunks; the count is an exact integer, so it does not depend on the chunking)."""
     total = 0
-    for n in _merged_names(inputs, list(exclude)):
-        b = inputs.base.get(n, device=device)
+    buffers = buffers or ChunkBuffers(inputs, 1, CHUNK_ELEMENTS, device)
+    for n, rows in _chunk_items(inputs, _merged_names(inputs, list(exclude))):
+        b, ms = buffers.read(0, n, rows)
         u = None
-        for c, t, w in zip(inputs.models, thresholds, weights):
-            d = c.get(n, device=device) - b
+        for m, t, w in zip(ms, thresholds, weights):
+            d = m - b
             d = w * d.masked_fill_(d.abs() < t, 0.0)
             u = d if u is None else u.add_(d)
         total += int(torch.sign(u).sum(dtype=torch.int64))
@@ -241,7 +300,7 @@ def merge(config: str | os.PathLike | dict | MergeConfig, out: str | os.PathLike
     Every input is validated (architecture, tensor names, shapes, vocabulary, hyper-parameters)
     before anything is written; NaN/Inf in an input or the result aborts the merge and removes the
     partial output. Tensors are streamed one at a time (computed in fp32 on ``device``, cast once to
-    ``dtype``), so peak memory is a few tensors. ``seed`` overrides the config's seed (DARE masks).
+    ``dtype``), so peak memory is a few row chunks (module docstring). ``seed`` overrides the config's seed (DARE masks).
     Private hooks for the composite methods: ``_tensor_weights(name)`` replaces the per-model weights of a
     tensor (Sens); ``_model_scales(name)`` gives s_i so that model i enters as theta_0 + s_i (theta_i - theta_0),
     i.e. its task vector scaled before the method sees it (ACM); ``_extra`` is added to the provenance.
@@ -277,11 +336,16 @@ def _merge(cfg: MergeConfig, out: Path, *, overwrite: bool, device: str, seed: i
     inputs = _Inputs(cfg)
     out_dtype = DTYPE_NAMES[cfg.dtype]
 
+    # PREFETCH + 1 slots for the read-ahead ring (the chunk in use and the ones being read), one for the passes
+    # that run on this thread (thresholds). Everything a merge holds is these buffers plus a few chunk-sized
+    # temporaries of the kernel, so peak memory does not grow with the model (embedding and lm_head included).
+    buffers = ChunkBuffers(inputs, PREFETCH + 2, CHUNK_ELEMENTS, device)
+    main_slot = PREFETCH + 1
     kwargs_run = dict(kwargs)
     if kwargs.get("scope") == "global":  # the L2S code's ties_merging_dare: one threshold per model, all merged tensors
-        kwargs_run["thresholds"] = global_ties_thresholds(inputs, kwargs["k"], device, cfg.exclude)
+        kwargs_run["thresholds"] = global_ties_thresholds(inputs, kwargs["k"], device, cfg.exclude, buffers)
         kwargs_run["zero_sign"] = global_majority_sign(inputs, kwargs_run["thresholds"], kwargs["weights"], device,
-                                                       cfg.exclude)
+                                                       cfg.exclude, buffers)
     if method.kernel is M.dare:  # the authors' path stores the masked models in the model dtype (the written dtype)
         kwargs_run["model_dtype"] = out_dtype
 
@@ -299,13 +363,15 @@ def _merge(cfg: MergeConfig, out: Path, *, overwrite: bool, device: str, seed: i
         {str(c.path): model_fingerprint(c.path) for c in inputs.all}), daemon=True)
     fp_thread.start()
 
-    chunkable = method.name in CHUNKABLE and kwargs.get("scope", "tensor") == "tensor"
+    # global TIES is elementwise once its model-wide thresholds and zero sign are known: chunkable too
+    # Twin with svd: randomized needs only V_r per model, computed by streamed passes in start_tensor
+    twin_streamed = method.kernel is M.twin and kwargs.get("svd") == "randomized"
+    chunkable = method.name in CHUNKABLE or twin_streamed
     state: dict[str, Any] = {}  # per-tensor state shared by its row chunks (DARE generators, TIES thresholds)
 
-    def load(item):
-        name, rows = item
-        base_t = inputs.base.get(name, device=device, rows=rows) if inputs.base else None
-        model_ts = [c.get(name, device=device, rows=rows) for c in inputs.models]
+    def load(item, slot=None):
+        i, (name, rows) = item
+        base_t, model_ts = buffers.read(i % (PREFETCH + 1) if slot is None else slot, name, rows)
         if _model_scales is not None and base_t is not None and base_t.is_floating_point():
             model_ts = [t if s == 1.0 else base_t + s * (t - base_t) for s, t in zip(_model_scales(name), model_ts)]
         return name, rows, base_t, model_ts
@@ -316,12 +382,27 @@ def _merge(cfg: MergeConfig, out: Path, *, overwrite: bool, device: str, seed: i
         new_gens = lambda: [torch.Generator().manual_seed(M.tensor_seed(seed_, name, i)) for i in range(len(inputs.models))]
         if method.kernel is M.dare:
             state["generators"] = new_gens()
-        needs_thr = method.kernel is M.ties or (method.kernel is M.dare and kwargs.get("combine") == "ties")
+        needs_thr = (method.kernel is M.ties and kwargs.get("scope") == "tensor") or (
+            method.kernel is M.dare and kwargs.get("combine") == "ties")
+        shape = inputs.ref.info(name).shape
+        if twin_streamed and len(shape) == 2 and not _excluded(name, cfg.exclude) \
+                and inputs.ref.info(name).dtype.is_floating_point:
+            subspaces = []
+            for i in range(len(inputs.models)):
+                def rows_of_diff(i=i):
+                    for rows in chunks:
+                        _, _, b, ms = load((0, (name, rows)), slot=main_slot)
+                        yield M.twin_diffs(b, ms, kwargs["weights"], kwargs["alpha"])[1][i]
+                subspaces.append(M.top_right_subspace(rows_of_diff, shape[1], kwargs["rank"],
+                                                      oversample=kwargs["oversample"],
+                                                      iterations=kwargs["power_iterations"],
+                                                      seed=M.tensor_seed(kwargs["seed"], name, i)))
+            state["subspaces"] = subspaces
         if needs_thr and len(chunks) > 1:
             def stream():
                 gens = new_gens()
                 for rows in chunks:
-                    _, _, b, ms = load((name, rows))
+                    _, _, b, ms = load((0, (name, rows)), slot=main_slot)
                     if method.kernel is M.dare:
                         yield M.dare_deltas(b, ms, kwargs["p"], gens, path=kwargs["path"], model_dtype=out_dtype)
                     else:
@@ -340,7 +421,7 @@ def _merge(cfg: MergeConfig, out: Path, *, overwrite: bool, device: str, seed: i
                          metadata={"l2s_merge_method": method.name}) as w:
         bar = tqdm(total=len(out_names), desc=f"merge[{method.name}]", unit="tensor", disable=not progress)
         current = None
-        for name, rows, base_t, model_ts in iter_with_prefetch(items, load):
+        for name, rows, base_t, model_ts in iter_with_prefetch(enumerate(items), load, depth=PREFETCH):
             if name != current:
                 current = name
                 start_tensor(name, chunks_of[name])
@@ -389,15 +470,19 @@ def _merge(cfg: MergeConfig, out: Path, *, overwrite: bool, device: str, seed: i
 
 def _provenance(cfg: MergeConfig, method: M.Method, kwargs: dict, fps: dict, merged: int, copied: int) -> dict:
     import platform
-
-    import transformers
+    from importlib.metadata import PackageNotFoundError, version
 
     from .. import __version__
+
+    try:  # the installed version, without importing transformers (~20 MB) into a merge that does not use it
+        tf_version = version("transformers")
+    except PackageNotFoundError:
+        tf_version = None
 
     return {
         "method": method.name, "paper": method.paper, "resolved_parameters": kwargs,
         "config": cfg.to_yaml_dict(), "inputs": fps, "tensors_merged": merged, "tensors_copied": copied,
-        "versions": {"l2s_utils": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+        "versions": {"l2s_utils": __version__, "torch": torch.__version__, "transformers": tf_version,
                      "python": platform.python_version()},
         "command": " ".join(sys.argv), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

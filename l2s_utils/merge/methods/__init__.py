@@ -28,7 +28,8 @@ from .basic import average, base_plus, task_arithmetic, task_vectors, weighted_s
 from .ties import elect_and_combine, kth_smallest_abs, ties, trim_all, trim_magnitude, trim_topk
 from .dare import dare, dare_deltas, dare_mask, tensor_seed
 from .mergekit import generalized_task_arithmetic, linear, rescale_l1, sparsify
-from .svd import lore, lore_decompose, lore_objective, svd_lowrank_exact, svt, twin
+from .svd import (lore, lore_decompose, lore_objective, prox_nuclear, squared_nuclear_threshold, svd_lowrank_exact, svt,
+                  top_right_subspace, twin, twin_diffs)
 
 __all__ = [
     "REGISTRY", "Method", "MergeConfigError", "Param", "get_method", "register", "resolve_params",
@@ -36,5 +37,6 @@ __all__ = [
     "elect_and_combine", "kth_smallest_abs", "ties", "trim_all", "trim_magnitude", "trim_topk",
     "dare", "dare_mask", "dare_deltas", "tensor_seed",
     "generalized_task_arithmetic", "linear", "rescale_l1", "sparsify",
-    "lore", "lore_decompose", "lore_objective", "svd_lowrank_exact", "svt", "twin",
+    "lore", "lore_decompose", "lore_objective", "prox_nuclear", "squared_nuclear_threshold", "svd_lowrank_exact", "svt",
+    "top_right_subspace", "twin", "twin_diffs",
 ]
