@@ -344,8 +344,10 @@ def _merge(cfg: MergeConfig, out: Path, *, overwrite: bool, device: str, seed: i
     kwargs_run = dict(kwargs)
     if kwargs.get("scope") == "global":  # the L2S code's ties_merging_dare: one threshold per model, all merged tensors
         kwargs_run["thresholds"] = global_ties_thresholds(inputs, kwargs["k"], device, cfg.exclude, buffers)
-        kwargs_run["zero_sign"] = global_majority_sign(inputs, kwargs_run["thresholds"], kwargs["weights"], device,
-                                                       cfg.exclude, buffers)
+        # with one model no entry's elected sign is ever taken from zero_sign (a zero u_1 is never kept), so the
+        # streamed pass over the whole model that computes it is skipped (the L2S pair: System 2 onto System 1)
+        kwargs_run["zero_sign"] = 1.0 if len(inputs.models) == 1 else global_majority_sign(
+            inputs, kwargs_run["thresholds"], kwargs["weights"], device, cfg.exclude, buffers)
     if method.kernel is M.dare:  # the authors' path stores the masked models in the model dtype (the written dtype)
         kwargs_run["model_dtype"] = out_dtype
 
