@@ -227,6 +227,16 @@ def _chunk_items(inputs: "_Inputs", names: list[str]) -> Iterator[tuple[str, tup
             yield n, rows
 
 
+def _read_ahead(inputs: "_Inputs", names: list[str], buffers: ChunkBuffers):
+    """(base rows, [model rows]) of every row chunk of ``names``, read ahead on the I/O thread into the ring
+    of ``buffers`` (slots 0..PREFETCH when it has them; one slot read in line otherwise)."""
+    items = list(_chunk_items(inputs, names))
+    if len(buffers.f32) < PREFETCH + 1:
+        return (buffers.read(0, n, rows) for n, rows in items)
+    return iter_with_prefetch(enumerate(items), lambda it: buffers.read(it[0] % (PREFETCH + 1), *it[1]),
+                              depth=PREFETCH)
+
+
 def global_ties_thresholds(inputs: "_Inputs", drops: list[float], device: str, exclude: list[str] = (),
                            buffers: ChunkBuffers | None = None) -> list[float]:
     """Exact global (whole-model, per-model) TIES thresholds, streamed (the L2S code's ``ties_merging_dare``).
@@ -240,8 +250,7 @@ def global_ties_thresholds(inputs: "_Inputs", drops: list[float], device: str, e
     buffers = buffers or ChunkBuffers(inputs, 1, CHUNK_ELEMENTS, device)
 
     def deltas():
-        for n, rows in _chunk_items(inputs, names):
-            b, ms = buffers.read(0, n, rows)
+        for b, ms in _read_ahead(inputs, names, buffers):
             yield [m - b for m in ms]
 
     return streamed_kth_abs(deltas, [int(total * k) for k in drops])
@@ -254,8 +263,7 @@ def global_majority_sign(inputs: "_Inputs", thresholds: list[float], weights: li
     (row chunks; the count is an exact integer, so it does not depend on the chunking)."""
     total = 0
     buffers = buffers or ChunkBuffers(inputs, 1, CHUNK_ELEMENTS, device)
-    for n, rows in _chunk_items(inputs, _merged_names(inputs, list(exclude))):
-        b, ms = buffers.read(0, n, rows)
+    for b, ms in _read_ahead(inputs, _merged_names(inputs, list(exclude)), buffers):
         u = None
         for m, t, w in zip(ms, thresholds, weights):
             d = m - b
