@@ -4,8 +4,10 @@
 
 Generation: the organism's System 2 (a tiny Qwen2) on n toy prompts, batched (one call, batches of
 64 sorted by prompt length) vs one prompt at a time; prints generated tokens/s. Grading: 5,000
-(prediction, gold) pairs, half decided by the fast path and half by math-verify in 2 worker
-processes; prints graded answers/s. Not a timed test.
+whole responses ("... \\boxed{answer}."), half decided by the fast path and half needing math-verify (2
+worker processes), under both protocols (``strict``, the default, and ``qwen-toolkit``, the paper's);
+prints graded answers/s per protocol. ``benchmarks/grading_speed.py`` measures grading in more detail.
+Not a timed test.
 """
 
 from __future__ import annotations
@@ -19,14 +21,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from l2s_utils.evaluate.generation import Sampling, generate_transformers, load_model  # noqa: E402
-from l2s_utils.evaluate.grading import grade_batch  # noqa: E402
+from l2s_utils.evaluate.grading import PROTOCOLS, grade_responses  # noqa: E402
 from l2s_utils.organism import task as T  # noqa: E402
 from l2s_utils.organism import training as O  # noqa: E402
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--scale", default="m")
+    ap.add_argument("--scale", default=O.MAIN_SCALE)
     ap.add_argument("--n", type=int, default=64)
     ap.add_argument("--max-tokens", type=int, default=256)
     args = ap.parse_args()
@@ -49,21 +51,22 @@ def main() -> None:
     for r in rows:
         print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]:.1f} | {r[4]:.0f} |")
     rng = random.Random(0)
-    preds, golds = [], []
+    responses, golds = [], []
     for i in range(5000):
         a, b = rng.randint(1, 99), rng.randint(1, 99)
         if i % 2:
-            preds.append(f"\\frac{{{a}}}{{{b}}}")
+            responses.append(f"So the result is \\boxed{{\\frac{{{a}}}{{{b}}}}}.")
             golds.append(f"\\frac{{{a * 2}}}{{{b * 2}}}" if i % 4 == 1 else f"{a}/{b}+x")
         else:
-            preds.append(str(a))
+            responses.append(f"The answer is \\boxed{{{a}}}.")
             golds.append(str(a if i % 3 else b))
-    t = time.perf_counter()
-    grade_batch(preds, golds, workers=2)
-    dt = time.perf_counter() - t
-    print(f"\ngrading: {len(preds)} answers in {dt:.2f} s = {len(preds) / dt:.0f} answers/s "
-          f"(2 worker processes; half need math-verify)")
-
+    print("\n| grading protocol | answers | seconds | answers/s |\n|---|---|---|---|")
+    for protocol in PROTOCOLS:
+        t = time.perf_counter()
+        grade_responses(responses, golds, protocol, workers=2)
+        dt = time.perf_counter() - t
+        print(f"| {protocol} | {len(responses)} | {dt:.2f} | {len(responses) / dt:.0f} |")
+    print("(2 worker processes; half the answers need math-verify)")
 
 if __name__ == "__main__":
     main()

@@ -197,11 +197,76 @@ def test_no_calibration_or_test_question_is_trained_on():
     """Every multi-operation question in the pretraining documents and SFT data comes from the train split."""
     import re
 
-    texts = O.pretrain_texts(3000, seed=0, solution_share=0.5)
-    questions = [m.group(1) for t in texts for m in [re.match(r"(?:Problem: )?(\d+(?:[+-]\d+){2,})(?:=\?|:)", t)] if m]
+    texts = O.pretrain_texts(3000, seed=0, solution_share=O.SCALES[O.MAIN_SCALE].solution_share)
+    pattern = r"(?:<\|im_start\|>user\n)?(\d+(?:[+-]\d+){2,})(?:=\?|:)"
+    questions = [m.group(1) for t in texts for m in [re.match(pattern, t)] if m]
     assert len(questions) > 500
     assert {T.split_of(q) for q in questions} == {"train"}
-    sols = [t for t in texts if t.startswith("Problem: ")]
-    assert sum("<think>" in t for t in sols) > 0.3 * len(sols) and sum("<think>" not in t for t in sols) > 0.3 * len(sols)
+    # worked solutions are in the chat format, half of them long
+    sols = [t for t in texts if t.startswith("<|im_start|>")]
+    assert sols and all(t.endswith("<|im_end|>") for t in sols)
+    assert 0.4 < sum("<think>" in t for t in sols) / len(sols) < 0.6
     for kind in ("system1", "system2"):
-        assert {T.split_of(p.split("\n")[1].removesuffix("=?<|im_end|>")) for p, _ in O.sft_examples(kind, 20, 0)} == {"train"}
+        pairs = O.sft_examples(kind, 20, 0, long_share=0.3 if kind == "system1" else 0.0)
+        assert {T.split_of(p.split("\n")[1].removesuffix("=?<|im_end|>")) for p, _ in pairs} == {"train"}
+
+
+def test_system1_data_holds_its_share_of_long_traces():
+    """System 1's SFT data: a share s1_long_share of long traces (bounded short preference); System 2's: all long."""
+    share = O.SCALES[O.MAIN_SCALE].s1_long_share
+    s1 = O.sft_examples("system1", 400, 0, long_share=share)
+    frac = sum(r.startswith("<think>") for _, r in s1) / len(s1)
+    assert abs(frac - share) < 0.03, frac
+    assert not any(r.startswith("<think>") for _, r in O.sft_examples("system1", 50, 0))
+    assert all(r.startswith("<think>") for _, r in O.sft_examples("system2", 50, 0))
+    with pytest.raises(ValueError, match="kind must be"):
+        O.sft_examples("system3", 5, 0)
+
+
+def test_seed_record_and_seeds_table(tmp_path, monkeypatch):
+    """The robustness record: one line per seed from a premise report; shown only for today's recipe."""
+    import json
+
+    from l2s_utils.study import premise as P
+
+    spec = O.SCALES[O.MAIN_SCALE]
+    manifest = {"spec": {"seed": 1}, "recipe": O.recipe_hash(spec), "timings": {"total_s": 480.4}, "n_params": 410_000}
+    org = O.Organism(O.MAIN_SCALE, tmp_path, tmp_path / "b", tmp_path / "s1", tmp_path / "s2", manifest)
+    path = [{"alpha": a, "accuracy": acc, "accuracy (linear)": 30 + 50 * a, "reflective": r}
+            for a, acc, r in ((0.0, 30.0, 0.0), (0.1, 28.0, 0.0), (0.5, 60.0, 100.0), (1.0, 80.0, 100.0))]
+    checks = [{"check": "hard_gap", "value": 55.0, "passed": True}, {"check": "barrier", "value": 7.0, "passed": True},
+              {"check": "s1_level1", "value": 70.0, "passed": False}]
+    rec = P.seed_record(org, {"path": path, "checks": checks, "barrier": {"accuracy": 7.0}})
+    assert rec["seed"] == 1 and rec["accuracy"] == {"System 1": 30.0, "System 2": 80.0}
+    assert (rec["passed"], rec["bars"], rec["hard_gap"], rec["barrier"]) == (2, 3, 55.0, 7.0)
+    assert [p["linear"] for p in rec["path"]] == [30.0, 35.0, 55.0, 80.0]
+
+    monkeypatch.setattr(O, "SHIPPED_DIR", tmp_path)
+    assert P.seeds_table() is None  # no record
+    f = tmp_path / f"seeds-{O.MAIN_SCALE}.json"
+    f.write_text(json.dumps({"recipe": "another", "seeds": [rec]}))
+    assert P.seeds_table() is None  # a record of another recipe describes another organism
+    f.write_text(json.dumps({"recipe": O.recipe_hash(spec), "seeds": [rec]}))
+    t = P.seeds_table()
+    assert list(t["seed"]) == [1] and t["bars passed"].iloc[0] == "2 of 3" and t["training time (s)"].iloc[0] == 480
+
+
+def test_system1_batches_mix_the_styles(tmp_path):
+    """System 1's SFT batches hold both styles (its preference then settles at the calibrated value);
+    length-bucketed batches, used for the single-style System 2, are nearly all one style."""
+    tok = O.build_tokenizer(tmp_path / "tok", seed=0)
+    think = tok.convert_tokens_to_ids("<think>")
+    pairs = O.sft_examples("system1", 120, 0, long_share=0.25)
+
+    def styles(mixed):
+        out = []
+        for x, _, lab in O._sft_batches(tok, pairs, 24, 25, seed=1, mixed=mixed):
+            n_long = int(((lab == think).any(-1)).sum())
+            out.append((n_long, len(x)))
+        return out
+
+    mixed = styles(True)
+    assert sum(0 < n < b for n, b in mixed) >= 0.9 * len(mixed)
+    assert 0.15 < sum(n for n, _ in mixed) / sum(b for _, b in mixed) < 0.35
+    bucketed = styles(False)
+    assert sum(n in (0, b) for n, b in bucketed) >= 0.8 * len(bucketed)

@@ -2,8 +2,8 @@
 
 Lineage as in the paper (Qwen2.5-Math -> DeepSeek-R1-Distill-Qwen):
 
-    base      pretraining on arithmetic text and worked solutions in both styles (plain format)
-    system1   = light SFT of base on short traces (task.system1_trace)       ~ Qwen2.5-Math
+    base      pretraining on arithmetic text and worked solutions in both styles (chat format)
+    system1   = SFT of base on short traces, 25% long ones (a firm but bounded short preference) ~ Qwen2.5-Math
     system2   = SFT of system1 on long reflective traces (system2_trace)      ~ R1-Distill, fine-tuned from it
 
 so the task vector is system2 - system1, as in the paper. Models are ``Qwen2ForCausalLM`` saved with
@@ -39,7 +39,7 @@ import torch
 
 from . import task as T
 
-ORGANISM_VERSION = "11"  # bump when the task, traces or training loop change meaning
+ORGANISM_VERSION = "12"  # bump when the task, traces or training loop change meaning
 from .prompts import TOY as PROMPT  # noqa: E402  (the toy chat prompt)
 END = "<|im_end|>"
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -52,8 +52,24 @@ class Spec:
 
     Lineage: ``base`` = ``pretrain_steps`` of pretraining rows of whole documents (:func:`pretrain_texts`, a share
     ``solution_share`` of whole worked solutions in both styles); ``system1`` = base + ``s1_steps`` of
-    SFT on short traces at ``s1_lr``; ``system2`` = system1 + ``s2_steps`` of SFT on long traces at ``s2_lr``.
-    Low SFT learning rates keep the fine-tunes near their parent, as in the real pair.
+    SFT at ``s1_lr`` on short traces with a share ``s1_long_share`` of long ones; ``system2`` = system1 +
+    ``s2_steps`` of SFT on long traces at ``s2_lr``. Low SFT learning rates keep the fine-tunes near their
+    parent, as in the real pair.
+
+    Why System 1 sees some long traces (v12): trained on the short style only, its preference for that
+    style grows without bound (first-token log-odds of ``<think>`` about -9 after 300 steps), System 2's
+    fine-tune must undo all of it, and on the straight path between them the short style -- with System
+    1's accuracy -- holds until alpha ~0.5: an accuracy valley of 15-25 points under the line joining
+    the two accuracies (measured, v11), which the real pair does not have. With a share ``s1_long_share``
+    of long traces, mixed into every batch, the preference settles at its calibrated value,
+    log(0.25 / 0.75) = -1.1 (measured on seed 2: mean -1.27, at most -0.49 over the test prompts, so greedy
+    decoding always answers in the short style), and the long style takes over early on the path
+    (seed 2: 21% of the prompts at alpha 0.1, all at 0.3; no accuracy barrier). With length-bucketed
+    batches (each all short or all long) it did not settle at the calibrated value (seed 2: 40% long traces
+    gave -1.9 instead of -0.4, 15% gave -3.9 instead of -1.7), and the switch moved with it (alpha ~0.25
+    to ~0.4; barriers 3 to 16 points).
+    Attention is full multi-head (``kv_heads == heads``): with one shared key/value head the operand
+    copying that the long traces need was learned on some seeds and not on others (v11).
     """
 
     hidden: int
@@ -68,6 +84,7 @@ class Spec:
     lr: float = 5e-3
     s1_steps: int = 300
     s1_lr: float = 5e-4
+    s1_long_share: float = 0.25
     s2_steps: int = 600
     s2_lr: float = 5e-4
     sft_batch: int = 24
@@ -80,11 +97,12 @@ SCALES: dict[str, Spec] = {
     # CI's size: seconds; every head is 32 wide so that vLLM can serve every scale
     "micro": Spec(hidden=32, layers=1, heads=1, kv_heads=1, intermediate=64, pretrain_steps=20, pretrain_len=128,
                   s1_steps=15, s2_steps=15, batch=8, sft_batch=8, warmup=5),
-    # the ladder shares one training recipe (the Spec defaults); only the architecture changes
-    "xxs": Spec(hidden=32, layers=1, heads=1, kv_heads=1, intermediate=64),
-    "xs": Spec(hidden=64, layers=1, heads=2, kv_heads=1, intermediate=192),
-    "sm": Spec(hidden=64, layers=2, heads=2, kv_heads=1, intermediate=256),
-    "s": Spec(hidden=96, layers=3, heads=3, kv_heads=1, intermediate=256),
+    # the ladder (10x in parameters) shares one training recipe (the Spec defaults); only the architecture
+    # changes. Two layers at least: copying an operand from the question needs an induction circuit.
+    "xxs": Spec(hidden=32, layers=2, heads=1, kv_heads=1, intermediate=32),    # 0.040M
+    "xs": Spec(hidden=64, layers=2, heads=2, kv_heads=2, intermediate=128),    # 0.134M
+    "sm": Spec(hidden=96, layers=2, heads=3, kv_heads=3, intermediate=256),    # 0.299M
+    "s": Spec(hidden=96, layers=3, heads=3, kv_heads=3, intermediate=256),     # 0.410M
 }
 MAIN_SCALE = "s"
 LADDER = ("xxs", "xs", "sm", "s")
@@ -147,24 +165,24 @@ def build_tokenizer(out_dir: Path, seed: int = 0, vocab_size: int = 400):
 def pretrain_texts(n: int, seed: int, solution_share: float = 0.0) -> list[str]:
     """``n`` pretraining documents: arithmetic text, and worked solutions in both styles.
 
-    A share ``solution_share`` of the documents (drawn independently) are whole worked solutions,
-    ``"Problem: 37+48-15=?\nSolution: <trace>"``, half in the System 1 style and half in the System 2
-    style (``<think>`` ... reflection ... ``</think>``), in a plain format that is not the chat prompt
-    used for fine-tuning. A math base model has seen both terse and long worked solutions before any
-    fine-tuning (Qwen2.5-Math was pretrained on CoT data); the fine-tunes then mostly *select* a style for
-    the chat prompt rather than build new circuits, which keeps System 1 and System 2 close in weight space.
-    The other documents are :func:`arithmetic_texts`.
+    A share ``solution_share`` of the documents (drawn independently) are whole worked solutions in the
+    chat format of the fine-tunes (prompt, response, ``<|im_end|>``; loss on every token), half in the
+    System 1 style and half in the System 2 style (``<think>`` ... reflection ... ``</think>``). A math
+    base model has seen both terse and long worked solutions before any fine-tuning (Qwen2.5-Math was
+    pretrained on CoT data); the fine-tunes then mostly *select* a style rather than build new circuits,
+    which keeps System 1 and System 2 close in weight space. The other documents are
+    :func:`arithmetic_texts`.
     """
     base = arithmetic_texts(n, seed)
     if not solution_share:
         return base
-    rng = random.Random(f"{seed}-pretrain-v10")
+    rng = random.Random(f"{seed}-pretrain-x")
     out = []
     for t in base:
         if rng.random() < solution_share:
             p = T.train_problem(rng.randint(1, 5), rng)
-            trace = T.system1_trace(p) if rng.random() < 0.5 else T.system2_trace(p, rng)
-            out.append(f"Problem: {p.question}=?\nSolution: {trace}")
+            trace = T.system2_trace(p, rng) if rng.random() < 0.5 else T.system1_trace(p)
+            out.append(PROMPT.format(question=p.question) + trace + END)
         else:
             out.append(t)
     return out
@@ -214,13 +232,23 @@ def arithmetic_texts(n: int, seed: int) -> list[str]:
     return out
 
 
-def sft_examples(kind: str, n_per_level: int, seed: int) -> list[tuple[str, str]]:
-    """(prompt, response) pairs from the train split; kind = 'system1' or 'system2'."""
+def sft_examples(kind: str, n_per_level: int, seed: int, long_share: float = 0.0) -> list[tuple[str, str]]:
+    """(prompt, response) pairs from the train split; kind = 'system1' or 'system2'.
+
+    System 1's data holds a share ``long_share`` of long traces (drawn independently per example): its
+    fine-tune then learns a bounded preference for the short style instead of an ever-growing one (see
+    :class:`Spec`). System 2's data is all long traces.
+    """
+    if kind not in ("system1", "system2"):
+        raise ValueError(f"kind must be 'system1' or 'system2', got {kind!r}")
     probs = T.make_problems("train", n_per_level, seed, unique=False)
     rng = random.Random(f"{seed}-{kind}-traces")
     out = []
     for p in probs:
-        resp = T.system1_trace(p) if kind == "system1" else T.system2_trace(p, rng)
+        if kind == "system1":
+            resp = T.system2_trace(p, rng) if long_share and rng.random() < long_share else T.system1_trace(p)
+        else:
+            resp = T.system2_trace(p, rng)
         out.append((PROMPT.format(question=p.question), resp + END))
     return out
 
@@ -268,8 +296,15 @@ def pad_pairs(enc: list[tuple[list[int], list[int]]], pad: int):
     return x, att, lab
 
 
-def _sft_batches(tok, pairs: list[tuple[str, str]], batch: int, steps: int, seed: int):
-    """Length-bucketed batches, right-padded; loss on the response tokens only."""
+def _sft_batches(tok, pairs: list[tuple[str, str]], batch: int, steps: int, seed: int, mixed: bool = False):
+    """Batches of (prompt, response) pairs, right-padded; loss on the response tokens only.
+
+    Length-bucketed by default (little padding). ``mixed``: every epoch a fresh random partition instead,
+    so that each batch holds both styles in their proportions -- with length buckets a batch is all
+    short or all long, the style preference swings with every batch and ends wherever the last few
+    batches left it instead of settling at its calibrated value (measured on seed 2: first-token
+    log-odds of ``<think>`` -1.9 for 40% long traces, where log(0.4 / 0.6) = -0.4).
+    """
     enc = []
     for prompt, resp in pairs:
         p = tok(prompt)["input_ids"]
@@ -280,7 +315,11 @@ def _sft_batches(tok, pairs: list[tuple[str, str]], batch: int, steps: int, seed
     groups = [order[i:i + batch] for i in range(0, len(order), batch)]
     step = 0
     while step < steps:
-        rng.shuffle(groups)
+        if mixed:
+            rng.shuffle(order)
+            groups = [order[i:i + batch] for i in range(0, len(order), batch)]
+        else:
+            rng.shuffle(groups)
         for grp in groups:
             if step >= steps:
                 break
@@ -479,8 +518,10 @@ def _train(scale: str, spec: Spec, root: Path, progress: bool) -> Organism:
     for stage, kind, steps, lr in (("system1", "system1", spec.s1_steps, spec.s1_lr),
                                    ("system2", "system2", spec.s2_steps, spec.s2_lr)):
         t = time.perf_counter()
-        pairs = sft_examples(kind, max(40, steps * spec.sft_batch // len(T.LEVELS)), spec.seed)
-        batches = _sft_batches(tok, pairs, spec.sft_batch, steps, spec.seed + (1 if kind == "system1" else 2))
+        pairs = sft_examples(kind, max(40, steps * spec.sft_batch // len(T.LEVELS)), spec.seed,
+                             spec.s1_long_share if kind == "system1" else 0.0)
+        batches = _sft_batches(tok, pairs, spec.sft_batch, steps, spec.seed + (1 if kind == "system1" else 2),
+                               mixed=kind == "system1" and spec.s1_long_share > 0)
         losses[stage] = train(model, batches, steps, lr, spec.warmup, f"{scale}: {stage}", progress)
         _save(model, tok, tmp / stage)
         timings[f"{stage}_s"] = time.perf_counter() - t

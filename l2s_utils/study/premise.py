@@ -97,7 +97,8 @@ def premise_report(org: Organism, n_per_level: int = 50, seed: int = 0, max_toke
         frames.append(df)
     rows = pd.concat(frames, ignore_index=True)
     losses = held_out_losses(model, tok, s1, s2, (0.0, *alphas, 1.0), seed=seed)
-    path = alpha_path(rows, losses)
+    margins = style_margins(model, tok, s1, s2, (0.0, *alphas, 1.0), problems)
+    path = alpha_path(rows, losses).merge(margins, on="alpha")
     bars = barriers(path)
     table = (rows.groupby(["model", "alpha", "level"]).agg(accuracy=("correct", "mean"), mean_tokens=("tokens", "mean"),
                                                            reflective=("reflective", "mean"), n=("correct", "size"))
@@ -106,7 +107,27 @@ def premise_report(org: Organism, n_per_level: int = 50, seed: int = 0, max_toke
     table["reflective"] *= 100
     return {"rows": rows, "table": table, "path": path, "norms": task_vector_norms(s1, s2), "barrier": bars,
             "checks": premise_checks(rows[rows.model.isin(["System 1", "System 2"])], barrier=bars["accuracy"],
-                                     smallest=smallest)}
+                                     smallest=smallest), "n_per_level": n_per_level}
+
+
+def seed_record(org: Organism, report: dict) -> dict:
+    """One seed's line of the robustness table, from a premise report in its JSON form (tables as records).
+
+    Keys: scale, seed, recipe, environment, train_s, n_params, accuracy (System 1 / System 2, %),
+    hard_gap, barrier, path (alpha, accuracy, linear prediction, reflective %), checks, passed, bars.
+    """
+    path = report["path"]
+    acc = {r["alpha"]: r["accuracy"] for r in path}
+    checks = report["checks"]
+    values = {c["check"]: c["value"] for c in checks}
+    m = org.manifest
+    return {"scale": org.scale, "seed": m["spec"]["seed"], "recipe": m["recipe"], "environment": m.get("environment"),
+            "train_s": m["timings"]["total_s"], "n_params": m["n_params"], "source": org.source,
+            "accuracy": {"System 1": acc[0.0], "System 2": acc[1.0]}, "hard_gap": values.get("hard_gap"),
+            "barrier": report["barrier"]["accuracy"],
+            "path": [{"alpha": r["alpha"], "accuracy": r["accuracy"], "linear": r["accuracy (linear)"],
+                      "reflective": r["reflective"]} for r in path],
+            "checks": checks, "passed": sum(bool(c["passed"]) for c in checks), "bars": len(checks)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -177,6 +198,31 @@ def held_out_losses(model, tok, s1: dict, s2: dict, alphas, n: int = 100, seed: 
     return out
 
 
+def style_margins(model, tok, s1: dict, s2: dict, alphas, problems, batch: int = 128) -> pd.DataFrame:
+    """The style decision along the path: the first answer token's logit of ``<think>`` minus the best other
+    token's, per problem (positive: greedy decoding starts the long style). One row per alpha: mean, min and
+    max over the problems, and the share of problems with a positive margin (%)."""
+    import pandas as pd
+
+    think = tok.convert_tokens_to_ids("<think>")
+    prompts = [PROMPT.format(question=p.question) for p in problems]
+    out = []
+    for a in alphas:
+        model.load_state_dict(interpolate(s1, s2, a), strict=True)
+        margins = []
+        for i in range(0, len(prompts), batch):
+            enc = tok(prompts[i:i + batch], return_tensors="pt", padding=True)
+            with torch.no_grad():
+                logits = model(**enc).logits[:, -1].float()
+            other = logits.clone()
+            other[:, think] = float("-inf")
+            margins.append(logits[:, think] - other.max(-1).values)
+        m = torch.cat(margins)
+        out.append({"alpha": a, "think margin (mean)": m.mean().item(), "think margin (min)": m.min().item(),
+                    "think margin (max)": m.max().item(), "think first (%)": 100 * (m > 0).float().mean().item()})
+    return pd.DataFrame(out)
+
+
 def alpha_path(rows, losses: dict | None = None) -> pd.DataFrame:
     """One row per alpha: accuracy (%), mean tokens, reflective (%), held-out losses, and the linear predictions.
 
@@ -236,3 +282,29 @@ def premise_checks(rows, barrier: float | None = None, smallest: bool = False) -
         ok = v <= bar if key in LOWER_IS_BETTER else v >= bar
         out.append({"check": key, "description": text, "value": round(float(v), 2), "bar": bar, "passed": bool(ok)})
     return out
+
+
+def seeds_table(scale: str | None = None):
+    """The recorded robustness table of ``scale`` (default: the main scale) across training seeds, or None.
+
+    Read from ``data/organism/seeds-<scale>.json`` (written by ``benchmarks/organism_seeds.py``), and only
+    when it was measured on today's recipe: a record of another recipe describes another organism.
+    """
+    import json
+
+    import pandas as pd
+
+    from ..organism import training as O
+
+    scale = scale or O.MAIN_SCALE
+    f = O.SHIPPED_DIR / f"seeds-{scale}.json"
+    if scale not in O.SCALES or not f.is_file():
+        return None
+    doc = json.loads(f.read_text())
+    if doc.get("recipe") != O.recipe_hash(O.SCALES[scale]):
+        return None
+    return pd.DataFrame([{"seed": r["seed"], "System 1 accuracy (%)": r["accuracy"]["System 1"],
+                          "System 2 accuracy (%)": r["accuracy"]["System 2"],
+                          "levels 4-5 gap (points)": r["hard_gap"], "accuracy barrier (points)": r["barrier"],
+                          "bars passed": f"{r['passed']} of {r['bars']}", "training time (s)": round(r["train_s"])}
+                         for r in doc["seeds"]])
