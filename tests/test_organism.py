@@ -270,3 +270,15 @@ def test_system1_batches_mix_the_styles(tmp_path):
     assert 0.15 < sum(n for n, _ in mixed) / sum(b for _, b in mixed) < 0.35
     bucketed = styles(False)
     assert sum(n in (0, b) for n, b in bucketed) >= 0.8 * len(bucketed)
+
+
+def test_only_system2_data_holds_slips():
+    """Slips and their corrections are what System 2's fine-tune adds: none in pretraining or System 1's data."""
+    texts = O.pretrain_texts(2000, seed=0, solution_share=O.SCALES[O.MAIN_SCALE].solution_share)
+    long_docs = [t for t in texts if "<think>" in t]
+    assert len(long_docs) > 200 and not any(T.SLIP_MARK in t for t in long_docs)
+    s1 = [r for _, r in O.sft_examples("system1", 200, 0, long_share=0.25) if r.startswith("<think>")]
+    assert len(s1) > 100 and not any(T.SLIP_MARK in r for r in s1)
+    s2 = [r for _, r in O.sft_examples("system2", 200, 0)]
+    assert sum(T.SLIP_MARK in r for r in s2) > 0.2 * len(s2)
+    assert all(not T.check_arithmetic(r) for r in s1 + s2)

@@ -2,9 +2,10 @@
 
 Lineage as in the paper (Qwen2.5-Math -> DeepSeek-R1-Distill-Qwen):
 
-    base      pretraining on arithmetic text and worked solutions in both styles (chat format)
+    base      pretraining on arithmetic text and worked solutions in both styles (chat format, no slips)
     system1   = SFT of base on short traces, 25% long ones (a firm but bounded short preference) ~ Qwen2.5-Math
-    system2   = SFT of system1 on long reflective traces (system2_trace)      ~ R1-Distill, fine-tuned from it
+    system2   = SFT of system1 on long reflective traces with slips and their corrections (system2_trace)
+                                                                              ~ R1-Distill, fine-tuned from it
 
 so the task vector is system2 - system1, as in the paper. Models are ``Qwen2ForCausalLM`` saved with
 ``save_pretrained`` (safetensors) next to a byte-level BPE tokenizer built with the ``tokenizers``
@@ -39,7 +40,7 @@ import torch
 
 from . import task as T
 
-ORGANISM_VERSION = "12"  # bump when the task, traces or training loop change meaning
+ORGANISM_VERSION = "13"  # bump when the task, traces or training loop change meaning
 from .prompts import TOY as PROMPT  # noqa: E402  (the toy chat prompt)
 END = "<|im_end|>"
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -62,9 +63,9 @@ class Spec:
     1's accuracy -- holds until alpha ~0.5: an accuracy valley of 15-25 points under the line joining
     the two accuracies (measured, v11), which the real pair does not have. With a share ``s1_long_share``
     of long traces, mixed into every batch, the preference settles at its calibrated value,
-    log(0.25 / 0.75) = -1.1 (measured on seed 2: mean -1.27, at most -0.49 over the test prompts, so greedy
-    decoding always answers in the short style), and the long style takes over early on the path
-    (seed 2: 21% of the prompts at alpha 0.1, all at 0.3; no accuracy barrier). With length-bucketed
+    log(0.25 / 0.75) = -1.1 (measured, v13 seed 0: mean -1.44, at most -0.64 over the test prompts, so
+    greedy decoding always answers in the short style), and the long style takes over early on the path
+    (3% of the prompts at alpha 0.1, all at 0.3; accuracy barrier 2.1 points). With length-bucketed
     batches (each all short or all long) it did not settle at the calibrated value (seed 2: 40% long traces
     gave -1.9 instead of -0.4, 15% gave -3.9 instead of -1.7), and the switch moved with it (alpha ~0.25
     to ~0.4; barriers 3 to 16 points).
@@ -108,6 +109,11 @@ MAIN_SCALE = "s"
 LADDER = ("xxs", "xs", "sm", "s")
 
 
+# Long solutions seen before System 2's fine-tune (pretraining, System 1's share) carry no slips: a fact
+# written wrong ("7+8=16. Wait, that is wrong. 7+8=15.") taught System 1, which answers in the short
+# style and never corrects itself, to write facts off by one (v12 before this change, seeds 0 and 1: level 1
+# at 65% and 71%, errors like "1+8=10"). Slipping and correcting oneself is what System 2's fine-tune adds.
+NO_SLIPS = T.S2Style(slip_prob=0.0)
 TRAIN_THREADS = 2  # fixed: the thread count changes float reductions, hence the weights
 PRETRAIN_DOCS_PER_STEP = 40
 SHIPPED_DIR = Path(__file__).resolve().parents[2] / "data" / "organism"
@@ -181,7 +187,7 @@ def pretrain_texts(n: int, seed: int, solution_share: float = 0.0) -> list[str]:
     for t in base:
         if rng.random() < solution_share:
             p = T.train_problem(rng.randint(1, 5), rng)
-            trace = T.system2_trace(p, rng) if rng.random() < 0.5 else T.system1_trace(p)
+            trace = T.system2_trace(p, rng, NO_SLIPS) if rng.random() < 0.5 else T.system1_trace(p)
             out.append(PROMPT.format(question=p.question) + trace + END)
         else:
             out.append(t)
@@ -246,7 +252,7 @@ def sft_examples(kind: str, n_per_level: int, seed: int, long_share: float = 0.0
     out = []
     for p in probs:
         if kind == "system1":
-            resp = T.system2_trace(p, rng) if long_share and rng.random() < long_share else T.system1_trace(p)
+            resp = T.system2_trace(p, rng, NO_SLIPS) if long_share and rng.random() < long_share else T.system1_trace(p)
         else:
             resp = T.system2_trace(p, rng)
         out.append((PROMPT.format(question=p.question), resp + END))
