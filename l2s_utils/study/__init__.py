@@ -13,10 +13,16 @@ Files:
   plots.py      the book's figures
   paper.py      the paper's numbers: model pairs, Table 7 merge configs, reported results side by side
   premise.py    the organism's premise report (here because it generates and grades)
+  reader.py     what the book's reader sees: readable tables, captions, provenance box, Colab links
 
 ``Study``, ``side_by_side`` and ``paper_summary`` are loaded on first use, so importing a submodule
 (e.g. ``l2s_utils.study.profiles``) stays light.
 """
+
+import warnings
+
+# tqdm.auto warns on import in a notebook kernel without ipywidgets; the study shows no progress bars there
+warnings.filterwarnings("ignore", message="IProgress not found")
 
 __all__ = ["Study", "paper_summary", "side_by_side"]
 

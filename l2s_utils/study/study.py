@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,7 @@ class Study:
         self.name = self.profile["name"]
         self.out = Path(out) if out else ROOT / "runs" / self.name
         self.progress = progress
+        self.started = time.perf_counter()  # the chapter's wall time (reader.provenance)
         if not progress:  # keep notebook outputs readable: no library progress bars
             os.environ.setdefault("TQDM_DISABLE", "1")
             os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")

@@ -1,0 +1,236 @@
+"""What the book's reader sees: tables with named columns and units, figure captions, a provenance box,
+Colab and download links.
+
+    from l2s_utils.study import reader
+    reader.table(summary, caption="...")        # "accuracy (%) [95% CI]" as "61.0 [54.0, 68.0]", no index
+    reader.caption(st, "Accuracy vs length", n=summary.n.max())
+    reader.provenance(st, "01_task_vector_merging")   # profile, commit, organism, seeds, wall time, date
+
+Tables are HTML (``IPython.display.HTML``) inside a box that scrolls horizontally when it is wider than
+the page, so no column is ever cut off. Column names come from :data:`COLUMNS`; a column not listed keeps
+its name with underscores turned into spaces.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[2]
+BOOK_CONFIG = ROOT / "book" / "_config.yml"
+
+# internal column -> what a reader sees (with units)
+COLUMNS = {
+    "model": "model", "benchmark": "benchmark", "n": "problems", "accuracy": "accuracy (%)",
+    "mean_tokens": "mean length (tokens)", "length_change_pct": "length vs System 2 (%)",
+    "reflective_pct": "reflective responses (%)", "truncated_pct": "hit the token limit (%)",
+    "keyword_freq": "reflection keywords per reflective response", "aes": "AES (higher is better)",
+    "level": "difficulty level", "reflective": "reflective responses (%)", "alpha": "alpha", "rank": "rank r",
+    "scale": "scale", "parameters": "parameters", "method": "method", "content": "calibration content",
+    "n_samples": "calibration samples", "strict": "accuracy, strict protocol (%)",
+    "qwen-toolkit": "accuracy, Qwen toolkit protocol (%)", "toolkit_minus_strict": "toolkit - strict (points)",
+    "check": "check", "description": "bar", "value": "measured", "bar": "threshold", "passed": "passed",
+}
+CI_SUFFIX = " [95% CI]"
+
+
+def _fmt(v, digits: int = 1) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, int) or (isinstance(v, float) and v.is_integer() and abs(v) >= 1000):
+        return f"{int(v):,}"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def with_ci(df: pd.DataFrame, value: str = "accuracy", lo: str = "acc_lo", hi: str = "acc_hi",
+            digits: int = 1) -> pd.DataFrame:
+    """``value`` as the text "61.0 [54.0, 68.0]" (the 95% interval) in place of the three columns."""
+    if not {value, lo, hi} <= set(df.columns):
+        return df
+    out = df.drop(columns=[lo, hi]).copy()
+    out[value] = [f"{_fmt(v, digits)} [{_fmt(a, digits)}, {_fmt(b, digits)}]" for v, a, b in zip(df[value], df[lo], df[hi])]
+    return out.rename(columns={value: COLUMNS.get(value, value) + CI_SUFFIX})
+
+
+def readable(df: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
+    """Columns renamed for readers (units in the name), intervals merged, every cell formatted as text."""
+    # a meaningful index (layer names, levels) becomes a column; a plain row number is dropped
+    df = df.reset_index(drop=isinstance(df.index, pd.RangeIndex))
+    out = with_ci(df, digits=digits)
+    out = with_ci(out, "mean_tokens", "tokens_lo", "tokens_hi", digits=0)
+    out = out.rename(columns={c: COLUMNS.get(c, str(c).replace("_", " ")) for c in out.columns})
+    for c in out.columns:
+        out[c] = [_fmt(v, digits) for v in out[c]]
+    return out
+
+
+def table_html(df: pd.DataFrame, caption: str | None = None, digits: int = 1) -> str:
+    """An HTML table without an index, inside a horizontally scrolling box (class ``l2s-table``)."""
+    t = readable(df, digits)
+    cell = "padding:3px 10px;border-bottom:1px solid #ddd;white-space:nowrap;"
+
+    def align(v: str) -> str:  # numbers (and "61.0 [54.0, 68.0]") right, text left
+        return "right" if re.fullmatch(r"[-+0-9.,\[\] ]+|-", v) else "left"
+
+    head = "".join(f'<th style="{cell}text-align:left;border-bottom:2px solid #999">{html.escape(str(c))}</th>'
+                   for c in t.columns)
+    body = "".join("<tr>" + "".join(f'<td style="{cell}text-align:{align(str(v))}">{html.escape(str(v))}</td>'
+                                    for v in row) + "</tr>" for row in t.itertuples(index=False))
+    cap = (f'<caption style="caption-side:top;text-align:left;font-style:italic">{html.escape(caption)}</caption>'
+           if caption else "")
+    return (f'<div class="l2s-table" style="overflow-x:auto;max-width:100%;margin:0.5em 0 1em 0">'
+            f'<table class="l2s-data" style="border-collapse:collapse;font-size:0.88em">{cap}<thead><tr>{head}</tr>'
+            f'</thead><tbody>{body}</tbody></table></div>')
+
+
+def table(df: pd.DataFrame, caption: str | None = None, digits: int = 1):
+    """Display object for a notebook: :func:`table_html` as ``IPython.display.HTML``."""
+    from IPython.display import HTML
+
+    return HTML(table_html(df, caption, digits))
+
+
+def caption(st, what: str, n: int | None = None, ci: bool = True):
+    """A figure caption naming the profile, the number of problems per model and the interval."""
+    import matplotlib.pyplot as plt
+    from IPython.display import Markdown
+
+    plt.show()  # the figure(s) drawn so far come before their caption (inline backend: shown and closed)
+    parts = [f"*Figure: {what}. Profile `{st.name}`"]
+    if n is not None:
+        parts.append(f"n = {int(n)} problems per model")
+    if ci:
+        parts.append("bars: 95% bootstrap confidence intervals over problems")
+    return Markdown(", ".join(parts) + ".*")
+
+
+def header(st, notebook: str):
+    """The line under a chapter's title: the profile and its description, Open in Colab, downloads."""
+    from IPython.display import HTML
+
+    url = colab_url(notebook)
+    links = [f'<a href="{url}">Open in Colab</a>'] if url else []
+    links += [f'<a href="../_static/downloads/{notebook}.ipynb">download .ipynb</a>',
+              f'<a href="../_static/downloads/{notebook}.md">download .md</a>']
+    desc = html.escape(str(st.profile.get("description", "")).strip())
+    return HTML(f'<p class="l2s-header"><strong>Profile <code>{html.escape(st.name)}</code></strong>: {desc}<br>'
+                + " &middot; ".join(links) + "</p>")
+
+
+# -- provenance -----------------------------------------------------------------------------------
+def commit() -> str:
+    """The repository's commit (short hash, "+ local changes" when the work tree differs), or "unknown"."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short=10", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              timeout=10)
+        if head.returncode != 0:
+            return "unknown (not a git checkout)"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
+                               text=True, timeout=10)
+        return head.stdout.strip() + (" + local changes" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (git not available)"
+
+
+def repository() -> dict:
+    """The repository setting of the book (``book/_config.yml``: repository.url, .branch); url may be empty."""
+    import yaml
+
+    try:
+        cfg = yaml.safe_load(BOOK_CONFIG.read_text()) or {}
+    except OSError:
+        cfg = {}
+    repo = cfg.get("repository") or {}
+    return {"url": str(repo.get("url") or "").rstrip("/"), "branch": str(repo.get("branch") or "main")}
+
+
+def colab_url(notebook: str, repo: dict | None = None) -> str | None:
+    """Colab's address of ``notebooks/<notebook>.ipynb`` on the configured GitHub repository (None if unset)."""
+    repo = repo or repository()
+    m = re.match(r"^https://github\.com/([^/\s]+)/([^/\s]+?)(?:\.git)?$", repo["url"])
+    if not m:
+        return None
+    return (f"https://colab.research.google.com/github/{m.group(1)}/{m.group(2)}/blob/{repo['branch']}/"
+            f"notebooks/{notebook}.ipynb")
+
+
+def provenance_record(st, notebook: str | None = None) -> dict:
+    """What produced a chapter: profile, commit, models (organism recipe hash, seed, source), wall time, date."""
+    import torch
+    import transformers
+
+    rec = {"profile": st.name, "commit": commit()}
+    if st.organism:
+        orgs = []
+        for scale in dict.fromkeys([st.profile["models"]["scale"], *st.scales]):
+            org = st.pair(scale)["organism"]
+            m = org.manifest
+            orgs.append(f"{scale}-{m.get('recipe', '?')} (seed {m['spec']['seed']}, "
+                        f"{'shipped weights' if org.source == 'shipped' else 'trained here'})")
+        rec["organism"] = ", ".join(orgs)
+    else:
+        m = st.profile["models"]
+        rec["models"] = f"{m['system1']} / {m['system2']}"
+    rec["seeds"] = f"profile {st.profile.get('seed', 0)}, sampling {st.profile['sampling'].get('seed', 0)}"
+    rec["wall time"] = f"{time.perf_counter() - st.started:.0f} s (this chapter, cached stages included)"
+    rec["date"] = time.strftime("%Y-%m-%d %H:%M %Z")
+    rec["versions"] = f"torch {torch.__version__}, transformers {transformers.__version__}"
+    if notebook:
+        url = colab_url(notebook)
+        rec["open"] = (f'<a href="{url}">Open in Colab</a>' if url else
+                       "Colab: set repository.url in book/_config.yml (l2s set-repository URL)")
+    return rec
+
+
+def provenance(st, notebook: str | None = None):
+    """The provenance box shown at the end of every chapter (HTML)."""
+    from IPython.display import HTML
+
+    rec = provenance_record(st, notebook)
+    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{v if k == 'open' else html.escape(str(v))}</td></tr>"
+                   for k, v in rec.items())
+    return HTML('<div class="l2s-provenance" style="border:1px solid #ccc;border-radius:6px;padding:0.5em 1em;'
+                'margin:1em 0;font-size:0.85em;background:#f8f9fa"><strong>How this chapter was produced</strong>'
+                f'<table class="l2s-provenance-table">{rows}</table></div>')
+
+
+GITHUB = re.compile(r"^https://github\.com/[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9_.-]+?(?:\.git)?$")
+
+
+def set_repository(url: str, branch: str = "main", root: Path = ROOT) -> list[Path]:
+    """Record the repository's GitHub URL once: ``book/_config.yml`` (repository.url, .branch) and the
+    ``repo_url`` parameter of every notebook (what the Colab set-up cell clones). Returns the files written.
+    Nothing is written when the URL is not a GitHub repository URL (Colab opens notebooks from GitHub)."""
+    url = url.strip().rstrip("/")
+    if not GITHUB.match(url):
+        raise ValueError(f"{url!r} is not a GitHub repository URL (https://github.com/OWNER/REPO); "
+                         "Colab opens notebooks from GitHub")
+    if not re.fullmatch(r"[A-Za-z0-9._/-]+", branch):
+        raise ValueError(f"{branch!r} is not a branch name")
+    cfg = root / "book" / "_config.yml"
+    text = cfg.read_text()
+    if not re.search(r"(?m)^repository:\n  url: .*\n  branch: .*$", text):
+        raise ValueError(f"{cfg}: no 'repository:' block with url and branch to fill")
+    new_cfg = re.sub(r"(?m)^repository:\n  url: .*\n  branch: .*$",
+                     f'repository:\n  url: "{url}"\n  branch: {branch}', text)
+    clone = url if url.endswith(".git") else url + ".git"
+    updates = {cfg: new_cfg}
+    for nb in sorted((root / "notebooks").glob("*.ipynb")):
+        t = nb.read_text()
+        n = re.subn(r'repo_url = \\"[^"\\]*\\"', f'repo_url = \\"{clone}\\"', t)
+        if n[1] != 1:
+            raise ValueError(f"{nb}: expected one repo_url parameter, found {n[1]}")
+        updates[nb] = n[0]
+    for f, t in updates.items():  # validated everything first: all files or none
+        f.write_text(t)
+    return list(updates)

@@ -1,0 +1,146 @@
+"""What the book's reader sees (l2s_utils.study.reader, driver tags and downloads): formulas of the
+table formatting, the repository setting, and bad inputs that must write nothing."""
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from l2s_utils.study import reader
+from l2s_utils.study.driver import export_downloads, reader_tags
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_ci_and_names_for_readers():
+    df = pd.DataFrame({"model": ["System 2", "TIES"], "n": [194, 194], "accuracy": [82.474, 78.35],
+                       "acc_lo": [77.3, 72.16], "acc_hi": [87.63, 84.0], "mean_tokens": [215.2, 214.9],
+                       "length_change_pct": [0.0, -0.14], "aes": [float("nan"), 0.5]})
+    t = reader.readable(df)
+    assert list(t.columns) == ["model", "problems", "accuracy (%) [95% CI]", "mean length (tokens)",
+                               "length vs System 2 (%)", "AES (higher is better)"]
+    assert t.iloc[0, 2] == "82.5 [77.3, 87.6]" and t.iloc[1, 2] == "78.3 [72.2, 84.0]"
+    assert t.iloc[0, 1] == "194" and t.iloc[0, 5] == "-" and t.iloc[1, 4] == "-0.1"
+    html = reader.table_html(df, caption="c")
+    assert "overflow-x:auto" in html and ">c</caption>" in html
+    assert "acc_lo" not in html and "mean_tokens" not in html and "<th></th>" not in html  # no index, no raw names
+
+
+def test_meaningful_index_is_kept_plain_index_dropped():
+    pivot = pd.DataFrame({"System 2": [0.0, 0.0], "TA": [1.5, -2.0]}, index=pd.Index([1, 2], name="level"))
+    t = reader.readable(pivot)
+    assert list(t.columns) == ["difficulty level", "System 2", "TA"] and list(t["difficulty level"]) == ["1", "2"]
+    assert list(reader.readable(pd.DataFrame({"x": [1.0]}).set_index(pd.RangeIndex(1))).columns) == ["x"]
+
+
+def test_colab_url_from_the_repository_setting():
+    assert reader.colab_url("01_x", {"url": "", "branch": "main"}) is None
+    assert reader.colab_url("01_x", {"url": "https://github.com/a-b/c.d.git", "branch": "dev"}) == \
+        "https://colab.research.google.com/github/a-b/c.d/blob/dev/notebooks/01_x.ipynb"
+
+
+def _root_copy(tmp_path):
+    root = tmp_path / "repo"
+    (root / "book").mkdir(parents=True)
+    shutil.copy(ROOT / "book" / "_config.yml", root / "book" / "_config.yml")
+    shutil.copytree(ROOT / "notebooks", root / "notebooks")
+    return root
+
+
+def test_set_repository_writes_config_and_every_notebook(tmp_path):
+    root = _root_copy(tmp_path)
+    written = reader.set_repository("https://github.com/owner/l2s-merging/", "main", root=root)
+    assert len(written) == 1 + len(list((ROOT / "notebooks").glob("*.ipynb")))
+    import yaml
+
+    cfg = yaml.safe_load((root / "book" / "_config.yml").read_text())
+    assert cfg["repository"] == {"url": "https://github.com/owner/l2s-merging", "branch": "main"}
+    for nb in (root / "notebooks").glob("*.ipynb"):
+        params = [c for c in json.loads(nb.read_text())["cells"] if "parameters" in c["metadata"].get("tags", [])]
+        assert 'repo_url = "https://github.com/owner/l2s-merging.git"' in "".join(params[0]["source"]), nb.name
+    # the link a chapter shows points at a notebook that exists in the repository
+    url = reader.colab_url("01_task_vector_merging", {"url": cfg["repository"]["url"], "branch": "main"})
+    assert url.endswith("/notebooks/01_task_vector_merging.ipynb")
+    assert (ROOT / url.split("/blob/main/")[1]).is_file()
+
+
+@pytest.mark.parametrize("url,branch", [("http://github.com/a/b", "main"), ("https://gitlab.com/a/b", "main"),
+                                        ("https://github.com/a", "main"), ("https://github.com/a/b", "x y")])
+def test_set_repository_refuses_bad_input_and_writes_nothing(tmp_path, url, branch):
+    root = _root_copy(tmp_path)
+    before = {f: f.read_bytes() for f in root.rglob("*") if f.is_file()}
+    with pytest.raises(ValueError):
+        reader.set_repository(url, branch, root=root)
+    assert {f: f.read_bytes() for f in root.rglob("*") if f.is_file()} == before
+
+
+def test_set_repository_refuses_a_notebook_without_the_parameter(tmp_path):
+    root = _root_copy(tmp_path)
+    nb = root / "notebooks" / "00_testbed.ipynb"
+    nb.write_text(nb.read_text().replace("repo_url", "repository_url"))
+    before = (root / "book" / "_config.yml").read_text()
+    with pytest.raises(ValueError, match="expected one repo_url"):
+        reader.set_repository("https://github.com/a/b", root=root)
+    assert (root / "book" / "_config.yml").read_text() == before
+
+
+def test_every_notebook_has_the_reader_cells():
+    for f in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        cells = json.loads(f.read_text())["cells"]
+        tags = [t for c in cells for t in c["metadata"].get("tags", [])]
+        assert tags.count("parameters") == 1 and tags.count("setup") == 1, f.name
+        src = "".join("".join(c["source"]) for c in cells)
+        assert "reader.provenance(st" in src and "reader.header(st" in src and "<this repository>" not in src, f.name
+        assert all("id" in c for c in cells), f.name
+
+
+def test_reader_tags_fold_code_and_remove_the_injected_cell(tmp_path):
+    nb = {"cells": [{"cell_type": "code", "metadata": {"tags": ["parameters"]}, "source": ["a = 1"], "outputs": []},
+                    {"cell_type": "code", "metadata": {"tags": ["injected-parameters"]}, "source": ["a = 2"], "outputs": []},
+                    {"cell_type": "code", "metadata": {"tags": ["setup"]}, "source": ["import x"], "outputs": []},
+                    {"cell_type": "code", "metadata": {}, "source": ["x.f()"], "outputs": []},
+                    {"cell_type": "code", "metadata": {"tags": ["remove-input"]}, "source": ["y"], "outputs": []},
+                    {"cell_type": "markdown", "metadata": {}, "source": ["# t"]}],
+          "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    f = tmp_path / "n.ipynb"
+    f.write_text(json.dumps(nb))
+    reader_tags(f)
+    tags = [c["metadata"].get("tags") for c in json.loads(f.read_text())["cells"]]
+    assert tags == [["parameters", "hide-cell"], ["injected-parameters", "remove-cell"], ["setup", "remove-input"],
+                    ["hide-input"], ["remove-input"], None]
+
+
+def test_markdown_download_has_text_code_outputs_and_figures(tmp_path):
+    import base64
+
+    png = base64.b64encode(b"\x89PNG fake").decode()
+    nb = {"cells": [{"cell_type": "markdown", "metadata": {}, "source": ["# Title"]},
+                    {"cell_type": "code", "metadata": {"tags": ["injected-parameters"]}, "source": ["out = '/secret'"],
+                     "outputs": []},
+                    {"cell_type": "code", "metadata": {}, "source": ["f()"], "outputs": [
+                        {"output_type": "stream", "name": "stdout", "text": ["hello\n"]},
+                        {"output_type": "display_data", "data": {"image/png": png, "text/plain": ["<Figure>"]}, "metadata": {}},
+                        {"output_type": "display_data", "data": {"text/markdown": ["**bold**"]}, "metadata": {}}]}],
+          "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    f = tmp_path / "ch.ipynb"
+    f.write_text(json.dumps(nb))
+    export_downloads(f, tmp_path / "dl")
+    md = (tmp_path / "dl" / "ch.md").read_text()
+    assert md.startswith("# Title") and "```python\nf()\n```" in md and "hello" in md and "**bold**" in md
+    assert "/secret" not in md and "![figure 1](ch_files/figure-1.png)" in md
+    assert (tmp_path / "dl" / "ch_files" / "figure-1.png").read_bytes() == b"\x89PNG fake"
+    assert (tmp_path / "dl" / "ch.ipynb").read_text() == f.read_text()
+
+
+def test_paper_by_scale_normalises_to_system2():
+    from l2s_utils.study.paper import paper_by_scale
+
+    d = paper_by_scale()
+    s2 = d[d.model == "System 2"]
+    assert list(s2.scale) == ["1.5B", "7B", "14B", "32B"]
+    assert all(math.isclose(v, 100.0) for v in s2["accuracy retained (%)"]) and all(s2.length_change_pct == 0)
+    ta7 = d[(d.scale == "7B") & (d.model == "Task Arithmetic")].iloc[0]
+    assert math.isclose(ta7["accuracy retained (%)"], 100 * ta7.accuracy / s2[s2.scale == "7B"].accuracy.iloc[0])
