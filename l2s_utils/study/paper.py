@@ -102,6 +102,27 @@ def side_by_side(ours: pd.DataFrame, profile: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+SCALE_TABLES = {"1.5B": ("table2_1.5b.csv", 1.5e9), "7B": ("table1_7b.csv", 7e9), "14B": ("table3_14b.csv", 14e9),
+                "32B": ("table4_32b.csv", 32e9)}
+
+
+def paper_by_scale() -> pd.DataFrame:
+    """Per paper scale and method: mean accuracy and mean length over that scale's benchmarks, the accuracy
+    retained (% of System 2's) and the length change vs System 2 (%), from the per-benchmark tables."""
+    rows = []
+    for scale, (f, n) in SCALE_TABLES.items():
+        t = pd.read_csv(ROOT / "data" / "paper" / f)
+        g = t.groupby("method", sort=False).agg(accuracy=("accuracy", "mean"), mean_length=("mean_length", "mean"))
+        s1_name, s2_name = next(iter(g.index)), next(m for m in g.index if m.startswith("DeepSeek-R1"))
+        for m, r in g.iterrows():
+            model = {s1_name: "System 1", s2_name: "System 2"}.get(m, m)
+            rows.append({"scale": scale, "parameters": n, "model": model, "accuracy": r.accuracy,
+                         "mean_length": r.mean_length,
+                         "accuracy retained (%)": 100 * r.accuracy / g.loc[s2_name].accuracy,
+                         "length_change_pct": 100 * (r.mean_length / g.loc[s2_name].mean_length - 1)})
+    return pd.DataFrame(rows)
+
+
 if __name__ == "__main__":
     for f in write_configs(ROOT / "data" / "configs"):
         print(f)

@@ -27,16 +27,34 @@ def by_level(levels: pd.DataFrame, title: str = ""):
     return fig
 
 
+# one colour and marker per method, the same in every figure (ours and the paper's)
+METHODS = ["Average Merging", "Task Arithmetic", "Ties-Merging", "DARE", "DARE-TA", "DARE-Ties", "LoRE-Merging",
+           "Twin-Merging", "AIM-Ties", "Sens-Merging", "ACM-Ties", "DPO"]
+MARKERS = ["s", "D", "^", "v", "<", ">", "p", "h", "P", "X", "*", "d"]
+# the paper's names for System 1 / System 2 (7B) -> ours
+PAPER_NAMES = {"Qwen2.5-Math-7B": "System 1", "DeepSeek-R1-Distill-Qwen-7B": "System 2"}
+
+
 def _pal(models):
     names = list(dict.fromkeys(models))
-    others = [m for m in names if m not in PALETTE]
-    colors = dict(zip(others, sns.color_palette("tab10", len(others) + 2)[2:]))
-    return {m: PALETTE.get(m, colors.get(m)) for m in names}
+    fixed = dict(zip(METHODS, sns.color_palette("tab20", 20)[::2] + sns.color_palette("tab20", 20)[1::2]))
+    others = [m for m in names if m not in PALETTE and m not in fixed]
+    colors = dict(zip(others, sns.color_palette("tab20b", max(len(others), 1))))
+    return {m: PALETTE.get(m, fixed.get(m, colors.get(m))) for m in names}
 
 
-def accuracy_vs_length(summary: pd.DataFrame, title: str = "", annotate: bool = True, line: pd.DataFrame | None = None,
+def _marker(model: str) -> str:
+    if model in PALETTE:
+        return "o"
+    return MARKERS[METHODS.index(model) % len(MARKERS)] if model in METHODS else MARKERS[hash(model) % len(MARKERS)]
+
+
+def accuracy_vs_length(summary: pd.DataFrame, title: str = "", annotate: bool = False, line: pd.DataFrame | None = None,
                        line_label: str = ""):
-    """Each model as a point (mean tokens, accuracy) with 95% CI bars; an optional sweep drawn as a line."""
+    """Each model as a point (mean tokens, accuracy) with 95% CI bars; an optional sweep drawn as a line.
+
+    Models are told apart by colour and marker in the legend (merges often cluster, so names written next to
+    the points would overlap); ``annotate=True`` writes them beside the points as well."""
     fig, ax = plt.subplots(figsize=(8, 5.5))
     if line is not None and len(line):
         ax.plot(line.mean_tokens, line.accuracy, "-", color="0.6", zorder=1, label=line_label)
@@ -45,8 +63,8 @@ def accuracy_vs_length(summary: pd.DataFrame, title: str = "", annotate: bool = 
                         fontsize=8, color="0.4")
     pal = _pal(summary.model)
     for _, r in summary.iterrows():
-        ax.errorbar(r.mean_tokens, r.accuracy, yerr=[[r.accuracy - r.acc_lo], [r.acc_hi - r.accuracy]], fmt="o",
-                    color=pal[r.model], capsize=3, zorder=2, label=r.model)
+        ax.errorbar(r.mean_tokens, r.accuracy, yerr=[[r.accuracy - r.acc_lo], [r.acc_hi - r.accuracy]], fmt=_marker(r.model),
+                    color=pal[r.model], capsize=3, zorder=2, label=r.model, markersize=8, alpha=0.9)
         if annotate:
             ax.annotate(r.model, (r.mean_tokens, r.accuracy), textcoords="offset points", xytext=(5, 5), fontsize=9)
     ax.set_xlabel("mean response tokens")
@@ -136,5 +154,67 @@ def budget_curves(curves: pd.DataFrame, title: str = "", hue: str = "model", log
     ax.set_ylabel("correct within B (%)")
     ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def paper_beside_ours(summary: pd.DataFrame, paper: pd.DataFrame, ours_label: str, paper_label: str = "paper, 7B"):
+    """Our accuracy-vs-length plane beside the paper's, both normalised to System 2: x = length change vs
+    System 2 (%), y = accuracy relative to System 2 (%, 100 = System 2). ``paper`` has columns method,
+    avg_accuracy, avg_length_change_pct (``paper_summary()``); the same method has the same colour and marker
+    in both panels, and both panels share their axes."""
+    s2 = summary.set_index("model").accuracy.get("System 2")
+    ours = pd.DataFrame({"model": summary.model, "x": summary.length_change_pct,
+                         "y": 100 * summary.accuracy / s2 if s2 else float("nan")})
+    p = paper.rename(columns={"method": "model"}).copy()
+    p["model"] = p.model.replace(PAPER_NAMES)
+    p2 = p.set_index("model").avg_accuracy.get("System 2")
+    # System 1's length change is not in the paper's summary table: its mean length is below every merge
+    theirs = pd.DataFrame({"model": p.model, "x": p.avg_length_change_pct, "y": 100 * p.avg_accuracy / p2})
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5), sharex=True, sharey=True)
+    pal = _pal(list(ours.model) + list(theirs.model))
+    for ax, df, label in ((axes[0], ours, ours_label), (axes[1], theirs, paper_label)):
+        for _, r in df.dropna(subset=["x", "y"]).iterrows():
+            ax.scatter(r.x, r.y, marker=_marker(r.model), color=pal[r.model], s=70, label=r.model, zorder=2)
+        ax.axhline(100, color="#C44E52", lw=0.8, ls="--", zorder=1)
+        ax.axvline(0, color="#C44E52", lw=0.8, ls="--", zorder=1)
+        ax.set_title(label)
+        ax.set_xlabel("length change vs System 2 (%)")
+    axes[0].set_ylabel("accuracy relative to System 2 (%)")
+    handles, labels = [], []
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    axes[1].legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize=9)
+    fig.suptitle("Each method relative to System 2 (dashed lines): ours beside the paper's")
+    fig.tight_layout()
+    return fig
+
+
+def scale_beside_paper(ours: pd.DataFrame, paper: pd.DataFrame, y: str, ylabel: str, ours_label: str,
+                       paper_label: str = "paper (1.5B-32B)"):
+    """A quantity ``y`` against model size, ours (the ladder) beside the paper's (``paper_by_scale()``),
+    one line per merge method, the same colour and marker in both panels."""
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), sharey=True)
+    models = list(dict.fromkeys(list(ours.model) + list(paper.model)))
+    pal = _pal(models)
+    for ax, df, label in ((axes[0], ours, ours_label), (axes[1], paper, paper_label)):
+        for m, g in df[~df.model.isin(["System 1", "System 2"])].groupby("model", sort=False):
+            g = g.sort_values("parameters")
+            ax.plot(g.parameters, g[y], "-", marker=_marker(m), color=pal[m], label=m, markersize=7)
+        ax.set_xscale("log")
+        ax.set_xlabel("parameters")
+        ax.set_title(label)
+        ax.axhline(100 if "retained" in y else 0, color="#C44E52", lw=0.8, ls="--")
+    axes[0].set_ylabel(ylabel)
+    handles, labels = [], []
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    axes[1].legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize=9)
     fig.tight_layout()
     return fig
