@@ -224,7 +224,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--only", nargs="*", default=None, help="notebook name prefixes to run (e.g. 00 01)")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_cmd_study)
+
+    r = sub.add_parser("set-repository", help="record the repository's GitHub URL (Colab links, notebooks' clone URL)",
+                       description="Write the GitHub URL into book/_config.yml (repository.url, .branch) and into "
+                                   "every notebook's repo_url parameter, so that each chapter's 'Open in Colab' link "
+                                   "and the notebooks' Colab set-up cell work. Run once, then commit.")
+    r.add_argument("url", help="https://github.com/OWNER/REPO")
+    r.add_argument("--branch", default="main")
+    r.set_defaults(func=_cmd_set_repository)
     return ap
+
+
+def _cmd_set_repository(args) -> int:
+    from .study.reader import set_repository
+
+    for f in set_repository(args.url, args.branch):
+        print(f"[l2s set-repository] wrote {f}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

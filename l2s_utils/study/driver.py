@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 import subprocess
 import sys
 import time
@@ -24,7 +26,7 @@ from .profiles import PROFILE_DIR, ProfileError, load_profile, resolve_profile_p
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ("00_testbed", "01_task_vector_merging", "02_svd_merging", "03_activation_merging", "04_model_scale",
-             "05_self_correction_adaptive_length")
+             "05_self_correction_adaptive_length", "06_exercises")
 
 
 class StudyError(RuntimeError):
@@ -76,15 +78,86 @@ def run_notebooks(profile: str, out: Path, chapters: Path, notebooks=NOTEBOOKS, 
         print(f"[l2s study] executing {name} ...", flush=True)
         tmp = dst.with_suffix(".partial.ipynb")
         try:
-            pm.execute_notebook(str(src), str(tmp), parameters={"profile": profile, "out": str(out)},
+            pm.execute_notebook(str(src), str(tmp), parameters={"profile": profile, "out": _shown_path(out)},
                                 kernel_name="python3", progress_bar=progress, cwd=str(ROOT))
         except pm.PapermillExecutionError as e:
             raise StudyError(f"notebook {name}: cell {e.exec_count} failed: {e.ename}: {e.evalue} "
                              f"(the executed notebook with the traceback: {tmp})") from None
+        reader_tags(tmp)
         tmp.replace(dst)
+        export_downloads(dst, chapters.parent / "_static" / "downloads")
         stamp_file.write_text(stamp)
         report.append({"notebook": name, "status": "executed", "seconds": round(time.perf_counter() - t, 1)})
     return report
+
+
+def _shown_path(out: Path) -> str:
+    """``out`` relative to the repository when it lies inside it (notebooks run there), so that no executed
+    notebook carries the build machine's absolute path."""
+    try:
+        return os.path.relpath(Path(out).resolve(), ROOT) if Path(out).resolve().is_relative_to(ROOT) else str(out)
+    except ValueError:
+        return str(out)
+
+
+# cell tags that jupyter-book (myst-nb) reads: what the reader sees of each cell
+HIDDEN_CELLS = {"injected-parameters": "remove-cell", "parameters": "hide-cell", "setup": "remove-input"}
+
+
+def reader_tags(nb_path: Path) -> None:
+    """Fold the code of every cell (``hide-input``: one click away), remove papermill's injected parameters,
+    fold the parameters cell and show only the output of the set-up cell."""
+    nb = json.loads(nb_path.read_text())
+    for cell in nb["cells"]:
+        if cell["cell_type"] != "code":
+            continue
+        tags = cell.setdefault("metadata", {}).setdefault("tags", [])
+        extra = [HIDDEN_CELLS[t] for t in tags if t in HIDDEN_CELLS] or ["hide-input"]
+        for t in extra:
+            if not any(x.startswith(("remove-", "hide-")) for x in tags):
+                tags.append(t)
+    nb_path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+
+
+def export_downloads(nb_path: Path, downloads: Path) -> None:
+    """The executed chapter for download: ``<name>.ipynb`` and ``<name>.md`` (figures in ``<name>_files/``).
+
+    The Markdown holds the text cells, each code cell as a fenced block and its outputs (text as fenced
+    blocks, Markdown and HTML as they are, figures as PNG files beside it); papermill's injected cell is left out.
+    """
+    import base64
+
+    downloads.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(nb_path, downloads / nb_path.name)
+    nb = json.loads(nb_path.read_text())
+    files = downloads / f"{nb_path.stem}_files"
+    shutil.rmtree(files, ignore_errors=True)
+    parts, k = [], 0
+    for cell in nb["cells"]:
+        src = "".join(cell.get("source", []))
+        if cell["cell_type"] == "markdown":
+            parts.append(src)
+            continue
+        if cell["cell_type"] != "code" or "injected-parameters" in cell.get("metadata", {}).get("tags", []):
+            continue
+        parts.append(f"```python\n{src}\n```")
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream":
+                parts.append("```\n" + "".join(out["text"]).rstrip() + "\n```")
+                continue
+            data = out.get("data", {})
+            if "image/png" in data:
+                k += 1
+                files.mkdir(parents=True, exist_ok=True)
+                (files / f"figure-{k}.png").write_bytes(base64.b64decode("".join(data["image/png"])))
+                parts.append(f"![figure {k}]({files.name}/figure-{k}.png)")
+            elif "text/markdown" in data:
+                parts.append("".join(data["text/markdown"]))
+            elif "text/html" in data:
+                parts.append("".join(data["text/html"]))
+            elif "text/plain" in data:
+                parts.append("```\n" + "".join(data["text/plain"]).rstrip() + "\n```")
+    (downloads / f"{nb_path.stem}.md").write_text("\n\n".join(parts) + "\n")
 
 
 def build_book(book: Path) -> Path:
