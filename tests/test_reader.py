@@ -144,3 +144,42 @@ def test_paper_by_scale_normalises_to_system2():
     assert all(math.isclose(v, 100.0) for v in s2["accuracy retained (%)"]) and all(s2.length_change_pct == 0)
     ta7 = d[(d.scale == "7B") & (d.model == "Task Arithmetic")].iloc[0]
     assert math.isclose(ta7["accuracy retained (%)"], 100 * ta7.accuracy / s2[s2.scale == "7B"].accuracy.iloc[0])
+
+
+def test_paper_beside_ours_puts_system2_at_100_in_both_panels_with_one_marker_per_method():
+    import matplotlib
+    matplotlib.use("Agg")
+    from l2s_utils.study import paper_summary, plots
+
+    ours = pd.DataFrame({"model": ["System 1", "System 2", "Task Arithmetic"], "accuracy": [40.0, 80.0, 60.0],
+                         "length_change_pct": [-80.0, 0.0, -50.0]})
+    fig = plots.paper_beside_ours(ours, paper_summary(), "ours")
+    left, right = fig.axes[:2]
+    pts = {c.get_label(): (c.get_offsets()[0], c.get_facecolor()[0].tolist()) for c in left.collections}
+    assert pts["System 2"][0].tolist() == [0.0, 100.0] and pts["Task Arithmetic"][0].tolist() == [-50.0, 75.0]
+    theirs = {c.get_label(): (c.get_offsets()[0], c.get_facecolor()[0].tolist()) for c in right.collections}
+    assert theirs["System 2"][0].tolist() == [0.0, 100.0]
+    # TA at 7B: 53.5 of System 2's 54.5 (Table 1 averages)
+    assert math.isclose(theirs["Task Arithmetic"][0][1], 100 * 53.5 / 54.5, rel_tol=1e-3)
+    assert theirs["Task Arithmetic"][1] == pts["Task Arithmetic"][1]  # same colour in both panels
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert len(labels) == len(set(labels)) and "Task Arithmetic" in labels
+    import matplotlib.pyplot as plt
+    plt.close(fig)
+
+
+def test_scale_beside_paper_labels_one_tick_per_scale():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from l2s_utils.study import plots
+    from l2s_utils.study.paper import paper_by_scale
+
+    ours = pd.DataFrame({"parameters": [39_904, 408_960] * 2, "model": ["Task Arithmetic"] * 2 + ["Ties-Merging"] * 2,
+                         "accuracy retained (%)": [80.0, 99.0, 70.0, 100.0]})
+    fig = plots.scale_beside_paper(ours, paper_by_scale(), "accuracy retained (%)", "retained", "ours")
+    fig.canvas.draw()
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["0.04M", "0.41M"]
+    assert [t.get_text() for t in fig.axes[1].get_xticklabels()] == ["1.5B", "7B", "14B", "32B"]
+    plt.close(fig)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import matplotlib.pyplot as plt  # the backend is the caller's: inline in notebooks, Agg headless (MPLBACKEND)
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 import pandas as pd
 import seaborn as sns
 
@@ -162,7 +163,7 @@ def paper_beside_ours(summary: pd.DataFrame, paper: pd.DataFrame, ours_label: st
     """Our accuracy-vs-length plane beside the paper's, both normalised to System 2: x = length change vs
     System 2 (%), y = accuracy relative to System 2 (%, 100 = System 2). ``paper`` has columns method,
     avg_accuracy, avg_length_change_pct (``paper_summary()``); the same method has the same colour and marker
-    in both panels, and both panels share their axes."""
+    in both panels; the panels share the x axis (each keeps its own y range)."""
     s2 = summary.set_index("model").accuracy.get("System 2")
     ours = pd.DataFrame({"model": summary.model, "x": summary.length_change_pct,
                          "y": 100 * summary.accuracy / s2 if s2 else float("nan")})
@@ -171,7 +172,8 @@ def paper_beside_ours(summary: pd.DataFrame, paper: pd.DataFrame, ours_label: st
     p2 = p.set_index("model").avg_accuracy.get("System 2")
     # System 1's length change is not in the paper's summary table: its mean length is below every merge
     theirs = pd.DataFrame({"model": p.model, "x": p.avg_length_change_pct, "y": 100 * p.avg_accuracy / p2})
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5), sharex=True, sharey=True)
+    # same axis semantics, own y range: the toy's System 1 would otherwise squash the paper's panel
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6), sharex=True)
     pal = _pal(list(ours.model) + list(theirs.model))
     for ax, df, label in ((axes[0], ours, ours_label), (axes[1], theirs, paper_label)):
         for _, r in df.dropna(subset=["x", "y"]).iterrows():
@@ -180,16 +182,18 @@ def paper_beside_ours(summary: pd.DataFrame, paper: pd.DataFrame, ours_label: st
         ax.axvline(0, color="#C44E52", lw=0.8, ls="--", zorder=1)
         ax.set_title(label)
         ax.set_xlabel("length change vs System 2 (%)")
-    axes[0].set_ylabel("accuracy relative to System 2 (%)")
+    for ax in axes:
+        ax.set_ylabel("accuracy relative to System 2 (%)")
     handles, labels = [], []
     for ax in axes:
         for h, lab in zip(*ax.get_legend_handles_labels()):
             if lab not in labels:
                 handles.append(h)
                 labels.append(lab)
-    axes[1].legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize=9)
     fig.suptitle("Each method relative to System 2 (dashed lines): ours beside the paper's")
     fig.tight_layout()
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(5, len(labels)),
+               frameon=False, fontsize=9)
     return fig
 
 
@@ -197,7 +201,7 @@ def scale_beside_paper(ours: pd.DataFrame, paper: pd.DataFrame, y: str, ylabel: 
                        paper_label: str = "paper (1.5B-32B)"):
     """A quantity ``y`` against model size, ours (the ladder) beside the paper's (``paper_by_scale()``),
     one line per merge method, the same colour and marker in both panels."""
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.4), sharey=True)
     models = list(dict.fromkeys(list(ours.model) + list(paper.model)))
     pal = _pal(models)
     for ax, df, label in ((axes[0], ours, ours_label), (axes[1], paper, paper_label)):
@@ -205,6 +209,10 @@ def scale_beside_paper(ours: pd.DataFrame, paper: pd.DataFrame, y: str, ylabel: 
             g = g.sort_values("parameters")
             ax.plot(g.parameters, g[y], "-", marker=_marker(m), color=pal[m], label=m, markersize=7)
         ax.set_xscale("log")
+        sizes = sorted(df.parameters.unique())  # one tick per scale, labelled 0.13M / 7B
+        ax.xaxis.set_major_locator(FixedLocator(sizes))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _size(v)))
         ax.set_xlabel("parameters")
         ax.set_title(label)
         ax.axhline(100 if "retained" in y else 0, color="#C44E52", lw=0.8, ls="--")
@@ -215,6 +223,12 @@ def scale_beside_paper(ours: pd.DataFrame, paper: pd.DataFrame, y: str, ylabel: 
             if lab not in labels:
                 handles.append(h)
                 labels.append(lab)
-    axes[1].legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize=9)
     fig.tight_layout()
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(5, len(labels)),
+               frameon=False, fontsize=9)
     return fig
+
+
+def _size(n: float) -> str:
+    """A parameter count for a tick label: 39,904 -> 0.04M, 7.6e9 -> 7.6B."""
+    return f"{n / 1e9:.3g}B" if n >= 1e9 else f"{n / 1e6:.2g}M"

@@ -77,12 +77,15 @@ def readable(df: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
 def table_html(df: pd.DataFrame, caption: str | None = None, digits: int = 1) -> str:
     """An HTML table without an index, inside a horizontally scrolling box (class ``l2s-table``)."""
     t = readable(df, digits)
-    cell = "padding:3px 10px;border-bottom:1px solid #ddd;white-space:nowrap;"
+    cell = "padding:3px 8px;border-bottom:1px solid #ddd;"
+    # headers wrap (at most ~12 characters a line), values do not: most tables then fit the text column
+    head_cell = cell + "white-space:normal;min-width:4em;max-width:9em;vertical-align:bottom;"
+    cell += "white-space:nowrap;"
 
     def align(v: str) -> str:  # numbers (and "61.0 [54.0, 68.0]") right, text left
         return "right" if re.fullmatch(r"[-+0-9.,\[\] ]+|-", v) else "left"
 
-    head = "".join(f'<th style="{cell}text-align:left;border-bottom:2px solid #999">{html.escape(str(c))}</th>'
+    head = "".join(f'<th style="{head_cell}text-align:left;border-bottom:2px solid #999">{html.escape(str(c))}</th>'
                    for c in t.columns)
     body = "".join("<tr>" + "".join(f'<td style="{cell}text-align:{align(str(v))}">{html.escape(str(v))}</td>'
                                     for v in row) + "</tr>" for row in t.itertuples(index=False))
