@@ -958,7 +958,7 @@ def test_profile_path_is_used_as_given_throughout(tmp_path, monkeypatch):
     def fake_execute(src, dst, parameters, **kw):
         seen.append(parameters["profile"])
         assert load_profile(parameters["profile"])["sampling"]["max_tokens"] == (48 if seen[-1] == "smoke" else 7)
-        Path(dst).write_text("{}")
+        Path(dst).write_text(json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
 
     monkeypatch.setattr(papermill, "execute_notebook", fake_execute)
     monkeypatch.setattr(driver, "organism_models", lambda *a, **k: [])
