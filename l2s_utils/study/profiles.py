@@ -118,6 +118,8 @@ SCHEMA: dict[str, Any] = {
                  "n": INT1},  # n > 1: n samples per problem (avg@k, pass@k, maj@k); needs temperature > 0
     "backend": {"name": one_of("transformers", "vllm", "auto"), "tensor_parallel_size": INT1, "max_model_len": INT1,
                 "executor": one_of("ray", "mp", "uni"), "batch_size": INT1,
+                "data_parallel_size": INT1,  # model replicas (each tensor_parallel_size GPUs; CPU: a share of the cores)
+                "dtype": STR,  # vLLM: checkpoint (default) | bfloat16 | float16 | float32 | auto (vLLM's choice)
                 "gpu_memory_utilization": Leaf(float, lambda x: 0 < x <= 1, "a number in (0, 1]")},
     "merge": dict,  # method -> hyper-parameters: checked by the merge config validator (_check_merge)
     "calibration": {"source": one_of("organism", "s1k"), "n": INT1, "content": one_of(*CONTENTS), "seed": INT0,

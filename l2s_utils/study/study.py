@@ -141,11 +141,12 @@ class Study:
         max_tokens = sp.get("max_tokens_system1", sp["max_tokens"]) if role == "system1" else sp["max_tokens"]
         sampling = Sampling(max_tokens=max_tokens, temperature=float(sp.get("temperature", 0.0)), seed=sp.get("seed", 0),
                             top_p=float(sp.get("top_p", 1.0)), stop=stop_strings(prompt))
-        options: dict[str, Any] = {}
+        options: dict[str, Any] = {"data_parallel_size": bk.get("data_parallel_size", 1)}
         if bk["name"] == "transformers":
             options["batch_size"] = bk.get("batch_size", 64)
         else:
-            options.update({k: bk[k] for k in ("tensor_parallel_size", "max_model_len", "gpu_memory_utilization") if bk.get(k)})
+            options.update({k: bk[k] for k in ("tensor_parallel_size", "max_model_len", "gpu_memory_utilization", "dtype")
+                            if bk.get(k)})
             if bk.get("executor") == "ray":
                 options["distributed_executor_backend"] = "ray"
         frames = []
