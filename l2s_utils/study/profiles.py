@@ -125,6 +125,11 @@ SCHEMA: dict[str, Any] = {
     "calibration": {"source": one_of("organism", "s1k"), "n": INT1, "content": one_of(*CONTENTS), "seed": INT0,
                     "max_length": Leaf(int, lambda x: x >= 2, "int >= 2"), "overlong": one_of("truncate", "skip"),
                     "path": STR, "short_field": one_of("solution", "attempt")},
+    # sampled evaluation beside the greedy main table: n samples per problem (avg@k, pass@k, maj@k)
+    "sampled": {"n": Leaf(int, lambda x: x >= 2, "int >= 2"),
+                "temperature": Leaf(float, lambda x: 0 < x < float("inf"), "a number > 0"),
+                "top_p": Leaf(float, lambda x: 0 < x <= 1, "a number in (0, 1]"), "seed": INT0,
+                "methods": ListOf(METHOD)},
     "sweeps": {"alpha": ListOf(FLOAT), "rank": ListOf(INT1), "calibration_n": ListOf(INT1),
                "calibration_content": ListOf(one_of(*CONTENTS))},
     "methods": ListOf(METHOD),

@@ -96,6 +96,17 @@ def table_html(df: pd.DataFrame, caption: str | None = None, digits: int = 1) ->
             f'</thead><tbody>{body}</tbody></table></div>')
 
 
+def sampled(df: pd.DataFrame) -> pd.DataFrame:
+    """Sampled metrics (``Study.sampled``) for reading: avg@k, pass@k, maj@k each as "value [95% CI]"."""
+    out = df.copy()
+    for m in ("avg", "pass", "maj"):
+        out = with_ci(out, f"{m}@k", f"{m}_lo", f"{m}_hi")
+    out = out.rename(columns={"k": "k (samples)", "median_tokens": "median length (tokens)"})
+    keep = ["model", "k (samples)", "problems", *(f"{m}@k{CI_SUFFIX}" for m in ("avg", "pass", "maj")),
+            "mean_tokens", "median length (tokens)"]
+    return out[[c for c in keep if c in out.columns]]
+
+
 def table(df: pd.DataFrame, caption: str | None = None, digits: int = 1):
     """Display object for a notebook: :func:`table_html` as ``IPython.display.HTML``."""
     from IPython.display import HTML

@@ -129,14 +129,16 @@ class Study:
             self._length_tok = AutoTokenizer.from_pretrained(self.pair()["system2"])
         return self._length_tok
 
-    def evaluate(self, model: str | os.PathLike, name: str, role: str = "merged", scale: str | None = None) -> pd.DataFrame:
-        """Graded rows of one model on every benchmark of the profile (role picks prompt and max tokens)."""
+    def evaluate(self, model: str | os.PathLike, name: str, role: str = "merged", scale: str | None = None,
+                 sampling: dict | None = None) -> pd.DataFrame:
+        """Graded rows of one model on every benchmark of the profile (role picks prompt and max tokens);
+        ``sampling`` overrides keys of the profile's ``sampling`` block (temperature, top_p, seed, n)."""
         from ..evaluate.benchmarks import load_benchmark
         from ..evaluate.generation import Sampling
         from ..evaluate.pipeline import evaluate
         from ..evaluate.prompts import stop_strings
 
-        sp, bk = self.profile["sampling"], self.profile["backend"]
+        sp, bk = {**self.profile["sampling"], **(sampling or {})}, self.profile["backend"]
         prompt = self.profile["prompts"][role]
         max_tokens = sp.get("max_tokens_system1", sp["max_tokens"]) if role == "system1" else sp["max_tokens"]
         sampling = Sampling(max_tokens=max_tokens, temperature=float(sp.get("temperature", 0.0)), seed=sp.get("seed", 0),
@@ -207,6 +209,19 @@ class Study:
     # -- summaries ------------------------------------------------------------------------------
     def summary(self, rows: pd.DataFrame, by=("model", "benchmark")) -> pd.DataFrame:
         return metrics.summarize(rows, by=by, reference="System 2")
+
+    def sampled_rows(self, scale: str | None = None) -> pd.DataFrame:
+        """The profile's ``sampled`` block run: System 1, System 2 and its ``methods`` (default TA and TIES), each
+        with ``n`` samples per problem at ``temperature`` (sample s seeded ``seed + s``, cached per sample)."""
+        cfg = self.profile["sampled"]
+        over = {"n": cfg["n"], "temperature": float(cfg["temperature"]), "top_p": float(cfg.get("top_p", 1.0)),
+                "seed": cfg.get("seed", 0)}
+        pair = self.pair(scale)
+        frames = [self.evaluate(pair["system1"], "System 1", "system1", scale, sampling=over),
+                  self.evaluate(pair["system2"], "System 2", "system2", scale, sampling=over)]
+        frames += [self.evaluate(self.merged(m, scale), PRETTY.get(m, m), "merged", scale, sampling=over)
+                   for m in cfg.get("methods", ["task_arithmetic", "ties"])]
+        return pd.concat(frames, ignore_index=True)
 
     def sampled(self, rows: pd.DataFrame, ks=None) -> pd.DataFrame:
         """avg@k, pass@k, maj@k with bootstrap CIs (rows with several samples per problem; ks default 1 and n)."""
