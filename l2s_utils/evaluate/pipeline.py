@@ -66,9 +66,19 @@ def backend_version(backend: str) -> str:
 
 
 def cache_key(fingerprint: str, backend: str, sampling: Sampling, files: dict | None = None,
-              version: str | None = None) -> str:
-    return _sha(json.dumps({"model": fingerprint, "backend": backend, "sampling": sampling.key(),
-                            "files": files or {}, "backend_version": version or ""}, sort_keys=True))[:24]
+              version: str | None = None, options: dict | None = None) -> str:
+    """``options``: backend options that change generations (a non-default vLLM ``dtype``); only the ones set
+    enter the key, so runs with the defaults keep their keys."""
+    doc = {"model": fingerprint, "backend": backend, "sampling": sampling.key(), "files": files or {},
+           "backend_version": version or ""}
+    if options:
+        doc["options"] = options
+    return _sha(json.dumps(doc, sort_keys=True))[:24]
+
+
+def _generation_options(options: dict) -> dict:
+    """The backend options that change what is generated (they enter the cache key)."""
+    return {"dtype": options["dtype"]} if options.get("dtype") not in (None, "checkpoint") else {}
 
 
 def _read_cache(path: Path, repair: bool = True) -> dict[str, Generation]:
@@ -97,7 +107,8 @@ def _read_cache(path: Path, repair: bool = True) -> dict[str, Generation]:
         except (UnicodeDecodeError, json.JSONDecodeError):
             ok = False
         if not ok:
-            if not (not repair and tail_open and no == len(raws)):
+            in_flight = not repair and tail_open and no == len(raws)  # another writer's unfinished last line
+            if not in_flight:
                 bad.append(no)
             continue
         done[r["prompt_sha"]] = Generation(r["text"], r["n_tokens"], r["finish_reason"])
@@ -179,36 +190,33 @@ def _worker_devices(data_parallel_size: int, tensor_parallel_size: int) -> list[
     return [",".join(visible[w * tensor_parallel_size:(w + 1) * tensor_parallel_size]) for w in range(data_parallel_size)]
 
 
-def _dp_worker(rank: int, size: int, devices: str | None, model, prompts, sampling, backend, cache_dir, fingerprint,
+def _dp_worker(size: int, devices: str | None, model, prompts, sampling, backend, cache_dir, fingerprint,
                chunk, options) -> None:
     """One data-parallel replica (a fresh process): its GPUs or CPU cores, then the cached generation of its prompts."""
     if devices is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = devices
-    else:  # CPU: split the cores between the replicas
-        cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
-        per = max(1, len(cores) // size)
-        mine = cores[rank * per:(rank + 1) * per] or cores[-per:]
+    else:  # CPU: an equal share of the cores
         import torch
 
-        torch.set_num_threads(len(mine))
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        torch.set_num_threads(max(1, cores // size))
     cached_generate(model, prompts, sampling, backend=backend, cache_dir=cache_dir, fingerprint=fingerprint, chunk=chunk,
-                    progress=False, part=True, **options)
+                    progress=False, part_file=True, **options)
 
 
 def cached_generate(model: str | os.PathLike, prompts: list[str], sampling: Sampling, *, backend: str, cache_dir: Path,
                     fingerprint: str, chunk: int = 256, progress: bool = True, data_parallel_size: int = 1,
-                    part: bool = False, **options) -> list[Generation]:
+                    part_file: bool = False, **options) -> list[Generation]:
     """Generate with a per-prompt JSONL cache; resumes after interruption; reuses nothing stale.
 
     ``data_parallel_size`` D > 1 runs D model replicas in D fresh processes (``tensor_parallel_size`` GPUs
     each on GPU, an equal share of the cores on CPU), the missing prompts split between them by
     :func:`balanced_shards`. Each process appends to its own part file after every batch, so a killed
     replica loses only the batch it was generating, the others finish, and the next run generates only
-    what is missing. ``part=True`` makes this process write to its own part file (the workers do).
+    what is missing. ``part_file=True`` makes this process write to its own part file (the workers do).
     """
-    key = cache_key(fingerprint, backend, sampling, generation_files_fingerprint(model), backend_version(backend))
-    if options.get("dtype") not in (None, "checkpoint"):  # a non-default vLLM dtype changes generations: its own key
-        key = _sha(key + f"/dtype={options['dtype']}")[:24]
+    key = cache_key(fingerprint, backend, sampling, generation_files_fingerprint(model), backend_version(backend),
+                    _generation_options(options))
     if isinstance(data_parallel_size, bool) or not isinstance(data_parallel_size, int) or data_parallel_size < 1:
         raise ValueError(f"data_parallel_size must be an int >= 1, got {data_parallel_size!r}")
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -221,7 +229,7 @@ def cached_generate(model: str | os.PathLike, prompts: list[str], sampling: Samp
         done = read_cached(cache_dir, key)
         missing = []
     if missing:
-        if part:
+        if part_file:
             import socket
 
             path = cache_dir / f"{key}.part-{socket.gethostname()}-{os.getpid()}.jsonl"
@@ -237,12 +245,12 @@ def cached_generate(model: str | os.PathLike, prompts: list[str], sampling: Samp
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
         try:
             for start in range(0, len(missing), chunk):
-                part_ = missing[start:start + chunk]
+                part = missing[start:start + chunk]
 
-                def append(idx, gens, part_=part_):  # after every batch: a kill loses at most the batch in flight
+                def append(idx, gens, part=part):  # after every batch: a kill loses at most the batch in flight
                     lines = []
                     for i, g in zip(idx, gens):
-                        s = part_[i][0]
+                        s = part[i][0]
                         if s not in done:
                             done[s] = g
                             lines.append(json.dumps({"prompt_sha": s, "text": g.text, "n_tokens": g.n_tokens,
@@ -254,9 +262,9 @@ def cached_generate(model: str | os.PathLike, prompts: list[str], sampling: Samp
                     except OSError as e:  # a full disk: name the file
                         raise OSError(e.errno, e.strerror, str(path)) from None
 
-                gens = generate(model, [p for _, p in part_], sampling, backend=backend, progress=progress,
+                gens = generate(model, [p for _, p in part], sampling, backend=backend, progress=progress,
                                 on_batch=append, **options)
-                append(range(len(part_)), gens)  # whatever the backend did not report batch by batch
+                append(range(len(part)), gens)  # whatever the backend did not report batch by batch
         finally:
             os.close(fd)
     return [done[s] for s in shas]
@@ -274,7 +282,7 @@ def _run_data_parallel(model, prompts, sampling, backend, cache_dir, fingerprint
         if not idx:
             continue
         pr = ctx.Process(target=_dp_worker, name=f"l2s-dp-{rank}", daemon=False,
-                         args=(rank, size, devices[rank], str(model), [prompts[i] for i in idx], sampling, backend,
+                         args=(size, devices[rank], str(model), [prompts[i] for i in idx], sampling, backend,
                                cache_dir, fingerprint, chunk, options))
         pr.start()
         procs.append((rank, pr))
@@ -327,7 +335,7 @@ def evaluate(model: str | os.PathLike, benchmark: str, *, limit: int | None = No
     check_protocol(grading)
     if shard is not None:
         shard = parse_shard(shard) if isinstance(shard, str) else parse_shard(f"{shard[0]}/{shard[1]}")
-        backend_options["part"] = True  # other nodes write to the same cache directory
+        backend_options["part_file"] = True  # other nodes write to the same cache directory
     if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
         raise ValueError(f"n_samples must be >= 1, got {n_samples!r}")
     out = Path(out)

@@ -163,13 +163,13 @@ class Study:
             frames.append(df)
         return pd.concat(frames, ignore_index=True)
 
-    def baselines(self, scale: str | None = None) -> pd.DataFrame:
+    def baselines(self, scale: str | None = None, sampling: dict | None = None) -> pd.DataFrame:
         pair = self.pair(scale)
-        return pd.concat([self.evaluate(pair["system1"], "System 1", "system1", scale),
-                          self.evaluate(pair["system2"], "System 2", "system2", scale)], ignore_index=True)
+        return pd.concat([self.evaluate(pair["system1"], "System 1", "system1", scale, sampling),
+                          self.evaluate(pair["system2"], "System 2", "system2", scale, sampling)], ignore_index=True)
 
-    def run_methods(self, methods: list[str], scale: str | None = None) -> pd.DataFrame:
-        frames = [self.evaluate(self.merged(m, scale), PRETTY.get(m, m), "merged", scale) for m in methods]
+    def run_methods(self, methods: list[str], scale: str | None = None, sampling: dict | None = None) -> pd.DataFrame:
+        frames = [self.evaluate(self.merged(m, scale), PRETTY.get(m, m), "merged", scale, sampling) for m in methods]
         return pd.concat(frames, ignore_index=True)
 
     # -- geometry: the straight path from System 1 to System 2 ----------------------------------
@@ -216,12 +216,8 @@ class Study:
         cfg = self.profile["sampled"]
         over = {"n": cfg["n"], "temperature": float(cfg["temperature"]), "top_p": float(cfg.get("top_p", 1.0)),
                 "seed": cfg.get("seed", 0)}
-        pair = self.pair(scale)
-        frames = [self.evaluate(pair["system1"], "System 1", "system1", scale, sampling=over),
-                  self.evaluate(pair["system2"], "System 2", "system2", scale, sampling=over)]
-        frames += [self.evaluate(self.merged(m, scale), PRETTY.get(m, m), "merged", scale, sampling=over)
-                   for m in cfg.get("methods", ["task_arithmetic", "ties"])]
-        return pd.concat(frames, ignore_index=True)
+        return pd.concat([self.baselines(scale, over),
+                          self.run_methods(cfg.get("methods", ["task_arithmetic", "ties"]), scale, over)], ignore_index=True)
 
     def sampled(self, rows: pd.DataFrame, ks=None) -> pd.DataFrame:
         """avg@k, pass@k, maj@k with bootstrap CIs (rows with several samples per problem; ks default 1 and n)."""
