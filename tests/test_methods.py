@@ -168,10 +168,10 @@ def test_lore_squared_nuclear_prox_and_update_order():
     for it in range(6):
         theta0, deltas = M.lore_decompose(models, 0.02, it, nuclear="squared")
         obj = M.lore_objective(models, theta0, deltas, 0.02, nuclear="squared")
-        assert obj <= prev + 1e-6
+        assert obj <= prev * (1 + 1e-5)  # float32 noise: a relative tolerance (1.2e-6 absolute seen on 5.1)
         prev = obj
     theta0, deltas = M.lore_decompose(models, 0.02, 3, nuclear="squared", last="deltas")
-    assert M.lore_objective(models, theta0, deltas, 0.02, "squared") <= prev + 1e-6
+    assert M.lore_objective(models, theta0, deltas, 0.02, "squared") <= prev * (1 + 1e-5)
     three = models + [common + 0.3 * torch.randn(24, 2, generator=g) @ torch.randn(2, 18, generator=g)]
     avg = M.lore(None, three, weights=[1.0] * 3, mu=0.5, iterations=3, combine="average", last="deltas")
     assert not torch.allclose(avg, sum(three) / 3, atol=1e-4)
