@@ -81,7 +81,7 @@ def test_prompts_are_exact():
         "<|im_start|>user\nWhat is 1+1?<|im_end|>\n<|im_start|>assistant\n")
     assert build_prompt("Q2", "cot", shots=[("Q1", "A1")]) == "Question: Q1\nAnswer: A1\n\n\nQuestion: Q2\nAnswer: "
     assert build_prompt("Q", "cot") == "Question: Q\nAnswer: "
-    assert build_prompt("3+4", "toy") == "<|im_start|>user\n3+4=?<|im_end|>\n<|im_start|>assistant\n"
+    assert build_prompt("3+4", "toy") == "<|im_start|>user\n3+4<|im_end|>\n<|im_start|>assistant\n"
     assert build_prompt("Q", "r1").endswith("<｜Assistant｜><think>\n")
     assert "\n\nQuestion:" in stop_strings("cot") and "<|im_end|>" in stop_strings("qwen25-math-cot")
     with pytest.raises(ValueError, match="unknown prompt style"):

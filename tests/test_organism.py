@@ -198,7 +198,7 @@ def test_no_calibration_or_test_question_is_trained_on():
     import re
 
     texts = O.pretrain_texts(3000, seed=0, solution_share=O.SCALES[O.MAIN_SCALE].solution_share)
-    pattern = r"(?:<\|im_start\|>user\n)?(\d+(?:[+-]\d+){2,})(?:=\?|:)"
+    pattern = r"(?:<\|im_start\|>user\n)?(\d+(?:[+-]\d+){2,})(?:<\|im_end\|>|:| \|)"
     questions = [m.group(1) for t in texts for m in [re.match(pattern, t)] if m]
     assert len(questions) > 500
     assert {T.split_of(q) for q in questions} == {"train"}
@@ -208,7 +208,26 @@ def test_no_calibration_or_test_question_is_trained_on():
     assert 0.4 < sum("<think>" in t for t in sols) / len(sols) < 0.6
     for kind in ("system1", "system2"):
         pairs = O.sft_examples(kind, 20, 0, long_share=0.3 if kind == "system1" else 0.0)
-        assert {T.split_of(p.split("\n")[1].removesuffix("=?<|im_end|>")) for p, _ in pairs} == {"train"}
+        assert {T.split_of(p.split("\n")[1].removesuffix("<|im_end|>")) for p, _ in pairs} == {"train"}
+
+
+def test_copy_drills_copy_exactly():
+    import random
+
+    rng = random.Random(0)
+    drills = [O.copy_drill(rng) for _ in range(200)]
+    for d in drills:
+        if " | " in d:
+            a, b, c = d.split(" | ")
+            assert a == b == c
+        else:
+            chain, peel = d.split(": ", 1)
+            takes = [t.split(", rest ") for t in peel.rstrip(".").split("; ")]
+            assert "".join(t[0].removeprefix("take ") for t in takes) == chain[len(chain.split("+")[0].split("-")[0]):]
+            assert all(len(t) == 1 or chain.endswith(t[1]) for t in takes)
+    assert 0.3 < sum(" | " in d for d in drills) / len(drills) < 0.7
+    texts = O.arithmetic_texts(4000, 0)
+    assert 0.07 < sum(" | " in t or ": take " in t for t in texts) / len(texts) < 0.13
 
 
 def test_system1_data_holds_its_share_of_long_traces():

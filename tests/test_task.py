@@ -117,4 +117,25 @@ def test_extract_last_boxed(text, want):
 def test_remaining_operations():
     p = T.Problem("18-12+17-5", 18, 3, (18, 12, 17, 5), ("-", "+", "-"))
     assert [T.remaining(p, i) for i in range(4)] == ["-12+17-5", "+17-5", "-5", ""]
-    assert "Step 2: 6+17, rest -5." in T.system2_trace(p, __import__("random").Random(0))
+    tr = T.system2_trace(p, __import__("random").Random(0))
+    assert "Step 1: 18-12, rest +17-5." in tr and "Step 2: -12+17, rest -5. Now 6+17." in tr
+    assert "Step 3: +17-5. Now 23-5." in tr
+
+
+def test_step_headers_continue_the_question():
+    """Every header after the first writes the previous operation and then what follows it in the question, so
+    the copy across a step's column work is a continuation of the operation just written (organism v15)."""
+    import re
+
+    rng = random.Random(4)
+    for level in (2, 3, 4, 5):
+        for _ in range(100):
+            p = T.random_problem(level, rng)
+            tr = T.system2_trace(p, rng)
+            heads = re.findall(r"Step (\d+): ([^.]*)\.(?: Now (\d+)([+-]\d+)\.)?", tr)
+            assert [int(h[0]) for h in heads] == list(range(1, level + 1))
+            for i, (_, head, value, op) in enumerate(heads[1:], 2):
+                span = head.replace(", rest ", "")
+                assert p.question.endswith(span), (p.question, head)
+                assert span.startswith(f"{p.ops[i - 2]}{p.operands[i - 1]}{p.ops[i - 1]}{p.operands[i]}")
+                assert op == f"{p.ops[i - 1]}{p.operands[i]}" and int(value) == T.evaluate(p.operands[:i], p.ops[:i - 1])

@@ -18,9 +18,9 @@ Two writers produce the responses that the two models imitate:
   ``37+48=85. 85-15=70. The answer is \\boxed{70}.``
 - System 2 (R1-Distill-like): a ``<think>`` block that works every operation out in columns (units,
   carry or borrow, tens) so that each sub-step is a single-digit fact, carries the state in each
-  step's header ("Step 2: 6+17, rest -5."), verifies every step with the paper's reflection keywords,
-  sometimes slips and corrects itself ("Wait, that is wrong."), re-checks even easy problems
-  (overthinking), recaps, then a short answer.
+  step's header ("Step 2: +11+18, rest +29-5. Now 17+18."), verifies every step with the paper's
+  reflection keywords, sometimes slips and corrects itself ("Wait, that is wrong."), re-checks even
+  easy problems (overthinking), recaps, then a short answer.
 
 Why this gives the paper's premise in miniature: System 1 must do a whole two-digit operation in one
 step, which a tiny model does not learn within the training budget, while System 2's column steps
@@ -94,7 +94,7 @@ def train_problem(level: int, rng: random.Random) -> Problem:
     Everything the organism is trained on (tokenizer corpus, pretraining documents, SFT traces) comes
     from the train split, so no calibration or test question is ever seen with its answer. (Single-digit
     facts such as "3+4=7." are pretraining knowledge, as for any base model; a level-1 test question
-    "3+4=?" is never seen in the prompt format with a worked solution.)
+    "3+4" is never seen in the prompt format with a worked solution.)
     """
     while True:
         p = random_problem(level, rng)
@@ -195,17 +195,27 @@ def _fact(x: int, op: str, y: int, z: int, rng: random.Random, slip_prob: float)
 def system2_trace(p: Problem, rng: random.Random, style: S2Style | None = None) -> str:
     """Long, reflective chain of thought inside <think>...</think>, then a short boxed answer.
 
-    Each step's header carries the state: the current operation, then ``rest`` and the operations
-    still to do ("Step 2: 6+17, rest -5."). The next header copies its operation from right after the
-    latest ``rest``, so every copy is local and anchored on one word instead of a lookup by position
-    in the question.
+    Each step's header carries the state. Step 1 copies the question ("Step 1: 6+11, rest +18+29-5.");
+    every later header writes the previous operation, then the next one and the operations still to do,
+    then the operation with the running value ("Step 2: +11+18, rest +29-5. Now 17+18."). So every copy
+    that reaches back past a step's column work *continues the operation just written*, and every
+    occurrence of that operation in the context continues the same way (the question, the earlier
+    headers): the one copy that small transformers learn reliably (an induction continuation). The
+    v14 header ("Step 2: 17+18, rest +29-5.") fetched the operand from after the latest ``rest``
+    instead, by position; on some training draws that lookup was never learned for the first digit or
+    for the second one (teacher-forced copy accuracy 6-35% against ~100%, measured on scale s), and
+    System 2 then failed at every level above 1 (v14 seed 0 rebuilt on a second machine: 31.6%).
     """
     style = style or S2Style()
-    lines, value = [], p.operands[0]
+    lines, value, prev = [], p.operands[0], ""
     for i, (op, b) in enumerate(zip(p.ops, p.operands[1:]), 1):
         nxt = value + b if op == "+" else value - b
         rest = remaining(p, i)
-        parts = [f"Step {i}: {value}{op}{b}" + (f", rest {rest}." if rest else ".")]
+        tail = f", rest {rest}." if rest else "."
+        if i == 1:
+            parts = [f"Step 1: {value}{op}{b}{tail}"]
+        else:
+            parts = [f"Step {i}: {prev}{op}{b}{tail} Now {value}{op}{b}."]
         for label, x, o, y, z in _column_steps(value, op, b):
             parts.append(f"{label} {_fact(x, o, y, z, rng, style.slip_prob)}")
         parts.append(f"So {value}{op}{b}={nxt}.")
@@ -213,7 +223,7 @@ def system2_trace(p: Problem, rng: random.Random, style: S2Style | None = None) 
             inv = "-" if op == "+" else "+"
             parts.append(rng.choice(style.checks).format(c=nxt, inv=inv, b=b, a=value))
         lines.append(" ".join(parts))
-        value = nxt
+        prev, value = f"{op}{b}", nxt
     lines.append(f"Recap: the result is {p.answer}.")
     if style.extra_check_easy and len(p.ops) <= 2:
         x, o, y, z = _chain(p)[-1]

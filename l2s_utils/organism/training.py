@@ -40,7 +40,7 @@ import torch
 
 from . import task as T
 
-ORGANISM_VERSION = "14"  # bump when the task, traces or training loop change meaning
+ORGANISM_VERSION = "15"  # bump when the task, traces or training loop change meaning
 from .prompts import TOY as PROMPT  # noqa: E402  (the toy chat prompt)
 END = "<|im_end|>"
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -69,13 +69,15 @@ class Spec:
     batches (each all short or all long) it did not settle at the calibrated value (seed 2: 40% long traces
     gave -1.9 instead of -0.4, 15% gave -3.9 instead of -1.7), and the switch moved with it (alpha ~0.25
     to ~0.4; barriers 3 to 16 points).
-    Pretraining takes 1,600 steps of 12 rows (v14), not 800 steps of 24: the same tokens and compute, twice the
-    updates. With 800 x 24 the loss's drop from its plateau (~1.0, the arithmetic being learned) came at a
-    seed-dependent time and on seed 2 had not finished when the schedule ended (final loss 0.47 against 0.25
-    for seeds 0 and 1), so neither fine-tune learned the task (System 2 31%; 5 of 7 bars). With 1,600 x 12
-    seeds 2 and 3 reached 0.25 and 0.24 (pretraining alone, measured); the full v14 pipeline at scale s gave
-    base losses 0.24-0.25 and accuracy barriers 1.6, 0.8 and 3.2 points for seeds 0, 1 and 2 (7 of 7 bars on
-    seeds 1 and 2; seed 0's System 1 solves 73.5% of level 1, bar 80%).
+    Pretraining takes 2,400 steps of 12 rows (v15; v14 1,600). Everything that makes System 2 accurate --
+    the single-digit facts, the column steps, copying each operation from one step header to the next --
+    is learned during pretraining, each skill at a draw-dependent step after a plateau (loss ~1.0). Under
+    v14 (1,600 steps) the copy was learned on some draws and never on others: v14 seed 0, retrained on a
+    second machine with transformers 5.25 instead of 5.23, lost it and its System 2 fell from 98.7% to 31.6%
+    (accuracy barrier 34 points). v15 removes the causes (step headers whose copies continue the operation
+    just written, see :func:`task.system2_trace`; copy drills in pretraining, :func:`copy_drill`; the prompt
+    without "=?") and trains half again as long, so each skill has a margin of ~2x over the step where it
+    was learned in the draws measured (teacher-forced probes at scale s: copies learned at 600-1,200 steps).
     Attention is full multi-head (``kv_heads == heads``): with one shared key/value head the operand
     copying that the long traces need was learned on some seeds and not on others (v11).
     """
@@ -85,7 +87,7 @@ class Spec:
     heads: int
     kv_heads: int
     intermediate: int
-    pretrain_steps: int = 1600
+    pretrain_steps: int = 2400
     pretrain_len: int = 384
     solution_share: float = 0.5
     batch: int = 12
@@ -105,15 +107,19 @@ SCALES: dict[str, Spec] = {
     # CI's size: seconds; every head is 32 wide so that vLLM can serve every scale
     "micro": Spec(hidden=32, layers=1, heads=1, kv_heads=1, intermediate=64, pretrain_steps=20, pretrain_len=128,
                   s1_steps=15, s2_steps=15, batch=8, sft_batch=8, warmup=5),
-    # the ladder (10x in parameters) shares one training recipe (the Spec defaults); only the architecture
-    # changes. Two layers at least: copying an operand from the question needs an induction circuit.
-    "xxs": Spec(hidden=32, layers=2, heads=1, kv_heads=1, intermediate=32),    # 0.040M
-    "xs": Spec(hidden=64, layers=2, heads=2, kv_heads=2, intermediate=128),    # 0.134M
-    "sm": Spec(hidden=96, layers=2, heads=3, kv_heads=3, intermediate=256),    # 0.299M
-    "s": Spec(hidden=96, layers=3, heads=3, kv_heads=3, intermediate=256),     # 0.410M
+    # the ladder (>= 10x in parameters) shares one training recipe (the Spec defaults); only the width changes.
+    # Three layers at every scale: the operation copy of the long traces (an induction continuation) was not
+    # learned by the two-layer scales of v14 (xs, sm: System 2 no better than System 1).
+    # The pretraining learning rate falls as 1 / width (5e-3 x 64 / hidden, as for Adam under muP): at 5e-3 the
+    # 96-wide scale learned the operation copy at a draw-dependent step (600 to ~2,000 of 2,400), at 3.3e-3
+    # by step 600-800 in the draws measured.
+    "xs": Spec(hidden=64, layers=3, heads=2, kv_heads=2, intermediate=128, lr=5e-3),        # 0.17M
+    "s": Spec(hidden=96, layers=3, heads=3, kv_heads=3, intermediate=256, lr=5e-3 * 2 / 3),  # 0.41M (the main pair)
+    "m": Spec(hidden=128, layers=3, heads=4, kv_heads=4, intermediate=384, lr=2.5e-3),       # 0.74M
+    "l": Spec(hidden=192, layers=3, heads=6, kv_heads=6, intermediate=768, lr=5e-3 / 3),     # 1.92M
 }
 MAIN_SCALE = "s"
-LADDER = ("xxs", "xs", "sm", "s")
+LADDER = ("xs", "s", "m", "l")
 
 
 # Long solutions seen before System 2's fine-tune (pretraining, System 1's share) carry no slips: a fact
@@ -122,7 +128,7 @@ LADDER = ("xxs", "xs", "sm", "s")
 # at 65% and 71%, errors like "1+8=10"). Slipping and correcting oneself is what System 2's fine-tune adds.
 NO_SLIPS = T.S2Style(slip_prob=0.0)
 TRAIN_THREADS = 2  # fixed: the thread count changes float reductions, hence the weights
-PRETRAIN_DOCS_PER_STEP = 20  # 32,000 documents for the 1,600 pretraining steps
+PRETRAIN_DOCS_PER_STEP = 20  # 48,000 documents for the 2,400 pretraining steps
 SHIPPED_DIR = Path(__file__).resolve().parents[2] / "data" / "organism"
 
 
@@ -204,11 +210,13 @@ def pretrain_texts(n: int, seed: int, solution_share: float = 0.0) -> list[str]:
 def arithmetic_texts(n: int, seed: int) -> list[str]:
     """Arithmetic text, as a math base model would have seen it.
 
-    - 45% single-digit facts (a+b=c and c-b=a with c <= 18; short, so about 10% of the tokens);
-    - 20% worked chains ("37+48-15: 37+48=85. 85-15=70.");
-    - 15% state-carrying chains ("37+48-15: 37+48, rest -15; 85-15; 70.");
-    - 12% column work for one operation ("47+38. Units: 7+8=15. Tens: 4+3=7. Carry 1: 7+1=8. So 47+38=85.");
-    - 8% two-digit operations ("47+38=85.").
+    - 36% single-digit facts (a+b=c and c-b=a with c <= 18; short, so a small share of the tokens);
+    - 9% worked chains ("37+48-15: 37+48=85. 85-15=70.");
+    - 27% state-carrying chains in the System 2 header format ("37+48-15+9: 37+48, rest -15+9;
+      +48-15, rest +9, now 85-15; -15+9, now 70+9; 79.");
+    - 11% column work for one operation ("47+38. Units: 7+8=15. Tens: 4+3=7. Carry 1: 7+1=8. So 47+38=85.");
+    - 7% two-digit operations ("47+38=85.");
+    - 10% copy drills (:func:`copy_drill`).
 
     The worked text teaches the copying of operands and the column steps that the fine-tuned formats use,
     as a math base model has seen worked solutions before any fine-tuning.
@@ -217,32 +225,56 @@ def arithmetic_texts(n: int, seed: int) -> list[str]:
     out = []
     while len(out) < n:
         r = rng.random()
-        if r < 0.45:
+        if r < 0.36:
             a, b = rng.randint(0, 9), rng.randint(0, 9)
             out.append(f"{a}+{b}={a + b}." if rng.random() < 0.5 else f"{a + b}-{b}={a}.")
-        elif r < 0.65:
+        elif r < 0.45:
             p = T.train_problem(rng.randint(1, 5), rng)
             steps = " ".join(f"{x}{o}{y}={z}." for x, o, y, z in T._chain(p))
             out.append(f"{p.question}: {steps}")
-        elif r < 0.80:
+        elif r < 0.72:
             p = T.train_problem(rng.randint(2, 5), rng)
-            parts = []
+            parts, prev = [], ""
             for i, (x, o, y, _) in enumerate(T._chain(p), 1):
                 rest = T.remaining(p, i)
-                parts.append(f"{x}{o}{y}" + (f", rest {rest}" if rest else ""))
+                tail = f", rest {rest}" if rest else ""
+                parts.append(f"{x}{o}{y}{tail}" if i == 1 else f"{prev}{o}{y}{tail}, now {x}{o}{y}")
+                prev = f"{o}{y}"
             out.append(f"{p.question}: {'; '.join(parts)}; {p.answer}.")
-        elif r < 0.92:
+        elif r < 0.83:
             p = T.train_problem(rng.randint(2, 5), rng)
             x, o, y, z = T._chain(p)[0]
             facts = " ".join(f"{lab} {a}{op}{b}={c}." for lab, a, op, b, c in T._column_steps(x, o, y))
             out.append(f"{x}{o}{y}. {facts} So {x}{o}{y}={z}.")
-        else:
+        elif r < 0.90:
             a, b = rng.randint(0, 99), rng.randint(0, 99)
             if rng.random() < 0.5 and a + b <= T.MAX_VALUE:
                 out.append(f"{a}+{b}={a + b}.")
             elif a >= b:
                 out.append(f"{a}-{b}={a - b}.")
+        else:
+            out.append(copy_drill(rng))
     return out
+
+
+def copy_drill(rng: random.Random) -> str:
+    """A copying exercise on a random +/- chain (2-7 operations, operands 1..99, nothing computed).
+
+    Half repeat the chain three times ("13-4-56+90 | 13-4-56+90 | 13-4-56+90"); half peel it one
+    operation at a time ("73+33+64-61: take +33, rest +64-61; take +64, rest -61; take -61."). Real base
+    models have copied text countless times before any fine-tuning; here the copying that the long traces
+    need (an operation and the ones after it, a whole step's length back) forms early in pretraining
+    instead of at a draw-dependent time (v15; measured with teacher-forced probes on scale s).
+    """
+    while True:  # a chain that is not a calibration or test question (nothing there is ever seen in training)
+        ops = [str(rng.randint(1, 99))] + [rng.choice("+-") + str(rng.randint(1, 99)) for _ in range(rng.randint(2, 7))]
+        chain = "".join(ops)
+        if T.split_of(chain) == "train":
+            break
+    if rng.random() < 0.5:
+        return f"{chain} | {chain} | {chain}"
+    parts = [f"take {op}" + (f", rest {''.join(ops[i + 1:])}" if i + 1 < len(ops) else "") for i, op in enumerate(ops[1:], 1)]
+    return f"{chain}: " + "; ".join(parts) + "."
 
 
 def sft_examples(kind: str, n_per_level: int, seed: int, long_share: float = 0.0) -> list[tuple[str, str]]:
