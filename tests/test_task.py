@@ -139,3 +139,21 @@ def test_step_headers_continue_the_question():
                 assert p.question.endswith(span), (p.question, head)
                 assert span.startswith(f"{p.ops[i - 2]}{p.operands[i - 1]}{p.ops[i - 1]}{p.operands[i]}")
                 assert op == f"{p.ops[i - 1]}{p.operands[i]}" and int(value) == T.evaluate(p.operands[:i], p.ops[:i - 1])
+
+
+@pytest.mark.parametrize("a,b,label,facts", [
+    (12, 4, "Units 2 vs 4, borrow 1:", [(12, "-", 4, 8), (1, "-", 1, 0)]),
+    (47, 23, "Units 7 vs 3:", [(7, "-", 3, 4), (4, "-", 2, 2)]),
+    (50, 6, "Units 0 vs 6, borrow 1:", [(10, "-", 6, 4), (5, "-", 1, 4)]),
+    (44, 28, "Units 4 vs 8, borrow 1:", [(14, "-", 8, 6), (4, "-", 1, 3), (3, "-", 2, 1)]),
+    (9, 9, "Units 9 vs 9:", [(9, "-", 9, 0)]),
+])
+def test_borrow_decision_follows_the_two_units_digits(a, b, label, facts):
+    """Subtraction writes both units digits before deciding to borrow; borrow iff a's units digit < b's."""
+    steps = T._column_steps(a, "-", b)
+    assert steps[0][0] == label
+    assert [s[1:] for s in steps] == facts
+    # every column fact is right, and the columns give a - b
+    assert all((x - y if o == "-" else x + y) == z for _, x, o, y, z in steps)
+    tens = steps[-1][4] if len(steps) > 1 else 0
+    assert 10 * tens + steps[0][4] == a - b

@@ -40,7 +40,7 @@ import torch
 
 from . import task as T
 
-ORGANISM_VERSION = "15"  # bump when the task, traces or training loop change meaning
+ORGANISM_VERSION = "16"  # bump when the task, traces or training loop change meaning
 from .prompts import TOY as PROMPT  # noqa: E402  (the toy chat prompt)
 END = "<|im_end|>"
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
