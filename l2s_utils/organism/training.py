@@ -127,6 +127,7 @@ LADDER = ("xs", "s", "m", "l")
 # style and never corrects itself, to write facts off by one (v12 before this change, seeds 0 and 1: level 1
 # at 65% and 71%, errors like "1+8=10"). Slipping and correcting oneself is what System 2's fine-tune adds.
 NO_SLIPS = T.S2Style(slip_prob=0.0)
+SHARD_SIZE = "4MB"  # largest weights file of a saved organism stage (the 1.9M scale is 7.7 MB in float32)
 TRAIN_THREADS = 2  # fixed: the thread count changes float reductions, hence the weights
 PRETRAIN_DOCS_PER_STEP = 20  # 48,000 documents for the 2,400 pretraining steps
 SHIPPED_DIR = Path(__file__).resolve().parents[2] / "data" / "organism"
@@ -467,7 +468,8 @@ def _organism(scale: str, root: Path, manifest: dict, source: str) -> Organism:
 def _save(model, tok, path: Path) -> None:
     from transformers import GenerationConfig
 
-    model.save_pretrained(path, safe_serialization=True)
+    # shards of at most 4 MB: every file of the shipped ladder stays small enough for a plain git repository
+    model.save_pretrained(path, safe_serialization=True, max_shard_size=SHARD_SIZE)
     tok.save_pretrained(path)
     GenerationConfig(eos_token_id=model.config.eos_token_id, pad_token_id=tok.pad_token_id, do_sample=False).save_pretrained(path)
 

@@ -136,9 +136,11 @@ def seed_record(org: Organism, report: dict) -> dict:
 
 
 def _state(path: Path) -> dict:
-    from safetensors.torch import load_file
+    """Every tensor of a checkpoint in float32 (single file or sharded), through the merge engine's reader."""
+    from ..merge.checkpoint import Checkpoint
 
-    return {k: v.float() for k, v in load_file(Path(path) / "model.safetensors").items()}
+    ck = Checkpoint(path)
+    return {k: ck.get(k) for k in ck.names()}
 
 
 def interpolate(s1: dict, s2: dict, alpha: float) -> dict:
