@@ -31,6 +31,8 @@ from l2s_utils.evaluate.generation import Sampling, generate_transformers, load_
 from l2s_utils.evaluate.grading import grade_toy  # noqa: E402
 from l2s_utils.organism import task as T  # noqa: E402
 from l2s_utils.organism import training as O  # noqa: E402
+from l2s_utils.organism.prompts import TOY as PROMPT  # noqa: E402
+from l2s_utils.study.premise import toy_max_tokens  # noqa: E402
 
 
 def generation(scale: str, n: int, threads: int, model: Path | None = None) -> None:
@@ -40,8 +42,8 @@ def generation(scale: str, n: int, threads: int, model: Path | None = None) -> N
     else:
         what = str(model)
     probs = T.make_problems("test", n, seed=0)
-    prompts = [O.PROMPT.format(question=p.question) for p in probs]
-    s = Sampling(max_tokens=600)
+    prompts = [PROMPT.format(question=p.question) for p in probs]
+    s = Sampling(max_tokens=toy_max_tokens())
     res = {}
     for dev in ("cpu", "cuda"):
         torch.set_num_threads(threads if dev == "cpu" else torch.get_num_threads())

@@ -24,6 +24,7 @@ from l2s_utils.evaluate.generation import Sampling, generate_transformers, load_
 from l2s_utils.evaluate.grading import PROTOCOLS, grade_responses  # noqa: E402
 from l2s_utils.organism import task as T  # noqa: E402
 from l2s_utils.organism import training as O  # noqa: E402
+from l2s_utils.organism.prompts import TOY as PROMPT  # noqa: E402
 
 
 def main() -> None:
@@ -34,7 +35,7 @@ def main() -> None:
     args = ap.parse_args()
     org = O.build(args.scale, progress=False)
     probs = T.make_problems("test", -(-args.n // 5), seed=0)[: args.n]
-    prompts = [O.PROMPT.format(question=p.question) for p in probs]
+    prompts = [PROMPT.format(question=p.question) for p in probs]
     s = Sampling(max_tokens=args.max_tokens)
     mt = load_model(org.system2, "cpu")
     print(f"model: organism {args.scale} System 2, {org.n_params / 1e6:.2f}M parameters, CPU threads: "

@@ -32,7 +32,6 @@ import time
 from pathlib import Path
 
 PER_LEVEL = 40   # the toy profile's test set
-MAX_TOKENS = 600
 ALPHA = 0.7
 BATCH = 128
 
@@ -59,6 +58,7 @@ def run(per_level: int = PER_LEVEL, out_json: str | None = None, dtype: str = "c
     from l2s_utils.evaluate.prompts import stop_strings
     from l2s_utils.merge import merge
     from l2s_utils.organism import build
+    from l2s_utils.study.premise import toy_max_tokens
 
     org = build("s", progress=False)  # the shipped main pair (data/organism)
     pair = {"system1": org.system1, "system2": org.system2}
@@ -68,8 +68,8 @@ def run(per_level: int = PER_LEVEL, out_json: str | None = None, dtype: str = "c
            "models": [{"model": str(pair["system2"])}], "parameters": {"alpha": ALPHA}, "dtype": "float32"}, ta)
     models = {"System 1": pair["system1"], "System 2": pair["system2"], f"TA alpha {ALPHA}": ta}
     items = load_benchmark("toy", toy_per_level=per_level, seed=0)
-    sampling = Sampling(max_tokens=MAX_TOKENS, stop=stop_strings("toy"))
-    report = {"n_prompts": len(items), "max_tokens": MAX_TOKENS, "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
+    sampling = Sampling(max_tokens=toy_max_tokens(), stop=stop_strings("toy"))
+    report = {"n_prompts": len(items), "max_tokens": toy_max_tokens(), "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
               "torch": torch.__version__, "transformers": backend_version("transformers"), "vllm": backend_version("vllm"), "vllm_dtype": dtype,
               "models": {}}
     for name, path in models.items():

@@ -93,7 +93,15 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from .evaluate.prompts import stop_strings
 
     prompt = args.prompt or ("toy" if args.benchmark == "toy" else "qwen25-math-cot")
-    sampling = Sampling(max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed,
+    max_tokens = args.max_tokens
+    if max_tokens is None:
+        if args.benchmark == "toy":
+            from .study.premise import toy_max_tokens
+
+            max_tokens = toy_max_tokens()
+        else:
+            from .evaluate.generation import PAPER_MAX_TOKENS as max_tokens
+    sampling = Sampling(max_tokens=max_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed,
                         stop=stop_strings(prompt))
     options = {}
     if args.tensor_parallel_size:
@@ -218,7 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--benchmark", required=True, help="gsm8k | math500 | aime24 | minerva_math | olympiadbench | college_math | toy")
     e.add_argument("--limit", type=_limit, default=None, help="first N problems only (N >= 1)")
     e.add_argument("--backend", default="auto", choices=["auto", "vllm", "transformers"])
-    e.add_argument("--max-tokens", type=int, default=10240, help="max new tokens (paper: 10240; 8192 for System 1)")
+    e.add_argument("--max-tokens", type=int, default=None,
+                   help="max new tokens (default: the paper's 10240; for --benchmark toy the toy profile's)")
     e.add_argument("--prompt", default=None, help="qwen25-math-cot (default) | cot | r1 | toy (default for --benchmark toy)")
     e.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (the paper)")
     e.add_argument("--seed", type=int, default=0, help="seed of sample 0 (sample s uses seed + s)")

@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from l2s_utils.organism import task as T
+from l2s_utils.organism import corpus as C
 from l2s_utils.organism import training as O
+from l2s_utils.organism.prompts import END, TOY as PROMPT
 from l2s_utils.study.premise import evaluate_toy, premise_checks
 
 
@@ -33,7 +35,7 @@ def test_tokenizer_round_trips_through_autotokenizer(tmp_path):
     texts = []
     for level in T.LEVELS:
         p = T.random_problem(level, rng)
-        texts += [O.PROMPT.format(question=p.question) + T.system2_trace(p, rng) + O.END, T.system1_trace(p)]
+        texts += [PROMPT.format(question=p.question) + T.system2_trace(p, rng) + END, T.system1_trace(p)]
     texts += ["Unseen words: zebra Ωmega 12345 {}\\boxed{-3}\n\n", "<think>\n</think>"]
     for text in texts:
         ids = raw.encode(text).ids
@@ -57,7 +59,7 @@ def test_training_lowers_loss_and_checkpoints_load(micro):
         model = AutoModelForCausalLM.from_pretrained(path)
         tok = AutoTokenizer.from_pretrained(path)
         assert type(model).__name__ == "Qwen2ForCausalLM"
-        ids = tok(O.PROMPT.format(question="3+4"), return_tensors="pt")
+        ids = tok(PROMPT.format(question="3+4"), return_tensors="pt")
         out = model.generate(**ids, max_new_tokens=5, do_sample=False)
         assert out.shape[1] > ids["input_ids"].shape[1]
 
@@ -197,7 +199,7 @@ def test_no_calibration_or_test_question_is_trained_on():
     """Every multi-operation question in the pretraining documents and SFT data comes from the train split."""
     import re
 
-    texts = O.pretrain_texts(3000, seed=0, solution_share=O.SCALES[O.MAIN_SCALE].solution_share)
+    texts = C.pretrain_texts(3000, seed=0, solution_share=O.SCALES[O.MAIN_SCALE].solution_share)
     pattern = r"(?:<\|im_start\|>user\n)?(\d+(?:[+-]\d+){2,})(?:<\|im_end\|>|:| \|)"
     questions = [m.group(1) for t in texts for m in [re.match(pattern, t)] if m]
     assert len(questions) > 500
@@ -207,7 +209,7 @@ def test_no_calibration_or_test_question_is_trained_on():
     assert sols and all(t.endswith("<|im_end|>") for t in sols)
     assert 0.4 < sum("<think>" in t for t in sols) / len(sols) < 0.6
     for kind in ("system1", "system2"):
-        pairs = O.sft_examples(kind, 20, 0, long_share=0.3 if kind == "system1" else 0.0)
+        pairs = C.sft_examples(kind, 20, 0, long_share=0.3 if kind == "system1" else 0.0)
         assert {T.split_of(p.split("\n")[1].removesuffix("<|im_end|>")) for p, _ in pairs} == {"train"}
 
 
@@ -216,7 +218,7 @@ def test_copy_drills_copy_exactly():
     import re
 
     rng = random.Random(0)
-    drills = [O.copy_drill(rng) for _ in range(200)]
+    drills = [C.copy_drill(rng) for _ in range(200)]
     for d in drills:
         if " | " in d:
             a, b, c = d.split(" | ")
@@ -228,20 +230,20 @@ def test_copy_drills_copy_exactly():
             assert "".join(t[0].removeprefix("take ") for t in takes) == chain.removeprefix(first)
             assert all(len(t) == 1 or chain.endswith(t[1]) for t in takes)
     assert 0.3 < sum(" | " in d for d in drills) / len(drills) < 0.7
-    texts = O.arithmetic_texts(4000, 0)
+    texts = C.arithmetic_texts(4000, 0)
     assert 0.07 < sum(" | " in t or ": take " in t for t in texts) / len(texts) < 0.13
 
 
 def test_system1_data_holds_its_share_of_long_traces():
     """System 1's SFT data: a share s1_long_share of long traces (bounded short preference); System 2's: all long."""
     share = O.SCALES[O.MAIN_SCALE].s1_long_share
-    s1 = O.sft_examples("system1", 400, 0, long_share=share)
+    s1 = C.sft_examples("system1", 400, 0, long_share=share)
     frac = sum(r.startswith("<think>") for _, r in s1) / len(s1)
     assert abs(frac - share) < 0.03, frac
-    assert not any(r.startswith("<think>") for _, r in O.sft_examples("system1", 50, 0))
-    assert all(r.startswith("<think>") for _, r in O.sft_examples("system2", 50, 0))
+    assert not any(r.startswith("<think>") for _, r in C.sft_examples("system1", 50, 0))
+    assert all(r.startswith("<think>") for _, r in C.sft_examples("system2", 50, 0))
     with pytest.raises(ValueError, match="kind must be"):
-        O.sft_examples("system3", 5, 0)
+        C.sft_examples("system3", 5, 0)
 
 
 def test_seed_record_and_seeds_table(tmp_path, monkeypatch):
@@ -277,7 +279,7 @@ def test_system1_batches_mix_the_styles(tmp_path):
     length-bucketed batches, used for the single-style System 2, are nearly all one style."""
     tok = O.build_tokenizer(tmp_path / "tok", seed=0)
     think = tok.convert_tokens_to_ids("<think>")
-    pairs = O.sft_examples("system1", 120, 0, long_share=0.25)
+    pairs = C.sft_examples("system1", 120, 0, long_share=0.25)
 
     def styles(mixed):
         out = []
@@ -295,11 +297,11 @@ def test_system1_batches_mix_the_styles(tmp_path):
 
 def test_only_system2_data_holds_slips():
     """Slips and their corrections are what System 2's fine-tune adds: none in pretraining or System 1's data."""
-    texts = O.pretrain_texts(2000, seed=0, solution_share=O.SCALES[O.MAIN_SCALE].solution_share)
+    texts = C.pretrain_texts(2000, seed=0, solution_share=O.SCALES[O.MAIN_SCALE].solution_share)
     long_docs = [t for t in texts if "<think>" in t]
     assert len(long_docs) > 200 and not any(T.SLIP_MARK in t for t in long_docs)
-    s1 = [r for _, r in O.sft_examples("system1", 200, 0, long_share=0.25) if r.startswith("<think>")]
+    s1 = [r for _, r in C.sft_examples("system1", 200, 0, long_share=0.25) if r.startswith("<think>")]
     assert len(s1) > 100 and not any(T.SLIP_MARK in r for r in s1)
-    s2 = [r for _, r in O.sft_examples("system2", 200, 0)]
+    s2 = [r for _, r in C.sft_examples("system2", 200, 0)]
     assert sum(T.SLIP_MARK in r for r in s2) > 0.2 * len(s2)
     assert all(not T.check_arithmetic(r) for r in s1 + s2)

@@ -21,9 +21,12 @@ import torch
 from ..merge.checkpoint import check_weights_policy, load_model
 
 
+PAPER_MAX_TOKENS = 10240  # the paper's generation budget (METHODS.md section 10); profiles set their own
+
+
 @dataclass(frozen=True)
 class Sampling:
-    max_tokens: int = 512
+    max_tokens: int = PAPER_MAX_TOKENS
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int = 0

@@ -89,13 +89,10 @@ def extract_last_boxed(text: str) -> str | None:
 
 def grade_toy(response: str, gold: int) -> tuple[str | None, bool]:
     """The toy task: the last boxed content must be exactly the gold integer."""
+    from ..organism.task import is_correct
+
     pred = extract_last_boxed(response)
-    if pred is None:
-        return None, False
-    try:
-        return pred, int(pred.strip().replace(" ", "")) == int(gold)
-    except ValueError:
-        return pred, False
+    return pred, is_correct(pred, gold)
 
 
 def extract_answer(text: str) -> str | None:

@@ -34,7 +34,7 @@ from ..merge.checkpoint import (
     INDEX_NAME, TOKENIZER_FILES, Checkpoint, check_weights_policy, file_sha256, model_fingerprint, read_json_object,
 )
 from .benchmarks import Item, load_benchmark
-from .generation import Generation, Sampling, generate, resolve_backend
+from .generation import PAPER_MAX_TOKENS, Generation, Sampling, generate, resolve_backend
 from .grading import DEFAULT_PROTOCOL, check_protocol, grade_responses
 from .prompts import build_prompt, stop_strings
 from .reflection import keyword_count
@@ -313,7 +313,7 @@ def provenance(model: str | os.PathLike) -> dict:
 
 
 def evaluate(model: str | os.PathLike, benchmark: str, *, limit: int | None = None, prompt: str = "qwen25-math-cot",
-             backend: str = "auto", max_tokens: int = 10240, sampling: Sampling | None = None, out: str | os.PathLike = "runs/eval",
+             backend: str = "auto", max_tokens: int = PAPER_MAX_TOKENS, sampling: Sampling | None = None, out: str | os.PathLike = "runs/eval",
              data: str | os.PathLike | None = None, items: list[Item] | None = None, length_tokenizer=None,
              model_name: str | None = None, shots: list[tuple[str, str]] = (), grade_workers: int = 2,
              grading: str = DEFAULT_PROTOCOL, n_samples: int = 1, progress: bool = True, allow_pickle: bool = False,

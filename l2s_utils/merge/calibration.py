@@ -84,7 +84,7 @@ def _pairs_to_texts(pairs: list[tuple[str, str, str]], content: str) -> list[str
 
 def organism_texts(n: int, seed: int = 0, content: str = "short") -> list[str]:
     from ..organism import task as T
-    from ..organism.training import END, PROMPT
+    from ..organism.prompts import END, TOY as PROMPT
 
     triples = T.calibration_triples(n, seed)
     return _pairs_to_texts([(PROMPT.format(question=t.problem.question), t.short + END, t.long + END) for t in triples],

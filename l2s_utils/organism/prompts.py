@@ -7,3 +7,4 @@ continues nothing in the prompt.
 """
 
 TOY = "<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
+END = "<|im_end|>"  # ends every response (the chat turn; the models' EOS)

@@ -38,6 +38,8 @@ LEVELS: dict[int, tuple[int, int]] = {1: (1, 9), 2: (2, 19), 3: (3, 39), 4: (4, 
 MAX_VALUE = 99
 SPLITS = {"train": (0, 70), "calib": (70, 80), "test": (80, 100)}
 SLIP_MARK = "Wait, that is wrong."
+EASY_LEVELS = tuple(sorted(LEVELS))[:2]   # the two easiest levels (adaptive length: shortening on easy vs hard)
+HARD_LEVELS = tuple(sorted(LEVELS))[-2:]  # the two hardest levels (the premise's accuracy gap)
 
 
 @dataclass(frozen=True)
@@ -269,7 +271,24 @@ def calibration_triples(n: int, seed: int) -> list[Triple]:
     return [Triple(p, system1_trace(p), system2_trace(p, rng)) for p in probs[:n]]
 
 
-EQUATION = re.compile(r"(?<![\d+-])(\d+)([+-])(\d+)=(\d+)")
+EQUATION = re.compile(r"(?<![\d+-])(\d+)([+-])(\d+)=(\d+)")  # one written fact or step: a op b = c
+FACT = re.compile(EQUATION.pattern + r"\.")
+SLIP = re.compile(EQUATION.pattern + r"\. " + re.escape(SLIP_MARK) + r" (\d+)([+-])(\d+)=(\d+)\.")  # slip, then its fix
+
+
+def apply(a: int, op: str, b: int) -> int:
+    """The value of one written fact ``a op b``."""
+    return a + b if op == "+" else a - b
+
+
+def is_correct(pred: str | None, gold: int | str) -> bool:
+    """The toy task's grading rule: the extracted answer (the last boxed content) is exactly the gold integer."""
+    if pred is None:
+        return False
+    try:
+        return int(pred.strip().replace(" ", "")) == int(gold)
+    except ValueError:
+        return False
 
 
 def check_arithmetic(trace: str) -> list[str]:

@@ -38,11 +38,11 @@ from pathlib import Path
 
 import torch
 
+from . import corpus as C
 from . import task as T
+from .prompts import END
 
 ORGANISM_VERSION = "16"  # bump when the task, traces or training loop change meaning
-from .prompts import TOY as PROMPT  # noqa: E402  (the toy chat prompt)
-END = "<|im_end|>"
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 THINK = ["<think>", "</think>"]
 
@@ -51,7 +51,7 @@ THINK = ["<think>", "</think>"]
 class Spec:
     """Architecture and training budget of one organism scale (all knobs visible here).
 
-    Lineage: ``base`` = ``pretrain_steps`` of pretraining rows of whole documents (:func:`pretrain_texts`, a share
+    Lineage: ``base`` = ``pretrain_steps`` of pretraining rows of whole documents (:func:`corpus.pretrain_texts`, a share
     ``solution_share`` of whole worked solutions in both styles); ``system1`` = base + ``s1_steps`` of
     SFT at ``s1_lr`` on short traces with a share ``s1_long_share`` of long ones; ``system2`` = system1 +
     ``s2_steps`` of SFT on long traces at ``s2_lr``. Low SFT learning rates keep the fine-tunes near their
@@ -75,7 +75,7 @@ class Spec:
     v14 (1,600 steps) the copy was learned on some draws and never on others: v14 seed 0, retrained on a
     second machine with transformers 5.25 instead of 5.23, lost it and its System 2 fell from 98.7% to 31.6%
     (accuracy barrier 34 points). v15 removes the causes (step headers whose copies continue the operation
-    just written, see :func:`task.system2_trace`; copy drills in pretraining, :func:`copy_drill`; the prompt
+    just written, see :func:`task.system2_trace`; copy drills in pretraining, :func:`corpus.copy_drill`; the prompt
     without "=?") and trains half again as long, so each skill has a margin of ~2x over the step where it
     was learned in the draws measured (teacher-forced probes at scale s: copies learned at 600-1,200 steps).
     Attention is full multi-head (``kv_heads == heads``): with one shared key/value head the operand
@@ -122,11 +122,6 @@ MAIN_SCALE = "s"
 LADDER = ("xs", "s", "m", "l")
 
 
-# Long solutions seen before System 2's fine-tune (pretraining, System 1's share) carry no slips: a fact
-# written wrong ("7+8=16. Wait, that is wrong. 7+8=15.") taught System 1, which answers in the short
-# style and never corrects itself, to write facts off by one (v12 before this change, seeds 0 and 1: level 1
-# at 65% and 71%, errors like "1+8=10"). Slipping and correcting oneself is what System 2's fine-tune adds.
-NO_SLIPS = T.S2Style(slip_prob=0.0)
 SHARD_SIZE = "4MB"  # largest weights file of a saved organism stage (the 1.9M scale is 7.7 MB in float32)
 TRAIN_THREADS = 2  # fixed: the thread count changes float reductions, hence the weights
 PRETRAIN_DOCS_PER_STEP = 20  # 48,000 documents for the 2,400 pretraining steps
@@ -140,16 +135,6 @@ def default_cache() -> Path:
 # ---------------------------------------------------------------------------------------------
 # Tokenizer
 # ---------------------------------------------------------------------------------------------
-
-
-def _tokenizer_corpus(seed: int) -> list[str]:
-    rng = random.Random(f"{seed}-tokenizer")
-    out = []
-    for level in T.LEVELS:
-        for _ in range(150):
-            p = T.train_problem(level, rng)
-            out += [PROMPT.format(question=p.question), T.system1_trace(p), T.system2_trace(p, rng)]
-    return out
 
 
 def build_tokenizer(out_dir: Path, seed: int = 0, vocab_size: int = 400):
@@ -169,7 +154,7 @@ def build_tokenizer(out_dir: Path, seed: int = 0, vocab_size: int = 400):
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(_tokenizer_corpus(seed), trainer)
+    tok.train_from_iterator(C.tokenizer_corpus(seed), trainer)
     tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in THINK])
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=END, pad_token="<|endoftext|>",
                                    unk_token=None, padding_side="left")
@@ -180,123 +165,6 @@ def build_tokenizer(out_dir: Path, seed: int = 0, vocab_size: int = 400):
 # ---------------------------------------------------------------------------------------------
 # Data
 # ---------------------------------------------------------------------------------------------
-
-
-def pretrain_texts(n: int, seed: int, solution_share: float = 0.0) -> list[str]:
-    """``n`` pretraining documents: arithmetic text, and worked solutions in both styles.
-
-    A share ``solution_share`` of the documents (drawn independently) are whole worked solutions in the
-    chat format of the fine-tunes (prompt, response, ``<|im_end|>``; loss on every token), half in the
-    System 1 style and half in the System 2 style (``<think>`` ... reflection ... ``</think>``). A math
-    base model has seen both terse and long worked solutions before any fine-tuning (Qwen2.5-Math was
-    pretrained on CoT data); the fine-tunes then mostly *select* a style rather than build new circuits,
-    which keeps System 1 and System 2 close in weight space. The other documents are
-    :func:`arithmetic_texts`.
-    """
-    base = arithmetic_texts(n, seed)
-    if not solution_share:
-        return base
-    rng = random.Random(f"{seed}-pretrain-x")
-    out = []
-    for t in base:
-        if rng.random() < solution_share:
-            p = T.train_problem(rng.randint(1, 5), rng)
-            trace = T.system2_trace(p, rng, NO_SLIPS) if rng.random() < 0.5 else T.system1_trace(p)
-            out.append(PROMPT.format(question=p.question) + trace + END)
-        else:
-            out.append(t)
-    return out
-
-
-def arithmetic_texts(n: int, seed: int) -> list[str]:
-    """Arithmetic text, as a math base model would have seen it.
-
-    - 36% single-digit facts (a+b=c and c-b=a with c <= 18; short, so a small share of the tokens);
-    - 9% worked chains ("37+48-15: 37+48=85. 85-15=70.");
-    - 27% state-carrying chains in the System 2 header format ("37+48-15+9: 37+48, rest -15+9;
-      +48-15, rest +9, now 85-15; -15+9, now 70+9; 79.");
-    - 11% column work for one operation ("47+38. Units: 7+8=15. Tens: 4+3=7. Carry 1: 7+1=8. So 47+38=85.");
-    - 7% two-digit operations ("47+38=85.");
-    - 10% copy drills (:func:`copy_drill`).
-
-    The worked text teaches the copying of operands and the column steps that the fine-tuned formats use,
-    as a math base model has seen worked solutions before any fine-tuning.
-    """
-    rng = random.Random(f"{seed}-pretrain")
-    out = []
-    while len(out) < n:
-        r = rng.random()
-        if r < 0.36:
-            a, b = rng.randint(0, 9), rng.randint(0, 9)
-            out.append(f"{a}+{b}={a + b}." if rng.random() < 0.5 else f"{a + b}-{b}={a}.")
-        elif r < 0.45:
-            p = T.train_problem(rng.randint(1, 5), rng)
-            steps = " ".join(f"{x}{o}{y}={z}." for x, o, y, z in T._chain(p))
-            out.append(f"{p.question}: {steps}")
-        elif r < 0.72:
-            p = T.train_problem(rng.randint(2, 5), rng)
-            parts, prev = [], ""
-            for i, (x, o, y, _) in enumerate(T._chain(p), 1):
-                rest = T.remaining(p, i)
-                tail = f", rest {rest}" if rest else ""
-                parts.append(f"{x}{o}{y}{tail}" if i == 1 else f"{prev}{o}{y}{tail}, now {x}{o}{y}")
-                prev = f"{o}{y}"
-            out.append(f"{p.question}: {'; '.join(parts)}; {p.answer}.")
-        elif r < 0.83:
-            p = T.train_problem(rng.randint(2, 5), rng)
-            x, o, y, z = T._chain(p)[0]
-            facts = " ".join(f"{lab} {a}{op}{b}={c}." for lab, a, op, b, c in T._column_steps(x, o, y))
-            out.append(f"{x}{o}{y}. {facts} So {x}{o}{y}={z}.")
-        elif r < 0.90:
-            a, b = rng.randint(0, 99), rng.randint(0, 99)
-            if rng.random() < 0.5 and a + b <= T.MAX_VALUE:
-                out.append(f"{a}+{b}={a + b}.")
-            elif a >= b:
-                out.append(f"{a}-{b}={a - b}.")
-        else:
-            out.append(copy_drill(rng))
-    return out
-
-
-def copy_drill(rng: random.Random) -> str:
-    """A copying exercise on a random +/- chain (2-7 operations, operands 1..99, nothing computed).
-
-    Half repeat the chain three times ("13-4-56+90 | 13-4-56+90 | 13-4-56+90"); half peel it one
-    operation at a time ("73+33+64-61: take +33, rest +64-61; take +64, rest -61; take -61."). Real base
-    models have copied text countless times before any fine-tuning; here the copying that the long traces
-    need (an operation and the ones after it, a whole step's length back) forms early in pretraining
-    instead of at a draw-dependent time (v15; measured with teacher-forced probes on scale s).
-    """
-    while True:  # a chain that is not a calibration or test question (nothing there is ever seen in training)
-        ops = [str(rng.randint(1, 99))] + [rng.choice("+-") + str(rng.randint(1, 99)) for _ in range(rng.randint(2, 7))]
-        chain = "".join(ops)
-        if T.split_of(chain) == "train":
-            break
-    if rng.random() < 0.5:
-        return f"{chain} | {chain} | {chain}"
-    parts = [f"take {op}" + (f", rest {''.join(ops[i + 1:])}" if i + 1 < len(ops) else "") for i, op in enumerate(ops[1:], 1)]
-    return f"{chain}: " + "; ".join(parts) + "."
-
-
-def sft_examples(kind: str, n_per_level: int, seed: int, long_share: float = 0.0) -> list[tuple[str, str]]:
-    """(prompt, response) pairs from the train split; kind = 'system1' or 'system2'.
-
-    System 1's data holds a share ``long_share`` of long traces (drawn independently per example): its
-    fine-tune then learns a bounded preference for the short style instead of an ever-growing one (see
-    :class:`Spec`). System 2's data is all long traces.
-    """
-    if kind not in ("system1", "system2"):
-        raise ValueError(f"kind must be 'system1' or 'system2', got {kind!r}")
-    probs = T.make_problems("train", n_per_level, seed, unique=False)
-    rng = random.Random(f"{seed}-{kind}-traces")
-    out = []
-    for p in probs:
-        if kind == "system1":
-            resp = T.system2_trace(p, rng, NO_SLIPS) if long_share and rng.random() < long_share else T.system1_trace(p)
-        else:
-            resp = T.system2_trace(p, rng)
-        out.append((PROMPT.format(question=p.question), resp + END))
-    return out
 
 
 def _doc_batches(tok, texts: list[str], length: int, batch: int, steps: int, seed: int):
@@ -556,7 +424,7 @@ def _train(scale: str, spec: Spec, root: Path, progress: bool) -> Organism:
     timings, losses = {}, {}
 
     t = time.perf_counter()
-    texts = pretrain_texts(PRETRAIN_DOCS_PER_STEP * spec.pretrain_steps, spec.seed, spec.solution_share)
+    texts = C.pretrain_texts(PRETRAIN_DOCS_PER_STEP * spec.pretrain_steps, spec.seed, spec.solution_share)
     batches = _doc_batches(tok, texts, spec.pretrain_len, spec.batch, spec.pretrain_steps, spec.seed)
     losses["base"] = train(model, batches, spec.pretrain_steps, spec.lr, spec.warmup, f"{scale}: base", progress)
     _save(model, tok, tmp / "base")
@@ -565,7 +433,7 @@ def _train(scale: str, spec: Spec, root: Path, progress: bool) -> Organism:
     for stage, kind, steps, lr in (("system1", "system1", spec.s1_steps, spec.s1_lr),
                                    ("system2", "system2", spec.s2_steps, spec.s2_lr)):
         t = time.perf_counter()
-        pairs = sft_examples(kind, max(40, steps * spec.sft_batch // len(T.LEVELS)), spec.seed,
+        pairs = C.sft_examples(kind, max(40, steps * spec.sft_batch // len(T.LEVELS)), spec.seed,
                              spec.s1_long_share if kind == "system1" else 0.0)
         batches = _sft_batches(tok, pairs, spec.sft_batch, steps, spec.seed + (1 if kind == "system1" else 2),
                                mixed=kind == "system1" and spec.s1_long_share > 0)

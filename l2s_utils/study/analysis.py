@@ -9,6 +9,7 @@ import pandas as pd
 import torch
 
 from ..merge.checkpoint import Checkpoint
+from ..organism import task as T
 
 LAYER_TYPES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -47,8 +48,6 @@ def spectrum_summary(spec: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-SLIP = re.compile(r"(?<![\d+-])(\d+)([+-])(\d+)=(\d+)\. Wait, that is wrong\. (\d+)([+-])(\d+)=(\d+)\.")
-FACT = re.compile(r"(?<![\d+-])(\d+)([+-])(\d+)=(\d+)\.")
 
 
 def self_correction(rows: pd.DataFrame) -> pd.DataFrame:
@@ -59,17 +58,17 @@ def self_correction(rows: pd.DataFrame) -> pd.DataFrame:
     for model, g in rows.groupby("model", sort=False):
         flagged = real = fixed = steps = wrong_unflagged = 0
         for text in g.response:
-            for m in SLIP.finditer(text):
+            for m in T.SLIP.finditer(text):
                 a, op, b, c, a2, op2, b2, c2 = m.groups()
                 flagged += 1
-                truth = int(a) + int(b) if op == "+" else int(a) - int(b)
+                truth = T.apply(int(a), op, int(b))
                 real += int(c) != truth
                 fixed += (a, op, b) == (a2, op2, b2) and int(c2) == truth
-            cleaned = SLIP.sub("", text)
-            for m in FACT.finditer(cleaned):
+            cleaned = T.SLIP.sub("", text)
+            for m in T.FACT.finditer(cleaned):
                 a, op, b, c = m.groups()
                 steps += 1
-                wrong_unflagged += (int(a) + int(b) if op == "+" else int(a) - int(b)) != int(c)
+                wrong_unflagged += T.apply(int(a), op, int(b)) != int(c)
         n = len(g)
         out.append({"model": model, "responses": n, "flags per response": flagged / max(n, 1),
                     "flagged steps that were wrong (%)": 100 * real / flagged if flagged else float("nan"),

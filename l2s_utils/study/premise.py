@@ -52,7 +52,14 @@ BARRIER_ALPHAS = (0.1, 0.3, 0.5, 0.7, 0.9)
 LOWER_IS_BETTER = {"s1_reflective", "barrier"}
 
 
-def evaluate_toy(model_path: Path, problems: list, *, max_tokens: int = 600, batch_size: int = 128,
+def toy_max_tokens(profile: str = "toy") -> int:
+    """The generation budget of the toy study (its profile's ``sampling.max_tokens``): the premise uses the same."""
+    from .profiles import load_profile
+
+    return int(load_profile(profile)["sampling"]["max_tokens"])
+
+
+def evaluate_toy(model_path: Path, problems: list, *, max_tokens: int | None = None, batch_size: int = 128,
                  progress: bool = True, model_and_tokenizer=None):
     """Greedy generations of one model on toy problems, graded: one dict per problem."""
     from ..evaluate.generation import Sampling, generate_transformers
@@ -60,7 +67,7 @@ def evaluate_toy(model_path: Path, problems: list, *, max_tokens: int = 600, bat
     from ..evaluate.reflection import keyword_count
 
     prompts = [PROMPT.format(question=p.question) for p in problems]
-    gens = generate_transformers(model_path, prompts, Sampling(max_tokens=max_tokens), batch_size=batch_size,
+    gens = generate_transformers(model_path, prompts, Sampling(max_tokens=max_tokens or toy_max_tokens()), batch_size=batch_size,
                                  progress=progress, model_and_tokenizer=model_and_tokenizer)
     rows = []
     for p, g in zip(problems, gens):
@@ -71,7 +78,7 @@ def evaluate_toy(model_path: Path, problems: list, *, max_tokens: int = 600, bat
     return rows
 
 
-def premise_report(org: Organism, n_per_level: int = 50, seed: int = 0, max_tokens: int = 600, progress: bool = True,
+def premise_report(org: Organism, n_per_level: int = 50, seed: int = 0, max_tokens: int | None = None, progress: bool = True,
                    alphas: tuple[float, ...] = BARRIER_ALPHAS, smallest: bool = False) -> dict:
     """Evaluate System 1, System 2 and the task-arithmetic path between them on the test split.
 
@@ -85,6 +92,7 @@ def premise_report(org: Organism, n_per_level: int = 50, seed: int = 0, max_toke
     from ..evaluate.generation import load_model
 
     problems = T.make_problems("test", n_per_level, seed)
+    max_tokens = max_tokens or toy_max_tokens()
     model, tok = load_model(org.system1, "cpu", dtype=torch.float32)
     s1, s2 = _state(org.system1), _state(org.system2)
     frames = []
@@ -173,8 +181,8 @@ def held_out_losses(model, tok, s1: dict, s2: dict, alphas, n: int = 100, seed: 
     """Mean token loss of theta_alpha on held-out (test split) System 1 and System 2 traces, per alpha."""
     import random
 
-    from ..organism.prompts import TOY
-    from ..organism.training import END, pad_pairs
+    from ..organism.prompts import END, TOY
+    from ..organism.training import pad_pairs
 
     problems = T.make_problems("test", -(-n // len(T.LEVELS)), seed + 7)[:n]
     rng = random.Random(f"{seed}-held-out")
@@ -262,7 +270,7 @@ def premise_checks(rows, barrier: float | None = None, smallest: bool = False) -
     ``smallest``: the smallest ladder scale, whose System 1 level-1 bar is relaxed to 60%.
     """
     s1, s2 = rows[rows.model == "System 1"], rows[rows.model == "System 2"]
-    hard = [4, 5]
+    hard = list(T.HARD_LEVELS)
     s2_len = s2.groupby("level")["tokens"].mean()
     values = {
         "length_ratio": s2.tokens.mean() / max(1e-9, s1.tokens.mean()),
