@@ -136,9 +136,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_study(args: argparse.Namespace) -> int:
-    from .study.driver import NOTEBOOKS, run_study
+    from .study.chapters import BOOK, chapter_names
+    from .study.driver import run_study
 
-    notebooks = tuple(n for n in NOTEBOOKS if not args.only or any(n.startswith(o) for o in args.only))
+    chapters = chapter_names(args.book or BOOK)  # the book's _toc.yml, in its order
+    notebooks = tuple(n for n in chapters if not args.only or any(n.startswith(o) for o in args.only))
     run_study(args.profile, out=args.out, book=args.book, notebooks=notebooks, progress=not args.quiet)
     return 0
 
@@ -251,8 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=_cmd_eval)
 
     s = sub.add_parser("study", help="run the whole study for a profile and render the book",
-                       description="Build the profile's models, execute the six notebooks with papermill into "
-                                   "book/chapters and build the book (jupyter-book 1.x). Unchanged notebooks are not re-run.")
+                       description="Build the profile's models, execute the chapters listed in the book's _toc.yml "
+                                   "(notebooks/<name>.ipynb) with papermill into book/chapters and build the book "
+                                   "(jupyter-book 1.x). Unchanged notebooks are not re-run.")
     s.add_argument("--profile", default="toy", help="toy | smoke | qwen-1.5b | qwen-7b | qwen-14b | qwen-32b | a YAML path")
     s.add_argument("--out", type=Path, default=None, help="run directory (default runs/<profile>)")
     s.add_argument("--book", type=Path, default=None, help="book directory (default ./book)")

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from l2s_utils.study.chapters import chapter_names
 from l2s_utils.study.profiles import ProfileError, load_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 GIVEN_BOOK = os.environ.get("L2S_TEST_BOOK")  # check a built book instead of building the smoke one
 BOOK_PROFILE = os.environ.get("L2S_TEST_BOOK_PROFILE", "smoke") if GIVEN_BOOK else "smoke"
-CHAPTERS = ("00_testbed", "01_task_vector_merging", "02_svd_merging", "03_activation_merging", "04_model_scale",
-            "05_self_correction_adaptive_length", "06_exercises")
+CHAPTERS = tuple(chapter_names())  # book/_toc.yml, the one chapter list
 
 
 def test_shipped_profiles_load():

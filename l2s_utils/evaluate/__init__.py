@@ -8,8 +8,10 @@ Files:
   benchmarks.py  benchmark loaders (gsm8k, math500, aime24, minerva_math, olympiadbench, college_math, toy)
   generation.py  generation backends: transformers (CPU/GPU) and vLLM (GPU)
   grading.py     the two grading protocols (grade_responses): qwen-toolkit (the paper's: last \\boxed{} and
-                 fallbacks, its equivalence rules) and strict (strict.py); math-verify in processes; the toy check
+                 fallbacks, its equivalence rules) and strict (strict.py); the toy check
   strict.py      the strict protocol: final-answer region, final boxed group, structure-aware exact equivalence
+  verify.py      math-verify as both protocols call it (wrapped parse, verify, numeric closeness) and the
+                 worker processes its signal-based timeouts need
   grading_corpus.py  the grading corpus from the field's test suites (data/grading_corpus.jsonl) and agreement
   reflection.py  reflection keywords (wait, re-examine, ...) and reflective responses
   metrics.py     accuracy with bootstrap CIs, lengths, length change, reflection, truncation, AES;

@@ -17,7 +17,8 @@ Equivalence (:func:`is_equiv`), the first that succeeds wins:
      ``x=`` prefixes, ``\\frac12``, ``a/b``, ``\\sqrt2``, spaces, trailing ``.0``);
   b. both are numbers and equal up to rel. 1e-4 (also gold/100 and gold*100, as the toolkit);
   c. ``math_verify.verify(parse(gold), parse(pred))`` (gold first; bare LaTeX is wrapped in ``$...$``),
-     for intervals, tuples, sets, symbolic expressions.
+     for intervals, tuples, sets, symbolic expressions, then constants equal up to rel. 1e-4
+     (:func:`l2s_utils.evaluate.verify.equal`, shared with the ``strict`` protocol).
 
 The toy task (the organism) is graded by :func:`grade_toy`: the last boxed content must be exactly
 the gold integer.
@@ -31,8 +32,9 @@ from __future__ import annotations
 
 import math
 import re
-from concurrent.futures import ProcessPoolExecutor
 from typing import Sequence
+
+from . import verify as V
 
 _NUM = re.compile(r"-?\d*\.?\d+")
 
@@ -162,8 +164,11 @@ def _to_number(s: str) -> float | None:
         return None
 
 
+_ABS_TOL = 1e-9  # numbers also match when closer than this (the toolkit's numeric comparison: rel. 1e-4)
+
+
 def numbers_equal(a: float, b: float, rel: float = 1e-4) -> bool:
-    return math.isclose(a, b, rel_tol=rel, abs_tol=1e-9)
+    return math.isclose(a, b, rel_tol=rel, abs_tol=_ABS_TOL)
 
 
 def fast_equiv(pred: str | None, gold: str) -> bool | None:
@@ -179,45 +184,12 @@ def fast_equiv(pred: str | None, gold: str) -> bool | None:
     return None
 
 
-def _wrap(x: str) -> str:
-    x = x.strip()
-    return x if x.startswith("$") or x.startswith("\\(") or x.startswith("\\[") else f"${x}$"
-
-
-def verify_with_math_verify(pred: str, gold: str, timeout: int = 5) -> bool:
-    """math-verify equivalence (call in a main thread: its timeouts use signals)."""
-    from math_verify import parse, verify
-
-    try:
-        g = parse(_wrap(gold), parsing_timeout=timeout)
-        p = parse(_wrap(pred), parsing_timeout=timeout)
-        if not g or not p:
-            return False
-        if verify(g, p, timeout_seconds=timeout):
-            return True
-        return _numeric_close(g[0], p[0])
-    except Exception:  # timeouts and parser failures count as wrong
-        return False
-
-
-def _numeric_close(a, b) -> bool:
-    """Both parse to constant numbers equal up to rel. 1e-4 (the toolkit's numeric comparison)."""
-    try:
-        import sympy
-
-        if isinstance(a, sympy.Basic) and isinstance(b, sympy.Basic) and a.is_number and b.is_number:
-            x, y = complex(sympy.N(a)), complex(sympy.N(b))
-            return abs(x.imag) < 1e-12 and abs(y.imag) < 1e-12 and numbers_equal(x.real, y.real)
-    except Exception:
-        return False
-    return False
-
-
 def is_equiv(pred: str | None, gold: str, timeout: int = 5) -> bool:
     fast = fast_equiv(pred, gold)
     if fast is not None:
         return fast
-    return verify_with_math_verify(str(pred), gold, timeout) or verify_with_math_verify(normalize(str(pred)), normalize(gold), timeout)
+    return (V.equal(str(pred), gold, timeout, abs_tol=_ABS_TOL)
+            or V.equal(normalize(str(pred)), normalize(gold), timeout, abs_tol=_ABS_TOL))
 
 
 def _grade_chunk(args: tuple[list[tuple[str | None, str]], int]) -> list[bool]:
@@ -235,17 +207,7 @@ def grade_batch(preds: Sequence[str | None], golds: Sequence[str], *, workers: i
     if todo:
         pairs = [(preds[i], golds[i]) for i in todo]
         chunks = [(pairs[i:i + chunk], timeout) for i in range(0, len(pairs), chunk)]
-        if workers <= 1 or len(pairs) < 32:
-            import multiprocessing as mp
-
-            ctx = mp.get_context("fork")
-            with ctx.Pool(1) as pool:  # still a separate main thread, so signal timeouts work
-                results = [r for part in pool.map(_grade_chunk, chunks) for r in part]
-        else:
-            import multiprocessing as mp
-
-            with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("fork")) as ex:
-                results = [r for part in ex.map(_grade_chunk, chunks) for r in part]
+        results = V.in_workers(_grade_chunk, chunks, 1 if workers <= 1 or len(pairs) < 32 else workers)
         for i, r in zip(todo, results):
             out[i] = r
     return [bool(v) for v in out]

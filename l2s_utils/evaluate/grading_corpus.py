@@ -17,6 +17,8 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
+from . import verify as V
+
 CORPUS = Path(__file__).resolve().parents[2] / "data" / "grading_corpus.jsonl"
 METHODS = ("strict", "qwen-toolkit", "math-verify")
 
@@ -28,14 +30,10 @@ def load_corpus(path: str | Path = CORPUS) -> list[dict]:
 
 def _mv_case(args: tuple[str, str, str, int]) -> bool:
     form, response, gold, timeout = args
-    from math_verify import parse, verify
-
-    from .strict import _wrap
-
     try:
-        g = parse(_wrap(gold), parsing_timeout=timeout)
-        p = parse(response if form == "response" else _wrap(response), parsing_timeout=timeout)
-        return bool(g and p and verify(g, p, timeout_seconds=timeout))
+        g = V.parse(V.wrap(gold), timeout)
+        p = V.parse(response if form == "response" else V.wrap(response), timeout)
+        return bool(g and p and V.verify(g, p, timeout))
     except Exception:
         return False
 
@@ -45,13 +43,8 @@ def _mv_chunk(tasks: list[tuple]) -> list[bool]:
 
 
 def math_verify_verdicts(cases: list[dict], workers: int = 2, timeout: int = 5) -> list[bool]:
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-
     tasks = [(c["form"], c["response"], c["gold"], timeout) for c in cases]
-    chunks = [tasks[i:i + 64] for i in range(0, len(tasks), 64)]
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("fork")) as ex:
-        return [r for part in ex.map(_mv_chunk, chunks) for r in part]
+    return V.in_workers(_mv_chunk, [tasks[i:i + 64] for i in range(0, len(tasks), 64)], workers)
 
 
 def verdicts(cases: list[dict], method: str, workers: int = 2, timeout: int = 5) -> list[bool]:

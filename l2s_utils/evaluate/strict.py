@@ -22,7 +22,8 @@ Equivalence (:func:`equivalent`), on normalised strings (:func:`normalize`):
   - the percent rule (x/100) only when one side carries ``%`` / "percent";
   - words compare case-insensitively (``\\text{}``, ``\\textbf{}``, ``\\mathrm{}`` unwrapped);
   - everything else: math-verify (gold first) on the raw and the normalised strings, in worker processes
-    so that its signal-based timeouts work; a timeout counts as wrong.
+    so that its signal-based timeouts work (:mod:`l2s_utils.evaluate.verify`, shared with ``qwen-toolkit``);
+    a timeout counts as wrong.
 
 :func:`fast_equivalent` is the same decision without math-verify (``None`` when math-verify must
 decide); :func:`grade` runs the fast path in the caller and sends only the undecided pairs to workers.
@@ -30,12 +31,13 @@ decide); :func:`grade` runs the fast path in the caller and sends only the undec
 
 from __future__ import annotations
 
-import functools
 import math
 import re
 import time
 from fractions import Fraction
 from typing import NamedTuple, Sequence
+
+from . import verify as V
 
 # ---------------------------------------------------------------------------------------------- extraction
 
@@ -493,76 +495,34 @@ def equivalent(pred: str | None, gold: str, timeout: int | None = 5) -> bool:
 _TIMEOUT: int | None = 5
 
 
-def _wrap(x: str) -> str:
-    x = x.strip()
-    return x if x.startswith(("$", "\\(", "\\[")) else f"${x}$"
-
-
-@functools.lru_cache(maxsize=4096)
-def _parse(text: str, timeout: int | None) -> list:
-    """math-verify's parse, cached (golds repeat across models and samples)."""
-    from math_verify import parse
-
-    return parse(text, parsing_timeout=timeout)
-
-
 def _mv_raw(pred: str, gold: str) -> bool:
-    from math_verify import verify
+    """math-verify on the raw strings."""
+    return V.equal(pred, gold, _TIMEOUT, numeric=False, cached=True)
 
-    try:
-        g = _parse(_wrap(gold), _TIMEOUT)
-        p = _parse(_wrap(pred), _TIMEOUT)
-        return bool(g and p and verify(g, p, timeout_seconds=_TIMEOUT))
-    except Exception:  # timeouts and parser failures count as wrong
-        return False
+
+def _approx(s: str) -> bool:
+    n = number(s)
+    return n is not None and n.approx
 
 
 def _mv(p: str, g: str) -> bool:
     """math-verify on two normalised strings, plus the decimal-approximation rule for constants."""
-    from math_verify import verify
-
-    try:
-        gp = _parse(_wrap(g), _TIMEOUT)
-        pp = _parse(_wrap(p), _TIMEOUT)
-        if not gp or not pp:
-            return False
-        if verify(gp, pp, timeout_seconds=_TIMEOUT):
-            return True
-        a, b = number(p), number(g)
-        if (a is not None and a.approx) or (b is not None and b.approx):
-            return _numeric_close(gp[0], pp[0])
-        return False
-    except Exception:
-        return False
-
-
-def _numeric_close(a, b) -> bool:
-    try:
-        import sympy
-
-        if isinstance(a, sympy.Basic) and isinstance(b, sympy.Basic) and a.is_number and b.is_number:
-            x, y = complex(sympy.N(a)), complex(sympy.N(b))
-            return abs(x.imag) < 1e-12 and abs(y.imag) < 1e-12 and math.isclose(x.real, y.real, rel_tol=1e-4)
-    except Exception:
-        return False
-    return False
+    return V.equal(p, g, _TIMEOUT, numeric=_approx(p) or _approx(g), cached=True)
 
 
 def grade_region(region: str, gold: str, timeout: int | None = 5) -> tuple[str | None, bool]:
     """No marked answer: math-verify extracts from the final-answer region (gold first)."""
-    from math_verify import parse, verify
-
     global _TIMEOUT
     _TIMEOUT = timeout
     if not region.strip():
         return None, False
     try:
-        p = parse(region, parsing_timeout=timeout)
+        p = V.parse(region, timeout)
         if not p:
             return None, False
         pred = str(p[-1])
-        g = _parse(_wrap(prepare_gold(gold)), timeout)
-        ok = bool(g and verify(g, p, timeout_seconds=timeout))
+        g = V.parse_cached(V.wrap(prepare_gold(gold)), timeout)
+        ok = bool(g and V.verify(g, p, timeout))
         if not ok:
             ok = equivalent(pred, gold, timeout)
         return pred, ok
@@ -586,14 +546,7 @@ def _chunk(args: tuple[list[tuple], int | None]) -> list[tuple[str | None, bool]
 
 def _run(tasks: list[tuple], workers: int, timeout: int | None, chunk: int = 64) -> list[tuple[str | None, bool]]:
     """Run undecided tasks in worker processes (each task in a worker's main thread, so timeouts work)."""
-    if not tasks:
-        return []
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-
-    chunks = [(tasks[i:i + chunk], timeout) for i in range(0, len(tasks), chunk)]
-    with ProcessPoolExecutor(max_workers=max(1, min(workers, len(chunks))), mp_context=mp.get_context("fork")) as ex:
-        return [r for part in ex.map(_chunk, chunks) for r in part]
+    return V.in_workers(_chunk, [(tasks[i:i + chunk], timeout) for i in range(0, len(tasks), chunk)], workers)
 
 
 def grade(responses: Sequence[str], golds: Sequence[str], *, workers: int = 2,

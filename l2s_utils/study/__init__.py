@@ -9,6 +9,7 @@ Files:
   profiles.py   study profiles (data/profiles/*.yaml), validated on load
   study.py      the Study API that the notebooks call (every stage cached by its inputs)
   driver.py     ``l2s study``: build the models, execute the notebooks (papermill), build the book
+  chapters.py   the chapter list (book/_toc.yml) and ``setup``, which a notebook's set-up cell calls
   analysis.py   task-vector spectra, self-correction statistics
   plots.py      the book's figures
   paper.py      the paper's numbers: model pairs, Table 7 merge configs, reported results side by side

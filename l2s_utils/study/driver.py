@@ -3,10 +3,11 @@
     l2s study --profile toy
 
 1. builds or loads the profile's models (the organism ladder on ``toy``; progress bars);
-2. executes ``notebooks/*.ipynb`` in order with papermill (parameters: profile, out) into
-   ``book/chapters/`` -- a notebook whose source, profile and package code are unchanged since its last
-   successful run is not executed again (a stamp file records the hash); a failing cell stops the
-   study with the notebook and cell named;
+2. executes the book's chapters with papermill (parameters: profile, out) into ``book/chapters/``: the
+   notebook ``notebooks/<name>.ipynb`` of every ``chapters/<name>`` entry of ``book/_toc.yml``, in the toc's
+   order (:func:`l2s_utils.study.chapters.chapter_names`) -- a notebook whose source, profile and package
+   code are unchanged since its last successful run is not executed again (a stamp file records the hash);
+   a failing cell stops the study with the notebook and cell named;
 3. builds the book with jupyter-book 1.x (offline; ``execute_notebooks: off``) and prints the path of
    ``index.html``.
 """
@@ -22,11 +23,10 @@ import sys
 import time
 from pathlib import Path
 
+from .chapters import chapter_names
 from .profiles import PROFILE_DIR, ProfileError, load_profile, resolve_profile_path
 
 ROOT = Path(__file__).resolve().parents[2]
-NOTEBOOKS = ("00_testbed", "01_task_vector_merging", "02_svd_merging", "03_activation_merging", "04_model_scale",
-             "05_self_correction_adaptive_length", "06_exercises")
 
 
 class StudyError(RuntimeError):
@@ -60,9 +60,12 @@ def organism_models(prof: dict, progress: bool = False, verbose: bool = False) -
     return models
 
 
-def run_notebooks(profile: str, out: Path, chapters: Path, notebooks=NOTEBOOKS, progress: bool = True) -> list[dict]:
+def run_notebooks(profile: str, out: Path, chapters: Path, notebooks=None, progress: bool = True) -> list[dict]:
+    """Execute ``notebooks`` (default: the chapters in the toc of the book that ``chapters`` belongs to,
+    ``chapters/../_toc.yml``) into ``chapters``; one report entry per notebook."""
     import papermill as pm
 
+    notebooks = chapter_names(Path(chapters).parent) if notebooks is None else notebooks
     prof = load_profile(profile)
     models = organism_models(prof, progress)
     chapters.mkdir(parents=True, exist_ok=True)
@@ -185,10 +188,12 @@ def notebook_profile(prof: dict) -> str:
 
 
 def run_study(profile: str = "toy", out: str | Path | None = None, book: str | Path | None = None,
-              notebooks=NOTEBOOKS, progress: bool = True) -> Path:
+              notebooks=None, progress: bool = True) -> Path:
+    """The whole study: models, the chapters (default: those of ``book``'s ``_toc.yml``), the book."""
     prof = load_profile(profile)
     out = Path(out) if out else ROOT / "runs" / prof["name"]
     book = Path(book) if book else ROOT / "book"
+    notebooks = chapter_names(book) if notebooks is None else notebooks
     t0 = time.perf_counter()
     organism_models(prof, progress, verbose=True)
     report = run_notebooks(notebook_profile(prof), out, book / "chapters", notebooks, progress)
