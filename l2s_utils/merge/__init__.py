@@ -4,7 +4,8 @@
     result = merge("data/configs/qwen-7b/ties.yaml", "merged/ties-7b")   # or a dict in the same shape
 
 Files:
-  checkpoint.py   checkpoint I/O: streamed safetensors reading/writing, fingerprints, hub ids, whole-model loading
+  checkpoint.py   checkpoint I/O's public names, re-exported from io/ (one module per job: format, reader, hub,
+                  output, writer): streamed safetensors reading/writing, fingerprints, hub ids, whole-model loading
   config.py       mergekit-style YAML -> validated MergeConfig
   engine.py       the streaming engine: ``merge(config, out)``
   methods/        one file per method family (basic, ties, dare, svd) + registry.py (names, parameters)
