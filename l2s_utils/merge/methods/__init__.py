@@ -23,18 +23,20 @@ The registry (names, typed parameters, validation) is registry.py. The paper tha
 long-to-short reasoning: Wu et al. 2025, arXiv 2503.20641.
 """
 
-from .registry import REGISTRY, Method, MergeConfigError, Param, get_method, register, resolve_params
+from .registry import REGISTRY, Method, MergeConfigError, Param, Stream, get_method, register, resolve_params
 from .basic import average, base_plus, task_arithmetic, task_vectors, weighted_sum
-from .ties import elect_and_combine, kth_smallest_abs, ties, trim_all, trim_magnitude, trim_topk
+from .ties import (elect_and_combine, kth_smallest_abs, majority_sign, streamed_kth_abs, streamed_thresholds, ties,
+                   trim_all, trim_count, trim_magnitude, trim_topk)
 from .dare import dare, dare_deltas, dare_mask, tensor_seed
 from .mergekit import generalized_task_arithmetic, linear, rescale_l1, sparsify
 from .svd import (lore, lore_decompose, lore_objective, prox_nuclear, squared_nuclear_threshold, svd_lowrank_exact, svt,
                   top_right_subspace, twin, twin_diffs)
 
 __all__ = [
-    "REGISTRY", "Method", "MergeConfigError", "Param", "get_method", "register", "resolve_params",
+    "REGISTRY", "Method", "MergeConfigError", "Param", "Stream", "get_method", "register", "resolve_params",
     "average", "base_plus", "task_arithmetic", "task_vectors", "weighted_sum",
-    "elect_and_combine", "kth_smallest_abs", "ties", "trim_all", "trim_magnitude", "trim_topk",
+    "elect_and_combine", "kth_smallest_abs", "majority_sign", "streamed_kth_abs", "streamed_thresholds", "ties",
+    "trim_all", "trim_count", "trim_magnitude", "trim_topk",
     "dare", "dare_mask", "dare_deltas", "tensor_seed",
     "generalized_task_arithmetic", "linear", "rescale_l1", "sparsify",
     "lore", "lore_decompose", "lore_objective", "prox_nuclear", "squared_nuclear_threshold", "svd_lowrank_exact", "svt",

@@ -155,6 +155,7 @@ register(Method(
     "linear", linear, (WEIGHT, MK_NORMALIZE(True)), "Wortsman et al. 2022, arXiv 2203.05482", needs_base=False,
     summary="mergekit linear: sum_k w_k theta_k (/ sum_k w_k)",
     reference=f"equals {MERGEKIT} linear (merge_methods/linear.py), bitwise. Differences: {WEIGHT_DEF}.",
+    streams=True,
 ))
 register(Method(
     "ties", generalized_task_arithmetic,

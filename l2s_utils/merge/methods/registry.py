@@ -1,18 +1,24 @@
-"""The method registry: every merging method by name, with typed, validated hyper-parameters.
+"""The method registry: every merging method by name, with every fact about it and typed, validated hyper-parameters.
 
 A :class:`Method` names its kernel (a pure function on tensors, formula and paper in its docstring), its
 parameters (:class:`Param`: type, default, range, meaning) and its paper; :func:`resolve_params` turns a
 config's ``parameters`` into the kernel's keyword arguments or raises :class:`MergeConfigError` naming
 the parameter. The kernels register themselves from their family files (basic.py, ties.py, dare.py,
 svd.py); the composite methods (AIM, ACM, Sens-Merging) from ``l2s_utils/merge/composite.py``.
+
+The engine knows a method only through its record: ``streams`` (merged in row chunks), ``prepare``
+(state computed once per merge over every merged tensor, e.g. global TIES thresholds) and
+``prepare_tensor`` (state computed once per tensor over its row chunks, e.g. DARE's generators), both
+given a :class:`Stream` of the inputs; what they return is passed to the kernel as keyword arguments.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
+import torch
 from torch import Tensor
 
 
@@ -35,8 +41,31 @@ class Param:
 
 
 @dataclass(frozen=True)
+class Stream:
+    """What a ``prepare`` hook sees of a merge: the row chunks it covers, read on demand.
+
+    ``chunks()`` starts a new pass and yields (base rows, [model rows]) in fp32 for every row chunk (base
+    ``None`` for a method without one); the tensors are the engine's buffers, valid until the next chunk.
+    ``numel`` entries per model in ``n_chunks`` chunks; ``name`` and ``shape`` are the tensor's
+    (``prepare_tensor``; empty for ``prepare``, whose stream covers every merged tensor); ``out_dtype`` is the
+    dtype the merge writes.
+    """
+
+    chunks: Callable[[], Iterator[tuple[Tensor | None, list[Tensor]]]]
+    numel: int
+    n_chunks: int
+    n_models: int
+    out_dtype: torch.dtype
+    name: str = ""
+    shape: tuple[int, ...] = ()
+
+
+Hook = Callable[[Stream, dict], dict]  # (stream, resolved parameters) -> extra keyword arguments of the kernel
+
+
+@dataclass(frozen=True)
 class Method:
-    """A registered merging method: the kernel, its parameters and its paper."""
+    """A registered merging method: the kernel, its parameters, its paper, and how the engine runs it."""
 
     name: str
     kernel: Callable[..., Tensor]
@@ -51,6 +80,13 @@ class Method:
     check: Callable[[Any], Any] | None = None  # composite: check(cfg) validates a config before anything is written
     reference: str = ""  # the code or paper section this method equals, and every intentional difference
     refuse: dict[str, str] = field(default_factory=dict)  # parameter -> why it is refused here (and what to use)
+    streams: bool | Callable[[dict], bool] = False  # merged in row chunks (the kernel is row-local given its state)
+    prepare: Hook | None = None  # once per merge, over every merged tensor (global TIES thresholds, DARE's dtype)
+    prepare_tensor: Hook | None = None  # once per merged tensor, over its row chunks (thresholds, generators, V_r)
+
+    def streamed(self, params: dict) -> bool:
+        """Whether the engine reads large tensors in row chunks, given the resolved parameters."""
+        return self.streams(params) if callable(self.streams) else self.streams
 
 
 def in_unit_open(x: float) -> bool:
