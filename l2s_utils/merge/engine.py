@@ -229,7 +229,8 @@ def merge(config: str | os.PathLike | dict | MergeConfig, out: str | os.PathLike
     Every input is validated (architecture, tensor names, shapes, vocabulary, hyper-parameters)
     before anything is written; NaN/Inf in an input or the result aborts the merge and removes the
     partial output. Tensors are streamed one at a time (computed in fp32 on ``device``, cast once to
-    ``dtype``), so peak memory is a few row chunks (module docstring). ``seed`` overrides the config's seed (DARE masks).
+    ``dtype``), so peak memory is a few row chunks (module docstring). The parameters are the config's, resolved
+    when it was loaded (``MergeConfig.params``); ``seed`` overrides the config's seed (DARE masks).
     Private hooks for the composite methods: ``_tensor_weights(name)`` replaces the per-model weights of a
     tensor (Sens); ``_model_scales(name)`` gives s_i so that model i enters as theta_0 + s_i (theta_i - theta_0),
     i.e. its task vector scaled before the method sees it (ACM); ``_extra`` is added to the provenance.
@@ -240,23 +241,18 @@ def merge(config: str | os.PathLike | dict | MergeConfig, out: str | os.PathLike
     method = M.get_method(cfg.merge_method)
     if method.composite:  # AIM / ACM / Sens: registered by composite.py with the runner that drives this engine
         return method.run(cfg, Path(out), overwrite=overwrite, device=device, seed=seed, progress=progress)
-    M.resolve_params(method, dict(cfg.parameters), cfg.model_params)  # bad hyper-parameters fail before the claim
+    params = M.with_seed(method, cfg.params, seed)  # a bad seed fails before the claim
     with claim_output(out, overwrite=overwrite, inputs=input_paths(cfg)) as claimed:
-        return _merge(cfg, claimed, overwrite=overwrite, device=device, seed=seed, progress=progress,
+        return _merge(cfg, params, claimed, overwrite=overwrite, device=device, progress=progress,
                       _tensor_weights=_tensor_weights, _extra=_extra, _model_scales=_model_scales)
 
 
-def _merge(cfg: MergeConfig, out: Path, *, overwrite: bool, device: str, seed: int | None, progress: bool,
+def _merge(cfg: MergeConfig, params: dict, out: Path, *, overwrite: bool, device: str, progress: bool,
            _tensor_weights: Callable[[str], list[float]] | None, _extra: dict | None,
            _model_scales: Callable[[str], list[float]] | None = None) -> MergeResult:
-    """The streamed merge itself, into a claimed ``out`` (non-composite methods)."""
+    """The streamed merge itself, into a claimed ``out`` (non-composite methods), with the resolved ``params``."""
     t0 = time.perf_counter()
     method = M.get_method(cfg.merge_method)
-    params = dict(cfg.parameters)
-    if seed is not None or cfg.seed is not None:
-        if "seed" in {p.name for p in method.params}:
-            params["seed"] = seed if seed is not None else cfg.seed
-    kwargs = M.resolve_params(method, params, cfg.model_params)
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise MergeConfigError("--device cuda requested but no CUDA device is available")
     out = Path(out)
@@ -270,7 +266,7 @@ def _merge(cfg: MergeConfig, out: Path, *, overwrite: bool, device: str, seed: i
     # temporaries of the kernel, so peak memory does not grow with the model (embedding and lm_head included).
     buffers = ChunkBuffers(inputs, PREFETCH + 2, CHUNK_ELEMENTS, device)
     main_slot = PREFETCH + 1
-    kw = dict(kwargs)
+    kw = dict(params)
     if method.prepare is not None:  # per-merge state over every merged tensor (global TIES thresholds, ...)
         kw.update(method.prepare(_merge_stream(inputs, cfg.exclude, buffers, out_dtype), kw))
 
@@ -304,7 +300,7 @@ def _merge(cfg: MergeConfig, out: Path, *, overwrite: bool, device: str, seed: i
                           len(chunks), len(inputs.models), out_dtype, name, shape)
         return method.prepare_tensor(stream, kw)
 
-    chunkable = method.streamed(kwargs)
+    chunkable = method.streamed(params)
     chunks_of = {n: (row_chunks(inputs.ref.info(n).shape) if chunkable and not _excluded(n, cfg.exclude) else [None])
                  for n in out_names}
     items = [(n, rows) for n in out_names for rows in chunks_of[n]]
@@ -357,12 +353,12 @@ def _merge(cfg: MergeConfig, out: Path, *, overwrite: bool, device: str, seed: i
                 w.copy_file(Path(tok_dir) / f)
         w.add_file("merge_config.yaml", yaml.safe_dump(cfg.to_yaml_dict(), sort_keys=False))
         fp_thread.join()
-        w.add_file("l2s_merge.json", json.dumps({**_provenance(cfg, method, kwargs, fp_holder, merged, copied),
+        w.add_file("l2s_merge.json", json.dumps({**_provenance(cfg, method, params, fp_holder, merged, copied),
                                                  **(_extra or {})}, indent=2, default=str))
     return MergeResult(out, method.name, merged, copied, w.bytes_written, time.perf_counter() - t0, peak_rss_bytes())
 
 
-def _provenance(cfg: MergeConfig, method: M.Method, kwargs: dict, fps: dict, merged: int, copied: int) -> dict:
+def _provenance(cfg: MergeConfig, method: M.Method, params: dict, fps: dict, merged: int, copied: int) -> dict:
     import platform
     from importlib.metadata import PackageNotFoundError, version
 
@@ -374,7 +370,7 @@ def _provenance(cfg: MergeConfig, method: M.Method, kwargs: dict, fps: dict, mer
         tf_version = None
 
     return {
-        "method": method.name, "paper": method.paper, "resolved_parameters": kwargs,
+        "method": method.name, "paper": method.paper, "resolved_parameters": params,
         "config": cfg.to_yaml_dict(), "inputs": fps, "tensors_merged": merged, "tensors_copied": copied,
         "versions": {"l2s_utils": __version__, "torch": torch.__version__, "transformers": tf_version,
                      "python": platform.python_version()},

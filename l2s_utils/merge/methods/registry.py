@@ -77,7 +77,7 @@ class Method:
     summary: str = ""
     composite: bool = False  # needs model-level statistics (calibration data): merged by ``run``, not tensor by tensor
     run: Callable[..., Any] | None = None  # composite: run(cfg, out, *, overwrite, device, seed, progress) -> MergeResult
-    check: Callable[[Any], Any] | None = None  # composite: check(cfg) validates a config before anything is written
+    check: Callable[[Any], dict] | None = None  # composite: check(cfg) -> its own resolved parameters (validates all)
     reference: str = ""  # the code or paper section this method equals, and every intentional difference
     refuse: dict[str, str] = field(default_factory=dict)  # parameter -> why it is refused here (and what to use)
     streams: bool | Callable[[dict], bool] = False  # merged in row chunks (the kernel is row-local given its state)
@@ -203,6 +203,16 @@ def resolve_params(
     if kwargs.get("twin_weights") is not None and any(v is None for v in kwargs["twin_weights"]):
         raise MergeConfigError("twin: give twin_weight for every model or for none")
     return kwargs
+
+
+def with_seed(method: Method, params: dict[str, Any], seed: int | None) -> dict[str, Any]:
+    """Resolved ``params`` with the merge's ``seed`` (the config's top-level ``seed``, or ``merge(seed=...)``; both
+    override ``parameters.seed``) as the method's ``seed`` parameter, checked as that parameter. Unchanged when
+    there is no such seed or the method takes none."""
+    p = next((p for p in method.params if p.name == "seed"), None)
+    if seed is None or p is None:
+        return params
+    return {**params, "seed": _coerce(p, seed, f"{method.name} parameters")}
 
 
 def _kernel_name(param: str) -> str:
