@@ -8,7 +8,8 @@ Files:
                   output, writer): streamed safetensors reading/writing, fingerprints, hub ids, whole-model loading
   config.py       mergekit-style YAML -> validated MergeConfig
   engine.py       the streaming engine: ``merge(config, out)``
-  methods/        one file per method family (basic, ties, dare, svd) + registry.py (names, parameters)
+  methods/        one file per method family (basic, ties, dare, svd, mergekit) + registry.py (every fact
+                  about a method: names, parameters, display name, style, hooks)
   activation.py   activation / gradient statistics and formulas of AIM, Sens-Merging, ACM
   calibration.py  their calibration data (organism triples or s1K)
   composite.py    runs AIM / ACM / Sens through the engine; registers them
@@ -20,7 +21,7 @@ from . import composite  # noqa: F401  (registers the composite methods aim, acm
 from .checkpoint import CheckpointError
 from .config import MergeConfig, load_config
 from .engine import MergeResult, merge
-from .methods import REGISTRY, MergeConfigError, get_method
+from .methods import REGISTRY, MergeConfigError, all_methods, get_method
 
 __all__ = ["merge", "load_config", "MergeConfig", "MergeResult", "MergeConfigError", "CheckpointError", "REGISTRY",
-           "get_method"]
+           "all_methods", "get_method"]

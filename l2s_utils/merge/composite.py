@@ -326,6 +326,7 @@ register(Method(
                "rounded to the model dtype) and tied-embedding behaviour (tied_embedding: relax). Differences: our "
                "calibration data (organism or s1K, not pile-val) and tokenisation without special tokens; the base "
                "runs in fp32 (the reference: bf16 activations and bf16 per-block means)."),
+    display="AIM-Ties", style=("#bcbd22", "P"),
 ))
 register(Method(
     "acm", _acm_doc,
@@ -348,6 +349,7 @@ register(Method(
                "statistics: models (default) uses every model of the list, each entering the base method as "
                "theta_0 + lambda_i^k tau_i^k (our plug-in where the paper is silent); the script applies one lambda^k "
                "to an already merged model (statistics: merged). Paper v2 (Nov 2025) not read beyond its abstract."),
+    display="ACM-Ties", style=("#aec7e8", "*"),
 ))
 register(Method(
     "sens", _sens_doc,
@@ -367,4 +369,5 @@ register(Method(
     reference=("follows the paper (Liu et al. 2025, arXiv 2502.12420, section 3); the L2S repository "
                "(hahahawu/Long-to-Short-via-Model-Merging@6bc078e4, newest snapshot) has no Sens-Merging code "
                "('will release soon'), so normalisations and the sign of the cross-task term are parameters."),
+    display="Sens-Merging", style=("#17becf", "X"), pair=True,
 ))

@@ -23,7 +23,8 @@ The registry (names, typed parameters, validation) is registry.py. The paper tha
 long-to-short reasoning: Wu et al. 2025, arXiv 2503.20641.
 """
 
-from .registry import REGISTRY, Method, MergeConfigError, Param, Stream, get_method, register, resolve_params, with_seed
+from .registry import (REGISTRY, Method, MergeConfigError, Param, Stream, all_methods, get_method, register, resolve_params,
+                       with_seed)
 from .basic import average, base_plus, task_arithmetic, task_vectors, weighted_sum
 from .ties import (elect_and_combine, kth_smallest_abs, majority_sign, streamed_kth_abs, streamed_thresholds, ties,
                    trim_all, trim_count, trim_magnitude, trim_topk)
@@ -33,7 +34,8 @@ from .svd import (lore, lore_decompose, lore_objective, prox_nuclear, squared_nu
                   top_right_subspace, twin, twin_diffs)
 
 __all__ = [
-    "REGISTRY", "Method", "MergeConfigError", "Param", "Stream", "get_method", "register", "resolve_params", "with_seed",
+    "REGISTRY", "Method", "MergeConfigError", "Param", "Stream", "all_methods", "get_method", "register",
+    "resolve_params", "with_seed",
     "average", "base_plus", "task_arithmetic", "task_vectors", "weighted_sum",
     "elect_and_combine", "kth_smallest_abs", "majority_sign", "streamed_kth_abs", "streamed_thresholds", "ties",
     "trim_all", "trim_count", "trim_magnitude", "trim_topk",

@@ -79,6 +79,7 @@ register(Method(
     reference=(f"equals {L2S_CODE} src/merging_methods.py average_merging (bit-exact for two models with equal "
                "weights, fp32); per-model weights are our extension. mergekit's linear is merge_method: linear."),
     streams=True,
+    display="Average Merging", style=("#1f77b4", "s"), pair=True,
 ))
 register(Method(
     "task_arithmetic", task_arithmetic,
@@ -91,4 +92,5 @@ register(Method(
     refuse={"density": "task_arithmetic has no sparsification (mergekit ignores density here); use dare_linear "
                        "(mergekit) or dare_ta (L2S) for DARE", "rescale": "task_arithmetic has no sparsification"},
     streams=True,
+    display="Task Arithmetic", style=("#ff7f0e", "D"),
 ))

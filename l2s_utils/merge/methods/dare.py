@@ -159,7 +159,7 @@ def _authors_combine(base: Tensor, deltas: Sequence[Tensor], weights: Sequence[f
     kept = [d * (((s > 0) & (d > 0)) | ((s < 0) & (d < 0))) for d in ds]
     tau = rsum(kept)
     if normalize:
-        den = sum(w * (kk != 0).float() for w, kk in zip(weights, kept))
+        den = sum(w * (d != 0).float() for w, d in zip(weights, kept))
         tau = tau / (torch.clamp(den, min=1.0) if all(w == 1.0 for w in weights)
                      else torch.where(den == 0, torch.ones_like(den), den))
     return base + alpha * tau
@@ -214,13 +214,14 @@ register(Method(
     "Yu et al. 2024, arXiv 2311.03099", summary="DARE as the L2S code: random drop-and-rescale of task vectors, then merge",
     reference=DARE_REF.format("average_merging | task_arithmetic | ties_merging (combine)", " (average: "
                               "equal weights; the mean of the stacked masked models)"), refuse=DARE_REFUSE,
-    **DARE_HOOKS,
+    display="DARE", style=("#d62728", "v"), pair=True, **DARE_HOOKS,
 ))
 register(Method("dare_ta", dare, (WEIGHT, P, ALPHA, PATH, SEED), "Yu et al. 2024, arXiv 2311.03099",
                 fixed={"combine": "task_arithmetic"}, summary="DARE + task arithmetic (the paper's DARE-TA, L2S code)",
-                reference=DARE_REF.format("task_arithmetic", ""), refuse=DARE_REFUSE, **DARE_HOOKS))
+                reference=DARE_REF.format("task_arithmetic", ""), refuse=DARE_REFUSE,
+                display="DARE-TA", style=("#9467bd", "<"), **DARE_HOOKS))
 register(Method("l2s_dare_ties", dare, (WEIGHT, P, ALPHA, K, NORMALIZE, PATH, SEED),
                 "Yu et al. 2024, arXiv 2311.03099", fixed={"combine": "ties"},
                 summary="DARE + L2S TIES (the paper's DARE-Ties, L2S code)",
                 reference=DARE_REF.format("ties_merging", ""),
-                refuse=DARE_REFUSE, **DARE_HOOKS))
+                refuse=DARE_REFUSE, display="DARE-Ties", style=("#8c564b", ">"), **DARE_HOOKS))

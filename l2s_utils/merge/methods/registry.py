@@ -6,7 +6,9 @@ config's ``parameters`` into the kernel's keyword arguments or raises :class:`Me
 the parameter. The kernels register themselves from their family files (basic.py, ties.py, dare.py,
 svd.py); the composite methods (AIM, ACM, Sens-Merging) from ``l2s_utils/merge/composite.py``.
 
-The engine knows a method only through its record: ``streams`` (merged in row chunks), ``prepare``
+Every fact about a method is in its record: the name tables and figures show (``display``), the models the
+L2S study gives it (``pair``: [System 1, System 2], else [System 2]), its colour and marker in every figure
+(``style``), its paper and reference. The engine knows a method only through its record: ``streams`` (merged in row chunks), ``prepare``
 (state computed once per merge over every merged tensor, e.g. global TIES thresholds) and
 ``prepare_tensor`` (state computed once per tensor over its row chunks, e.g. DARE's generators), both
 given a :class:`Stream` of the inputs; what they return is passed to the kernel as keyword arguments.
@@ -71,6 +73,9 @@ class Method:
     kernel: Callable[..., Tensor]
     params: tuple[Param, ...]
     paper: str
+    display: str = ""  # the name in tables and figures ("Ties-Merging"; default: the name); unique
+    style: tuple[str, str] = ("", "")  # (colour, matplotlib marker) in every figure (unset: picked by the name); unique
+    pair: bool = False  # the L2S study merges [System 1, System 2] (else System 2 onto the base System 1)
     needs_base: bool = True
     aliases: tuple[str, ...] = ()
     fixed: dict[str, Any] = field(default_factory=dict)
@@ -83,6 +88,10 @@ class Method:
     streams: bool | Callable[[dict], bool] = False  # merged in row chunks (the kernel is row-local given its state)
     prepare: Hook | None = None  # once per merge, over every merged tensor (global TIES thresholds, DARE's dtype)
     prepare_tensor: Hook | None = None  # once per merged tensor, over its row chunks (thresholds, generators, V_r)
+
+    def __post_init__(self) -> None:
+        if not self.display:
+            object.__setattr__(self, "display", self.name)
 
     def streamed(self, params: dict) -> bool:
         """Whether the engine reads large tensors in row chunks, given the resolved parameters."""
@@ -109,13 +118,22 @@ REGISTRY: dict[str, Method] = {}
 
 
 def register(method: Method) -> Method:
+    """Add ``method`` under its name and aliases; its display name and style must be its own."""
     if method.composite != (method.run is not None and method.check is not None):
         raise ValueError(f"method {method.name!r}: a composite method needs run and check, a kernel method neither")
+    for other in all_methods():
+        if method.display == other.display or (any(method.style) and method.style == other.style):
+            raise ValueError(f"method {method.name!r}: display name or style already {other.name!r}'s")
     for key in (method.name, *method.aliases):
         if key in REGISTRY:
             raise ValueError(f"method name {key!r} registered twice")
         REGISTRY[key] = method
     return method
+
+
+def all_methods() -> list[Method]:
+    """Every registered method once (aliases left out), in registration order."""
+    return list({id(m): m for m in REGISTRY.values()}.values())
 
 
 def get_method(name: str) -> Method:

@@ -161,7 +161,7 @@ def lore(
         return theta0 + alpha * sum(w * d for w, d in zip(weights, deltas))
     if combine == "ties":
         assert k is not None
-        trimmed = [trim_magnitude(d, kk) for d, kk in zip(deltas, k)]
+        trimmed = [trim_magnitude(d, k_i) for d, k_i in zip(deltas, k)]
         return theta0 + alpha * elect_and_combine(trimmed, weights)
     if combine == "average":
         if last != "deltas":
@@ -263,6 +263,7 @@ register(Method(
                "under which the paper's average post-processing (combine: average) is not the plain mean. Our "
                "choices (not given by the paper): mu, iterations, the post-merge, 1-D tensors get mean + residual; "
                "see the book's methods page."),
+    display="LoRE-Merging", style=("#e377c2", "p"), pair=True,
 ))
 register(Method(
     "twin", twin,
@@ -281,4 +282,5 @@ register(Method(
                "on tiny Qwen2 checkpoints in an independent comparison; the router is replaced by fixed weights "
                "c_k (default 1/K), as the L2S paper merges one pair without a router."),
     streams=twin_streams, prepare_tensor=prepare_twin_tensor,
+    display="Twin-Merging", style=("#7f7f7f", "h"),
 ))

@@ -262,4 +262,5 @@ register(Method(
                "fp32 with one cast at the end; per-model weights and normalize: false are our extensions (the "
                "reference has neither: weight 1, normalize true)."),
     refuse=L2S_REFUSE, streams=True, prepare=prepare_ties, prepare_tensor=prepare_ties_tensor,
+    display="Ties-Merging", style=("#2ca02c", "^"),
 ))
