@@ -223,11 +223,14 @@ def test_driver_loads_the_profile_once(tmp_path, monkeypatch):
     assert loads == ["smoke"]
 
 
-def test_book_methods_table_is_the_registry():
-    page = table.BOOK_METHODS.read_text()
-    assert table.with_table(page) == page, "run: python -m l2s_utils.merge.methods.table"
-    for m in all_methods():
-        assert f"| {m.display} | `{m.name}`" in page
+def test_method_tables_are_the_registry():
+    """The book's table of methods and the README's map are generated from the registry (and up to date)."""
+    for path, render in table.PAGES.items():
+        page = path.read_text()
+        assert table.with_table(page, render) == page, f"{path}: run python -m l2s_utils.merge.methods.table"
+        for m in all_methods():
+            assert f"| {m.display} | `{m.name}`" in page, (path, m.name)
+    page = (PKG.parent / "book" / "methods.md").read_text()
     below = page.split(table.END, 1)[1].split("| Method (`merge_method`) | Formula", 1)[1]
     rows = below.split("\n\n", 1)[0].splitlines()[2:]  # the hand-written formula table
     named = {n for row in rows for n in re.findall(r"`([a-z0-9_]+)`", row.split("|")[1])}
