@@ -207,9 +207,9 @@ def ties(
     ``scope="tensor"``: n and t_k per tensor -- ``merging_methods.py:ties_merging`` of
     hahahawu/Long-to-Short-via-Model-Merging@6bc078e4 (bit-exact in fp32; the elected sign of a zero
     sum is +1). ``scope="global"``: n and t_k over all merged (non-excluded) parameters of model k
-    -- ``ties_merging_dare`` of the same file (MergeLM's original); the engine computes the model-wide
-    ``thresholds`` and the model-wide majority sign ``zero_sign`` that entries with a zero sign sum get
-    (:func:`prepare_ties`, over the engine's stream of every merged tensor).
+    -- ``ties_merging_dare`` of the same file (MergeLM's original); the model-wide ``thresholds`` and the
+    model-wide majority sign ``zero_sign`` that entries with a zero sign sum get are computed by
+    :func:`prepare_ties` over the engine's stream of every merged tensor.
     Not mergekit's ``ties`` (that keeps exactly int(n density) entries; see ``methods/mergekit.py``).
     """
     if scope == "global" and thresholds is None:
