@@ -298,7 +298,9 @@ def test_disk_full_while_writing_is_one_line_and_leaves_nothing(tiny, tmp_path, 
         f = open(file, mode, *a, **k)
         return FullFile(f) if "w" in mode else f
 
-    monkeypatch.setattr(ck, "open", fake_open, raising=False)
+    from l2s_utils.merge.io import writer
+
+    monkeypatch.setattr(writer, "open", fake_open, raising=False)
     c = write_config(tmp_path / "c.yaml", tiny["base"], [tiny["ft1"]])
     out = tmp_path / "deep" / "out"
     rc, err = run_cli(capsys, "merge", c, out, "--quiet")

@@ -377,7 +377,6 @@ def test_row_chunked_streaming_equals_whole_tensors(tiny, tmp_path, monkeypatch,
 
 def test_streamed_kth_abs_is_kthvalue():
     """The two-histogram streamed rank equals torch.kthvalue on the concatenation, ties and signs included."""
-    import l2s_utils.merge.engine as engine
 
     g = torch.Generator().manual_seed(0)
     a = torch.randn(70_000, generator=g) * 0.01
@@ -385,7 +384,7 @@ def test_streamed_kth_abs_is_kthvalue():
     b[:5000] = 0.0
     chunks = [(a[i:i + 9000], b[i:i + 9000]) for i in range(0, 70_000, 9000)]
     for ms in ([1, 1], [35_000, 25_000], [69_999, 50_000], [0, 4_999], [0, 5_001]):
-        got = engine.streamed_kth_abs(lambda: iter([[x, y] for x, y in chunks]), ms)
+        got = M.streamed_kth_abs(lambda: iter([[x, y] for x, y in chunks]), ms)
         want = [0.0 if m == 0 else float(torch.kthvalue(t.abs(), m).values) for t, m in zip((a, b), ms)]
         assert got == want, (ms, got, want)
 

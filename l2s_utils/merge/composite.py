@@ -20,8 +20,9 @@ lambda_i^k in every tensor of layer k. The statistics are saved
 in ``l2s_merge.json``. Models are loaded whole for the statistics, in fp32 on every device.
 
 Interface with the engine (one direction only): this module registers ``aim``, ``acm`` and ``sens`` in
-the method registry with ``run=merge_composite`` and ``check=split_params``; the engine's ``merge`` and
-``load_config`` call ``method.run`` / ``method.check`` and never import this module. This module drives
+the method registry with ``run=merge_composite`` and ``check=own_params``; the engine's ``merge`` calls
+``method.run`` and a :class:`~l2s_utils.merge.config.MergeConfig` calls ``method.check`` when it is made (its
+resolved ``params``); neither imports this module. This module drives
 the engine through its public ``merge`` (the base merge of AIM / ACM, Sens' task arithmetic and ACM's
 base method with per-tensor weights). ``import l2s_utils.merge`` imports it, so the registry is complete after any import.
 """
@@ -50,23 +51,30 @@ from .methods import REGISTRY, Method, MergeConfigError, Param, register, task_a
 from .methods.registry import WEIGHT, finite, positive
 
 
-def split_params(cfg) -> tuple[dict, dict]:
-    """(own resolved parameters, parameters left for the base method), validated."""
+def own_params(cfg) -> dict:
+    """The composite method's own resolved parameters (its ``check``: ``MergeConfig.params``), its base method's
+    parameters (:func:`base_params`) validated too."""
     method = M.get_method(cfg.merge_method)
-    own_names = {p.name for p in method.params} | {a for p in method.params for a in p.aliases}
     if method.name == "sens":
-        own = M.resolve_params(method, cfg.parameters, cfg.model_params)
-        return own, {}
-    own_raw = {k: v for k, v in cfg.parameters.items() if k in own_names}
-    rest = {k: v for k, v in cfg.parameters.items() if k not in own_names}
-    own = M.resolve_params(method, own_raw, [{} for _ in cfg.models])
-    inner = M.get_method(own["base_method"])
-    M.resolve_params(inner, rest, cfg.model_params)
+        return M.resolve_params(method, cfg.parameters, cfg.model_params)
+    names = _own_names(method)
+    own = M.resolve_params(method, {k: v for k, v in cfg.parameters.items() if k in names}, [{} for _ in cfg.models])
+    M.resolve_params(M.get_method(own["base_method"]), base_params(cfg), cfg.model_params)
     if not cfg.base_model:
         raise MergeConfigError(f"{cfg.source}: {method.name} needs 'base_model' (the activations are the base's)")
     if method.name == "aim":  # checked with the config, so that a profile or config load refuses it too
         _aim_overlong(cfg)
-    return own, rest
+    return own
+
+
+def _own_names(method: Method) -> set[str]:
+    return {p.name for p in method.params} | {a for p in method.params for a in p.aliases}
+
+
+def base_params(cfg) -> dict:
+    """The parameters of the config that are not the composite method's own: its base method's (AIM, ACM)."""
+    names = _own_names(M.get_method(cfg.merge_method))
+    return {k: v for k, v in cfg.parameters.items() if k not in names}
 
 
 def _aim_overlong(cfg) -> None:
@@ -113,7 +121,6 @@ def _rewrite(src: Path, out: Path, base: Checkpoint, fn, *, overwrite: bool, ext
 
 
 def merge_composite(cfg, out: Path, *, overwrite: bool, device: str, seed: int | None, progress: bool):
-    split_params(cfg)  # bad hyper-parameters fail before anything else
     for p in dict.fromkeys(filter(None, (cfg.base_model, *cfg.models))):  # the pickle policy, before transformers
         check_weights_policy(fetch_model(p), cfg.allow_pickle)
     with claim_output(out, overwrite=overwrite, inputs=input_paths(cfg)) as claimed:
@@ -125,7 +132,7 @@ def _merge_composite(cfg, out: Path, *, overwrite: bool, device: str, seed: int 
     device = _device(device)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} already exists; pass overwrite=True (--overwrite) to replace it")
-    own, rest = split_params(cfg)
+    own, rest = cfg.params, base_params(cfg)
     method = M.get_method(cfg.merge_method)
     base_path = cfg.base_model
     if method.name == "sens":
@@ -311,7 +318,7 @@ register(Method(
      Param("tied_embedding", str, "relax", "tied models: 'relax' the embedding with lm_head's importance (the "
            "reference, where they share storage) or 'keep' it at the merged value",
            lambda s: s in ("relax", "keep"), "'relax' or 'keep'")),
-    "Nobari et al. 2025, arXiv 2502.02421", composite=True, run=merge_composite, check=split_params,
+    "Nobari et al. 2025, arXiv 2502.02421", composite=True, run=merge_composite, check=own_params,
     summary="relax a merge toward the base on input channels the base's activations mark important",
     reference=("ahnobari/ActivationInformedMerging@e7eccd57 MergeModels/ActivationMerging/_utils.py relax_on_merged "
                "+ get_calib_feat: same module set, calibration packing (texts > max_length dropped, the rest cut "
@@ -319,6 +326,7 @@ register(Method(
                "rounded to the model dtype) and tied-embedding behaviour (tied_embedding: relax). Differences: our "
                "calibration data (organism or s1K, not pile-val) and tokenisation without special tokens; the base "
                "runs in fp32 (the reference: bf16 activations and bf16 per-block means)."),
+    display="AIM-Ties", style=("#bcbd22", "P"),
 ))
 register(Method(
     "acm", _acm_doc,
@@ -329,7 +337,7 @@ register(Method(
            "theta_0 + lambda^k (theta_M - theta_0) post hoc (the public ACM script)",
            lambda s: s in ("models", "merged"), "'models' or 'merged'"),
      BASE_METHOD),
-    "Yao et al. 2025, arXiv 2505.14009", composite=True, run=merge_composite, check=split_params,
+    "Yao et al. 2025, arXiv 2505.14009", composite=True, run=merge_composite, check=own_params,
     summary="layer-wise task-vector weights from the mutual information of base and fine-tuned activations",
     reference=("the paper (arXiv 2505.14009v1, section 3.2, Eq. 1-3; t and calibration, section 4.1) and the ACM "
                "script acm.py as copied in iacobellimario/L2S-MultiObjective-Evolutionary-Merging@8cb439e "
@@ -341,6 +349,7 @@ register(Method(
                "statistics: models (default) uses every model of the list, each entering the base method as "
                "theta_0 + lambda_i^k tau_i^k (our plug-in where the paper is silent); the script applies one lambda^k "
                "to an already merged model (statistics: merged). Paper v2 (Nov 2025) not read beyond its abstract."),
+    display="ACM-Ties", style=("#aec7e8", "*"),
 ))
 register(Method(
     "sens", _sens_doc,
@@ -355,9 +364,10 @@ register(Method(
      Param("calibration_content", str, None, "per model: short | long | both (default: long for the model that is "
            "the base, short for the others, as the paper)", lambda s: s in ("short", "long", "both"), "short | long | both",
            per_model=True)),
-    "Liu et al. 2025, arXiv 2502.12420", composite=True, run=merge_composite, check=split_params,
+    "Liu et al. 2025, arXiv 2502.12420", composite=True, run=merge_composite, check=own_params,
     summary="task arithmetic with layer-wise coefficients from sensitivity and logit alignment",
     reference=("follows the paper (Liu et al. 2025, arXiv 2502.12420, section 3); the L2S repository "
                "(hahahawu/Long-to-Short-via-Model-Merging@6bc078e4, newest snapshot) has no Sens-Merging code "
                "('will release soon'), so normalisations and the sign of the cross-task term are parameters."),
+    display="Sens-Merging", style=("#17becf", "X"), pair=True,
 ))

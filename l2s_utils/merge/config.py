@@ -18,7 +18,9 @@ Config (mergekit's shape; keys after ``dtype`` are l2s extras, all optional)::
     seed: 0                               # DARE masks
     calibration: {...}                    # AIM / ACM / Sens only (see calibration.py)
 
-Every key and every hyper-parameter is checked here, before any model is opened or anything written.
+Every key and every hyper-parameter is checked here, before any model is opened or anything written. The
+hyper-parameters are resolved once, when the :class:`MergeConfig` is made (``MergeConfig.params``: the
+kernel's keyword arguments, a composite method's own parameters); the engine uses them as given.
 """
 
 from __future__ import annotations
@@ -62,6 +64,17 @@ class MergeConfig:
     allow_pickle: bool = False
     source: str = "<dict>"
     extra: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(init=False, repr=False)  # resolved parameters (set on construction)
+
+    def __post_init__(self) -> None:
+        """Resolve the parameters once: the kernel's keyword arguments (``seed`` folded in), or a composite
+        method's own parameters (its ``check``, which validates its base method's too). Raises
+        :class:`MergeConfigError` naming the parameter; ``dataclasses.replace`` resolves the new config again."""
+        method = M.get_method(self.merge_method)
+        if method.composite:
+            self.params = method.check(self)
+        else:
+            self.params = M.with_seed(method, M.resolve_params(method, self.parameters, self.model_params), self.seed)
 
     def to_yaml_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"merge_method": self.merge_method}
@@ -93,7 +106,8 @@ def _parse_size(v: Any, where: str) -> int:
 
 
 def load_config(config: str | os.PathLike | dict) -> MergeConfig:
-    """Parse a YAML file (safe loader) or a dict into a :class:`MergeConfig`, validating every key."""
+    """Parse a YAML file (safe loader) or a dict into a :class:`MergeConfig`, validating every key; its
+    ``params`` are the resolved hyper-parameters."""
     if isinstance(config, dict):
         raw, where, root = config, "<dict>", Path.cwd()
     else:
@@ -155,11 +169,10 @@ def load_config(config: str | os.PathLike | dict) -> MergeConfig:
     seed = raw.get("seed")
     if seed is not None and (not isinstance(seed, int) or seed < 0):
         raise MergeConfigError(f"{where}: seed must be a non-negative integer, got {seed!r}")
-    params = dict(raw.get("parameters") or {})
-    cfg = MergeConfig(
+    return MergeConfig(
         merge_method=method.name if raw["merge_method"] == method.name else str(raw["merge_method"]),
         models=models, model_params=mparams, base_model=_resolve_ref(str(base), root) if base else None,
-        parameters=params, dtype=dtype,
+        parameters=dict(raw.get("parameters") or {}), dtype=dtype,
         tokenizer_source=_source(raw.get("tokenizer_source", "base"), root),
         config_source=_source(raw.get("config_source", "base"), root),
         max_position_embeddings=mpe, exclude=list(exclude), tied_embeddings=tied,
@@ -167,11 +180,6 @@ def load_config(config: str | os.PathLike | dict) -> MergeConfig:
         allow_pickle=bool(raw.get("allow_pickle", False)), source=where,
         extra={k: raw[k] for k in ("name", "description", "calibration") if k in raw},
     )
-    if method.composite:
-        method.check(cfg)  # fail early on bad hyper-parameters (its own and its base method's)
-    else:
-        M.resolve_params(method, params, mparams)  # fail early on bad hyper-parameters
-    return cfg
 
 
 def _check_types(raw: dict, where: str) -> None:

@@ -3,16 +3,18 @@
     from l2s_utils.merge import merge
     result = merge("data/configs/qwen-7b/ties.yaml", "merged/ties-7b")
 
-The config format is documented in ``config.py``. Tensors are read one at a time from (sharded)
-safetensors, merged in fp32 by the method's kernel (``methods/``) and written shard by shard, as they
-are computed. Memory is bounded by design for the streamed methods (average, task_arithmetic, linear,
-l2s_ties per tensor and global, dare / dare_ta / l2s_dare_ties, twin with svd: randomized): every tensor
-larger than CHUNK_ELEMENTS -- embedding and lm_head included -- is read in row ranges into fixed-size
-buffers allocated once (:class:`ChunkBuffers`), the kernel's temporaries are chunk-sized, and rank
-statistics (TIES thresholds) are exact two-pass histograms. The merge's own memory is then a few tens of
-MB whatever the model size (measured in ``benchmarks/merge_bench.py``); the other methods (mergekit's
-ties / dare_*, lore, twin with svd: exact, the composite methods) hold a few whole tensors. Composite methods (AIM, ACM, Sens)
-are run by the ``run`` hook they registered (``composite.py``), which calls back into :func:`merge`.
+The config format is documented in ``config.py``; its parameters arrive resolved (``MergeConfig.params``).
+Tensors are read one at a time from (sharded) safetensors, merged in fp32 by the method's kernel
+(``methods/``) and written shard by shard, as they are computed. The engine knows a method only through
+its registry record (``methods/registry.py``): for a method that ``streams``, every tensor larger than
+CHUNK_ELEMENTS -- embedding and lm_head included -- is read in row ranges into fixed-size buffers
+allocated once (:class:`ChunkBuffers`), and the kernel's temporaries are chunk-sized; whatever a kernel
+needs beyond the rows at hand (exact rank thresholds, mask generators, subspaces) its ``prepare`` hooks
+compute over a :class:`~l2s_utils.merge.methods.registry.Stream` of the inputs -- once per merge over every
+merged tensor, and once per tensor over its row chunks. The merge's own memory is then a few tens of MB
+whatever the model size (measured in ``benchmarks/merge_bench.py``); the other methods hold a few whole
+tensors. Composite methods (AIM, ACM, Sens) are run by the ``run`` hook they registered (``composite.py``),
+which calls back into :func:`merge`.
 
 Tied embeddings. ``follow_base`` (default, the L2S code's behaviour): the output has exactly the
 base's tensors and tie flag; an ``lm_head.weight`` present only in a fine-tuned model is ignored with
@@ -35,7 +37,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
 import yaml
@@ -146,7 +148,6 @@ def _check_finite(t: torch.Tensor, what: str) -> None:
 
 
 CHUNK_ELEMENTS = 1 << 19  # large tensors are streamed in row chunks of at most 512K elements (2 MB in fp32)
-CHUNKABLE = {"average", "task_arithmetic", "linear", "l2s_ties", "dare", "dare_ta", "l2s_dare_ties"}
 PREFETCH = 2  # chunks read ahead on the I/O thread
 
 
@@ -172,105 +173,25 @@ class ChunkBuffers:
         return (ts[0], ts[1:]) if self.inputs.base else (None, ts)
 
 
-def streamed_kth_abs(make_iter: Callable[[], Iterator[list[torch.Tensor]]], ms: list[int]) -> list[float]:
-    """Exact m_i-th smallest |x| over a stream of chunks, for several streams at once, in two passes.
-
-    ``make_iter()`` yields, per chunk, one tensor per stream (model). The float32 bit pattern of |x| is
-    monotone in |x|: pass 1 counts the top 16 bits (sign always 0), which locates the bucket that holds
-    the m-th smallest and its rank r inside it; pass 2 counts the low 16 bits of the entries in that
-    bucket, which gives the r-th smallest's full bit pattern -- the value itself, exactly what
-    ``torch.kthvalue`` would return. Memory: one chunk and two histograms (0.25 + 0.5 MB per stream),
-    whatever the number of entries ranked (a whole model for global TIES).
-    m = 0 gives threshold 0 (nothing trimmed).
-    """
-    counts: list[torch.Tensor] = [torch.zeros(1 << 15, dtype=torch.int64) for _ in ms]
-    for xs in make_iter():
-        for i, x in enumerate(xs):
-            bits = x.abs().float().reshape(-1).view(torch.int32) >> 16
-            counts[i] += torch.bincount(bits, minlength=1 << 15).cpu()
-    targets: list[tuple[int, int] | None] = []
-    for i, m in enumerate(ms):
-        if m == 0:
-            targets.append(None)
-            continue
-        cum = torch.cumsum(counts[i], 0)
-        bucket = int(torch.searchsorted(cum, torch.tensor(m)).item())
-        targets.append((bucket, m - (int(cum[bucket - 1]) if bucket else 0)))
-    if all(t is None for t in targets):
-        return [0.0] * len(ms)
-    low: list[torch.Tensor] = [torch.zeros(1 << 16, dtype=torch.int64) for _ in ms]
-    for xs in make_iter():
-        for i, x in enumerate(xs):
-            if targets[i] is not None:
-                bits = x.abs().float().reshape(-1).view(torch.int32)
-                inside = bits[(bits >> 16) == targets[i][0]]
-                low[i] += torch.bincount(inside & 0xFFFF, minlength=1 << 16).cpu()
-    out = []
-    for i, t in enumerate(targets):
-        if t is None:
-            out.append(0.0)
-            continue
-        j = int(torch.searchsorted(torch.cumsum(low[i], 0), torch.tensor(t[1])).item())
-        out.append(float(torch.tensor([(t[0] << 16) | j], dtype=torch.int32).view(torch.float32)))
-    return out
-
-
 def _merged_names(inputs: "_Inputs", exclude: list[str]) -> list[str]:
     """The tensors a merge changes: floating-point and not excluded (the L2S code's TaskVector parameters)."""
     return [n for n in inputs.names
             if inputs.ref.info(n).dtype.is_floating_point and not _excluded(n, exclude)]
 
 
-def _chunk_items(inputs: "_Inputs", names: list[str]) -> Iterator[tuple[str, tuple[int, int] | None]]:
-    for n in names:
-        for rows in row_chunks(inputs.ref.info(n).shape):
-            yield n, rows
-
-
-def _read_ahead(inputs: "_Inputs", names: list[str], buffers: ChunkBuffers):
-    """(base rows, [model rows]) of every row chunk of ``names``, read ahead on the I/O thread into the ring
-    of ``buffers`` (slots 0..PREFETCH when it has them; one slot read in line otherwise)."""
-    items = list(_chunk_items(inputs, names))
-    if len(buffers.f32) < PREFETCH + 1:
-        return (buffers.read(0, n, rows) for n, rows in items)
-    return iter_with_prefetch(enumerate(items), lambda it: buffers.read(it[0] % (PREFETCH + 1), *it[1]),
-                              depth=PREFETCH)
-
-
-def global_ties_thresholds(inputs: "_Inputs", drops: list[float], device: str, exclude: list[str] = (),
-                           buffers: ChunkBuffers | None = None) -> list[float]:
-    """Exact global (whole-model, per-model) TIES thresholds, streamed (the L2S code's ``ties_merging_dare``).
-
-    As the reference, the model-wide vector is made of the merged parameters only: tensors matched by
-    ``exclude`` are neither counted in n nor ranked (the reference builds its TaskVector without them).
-    Every tensor is read in row chunks into ``buffers``: memory is one chunk and the histograms.
-    """
+def _merge_stream(inputs: "_Inputs", exclude: list[str], buffers: ChunkBuffers, out_dtype: torch.dtype) -> M.Stream:
+    """Every row chunk of every merged tensor (floating point, not excluded), read ahead on the I/O thread into
+    the ring of ``buffers`` (slots 0..PREFETCH): the stream a method's ``prepare`` sees (model-wide statistics,
+    e.g. global TIES thresholds)."""
     names = _merged_names(inputs, list(exclude))
-    total = sum(_numel(inputs.ref.info(n).shape) for n in names)
-    buffers = buffers or ChunkBuffers(inputs, 1, CHUNK_ELEMENTS, device)
+    items = [(n, rows) for n in names for rows in row_chunks(inputs.ref.info(n).shape)]
 
-    def deltas():
-        for b, ms in _read_ahead(inputs, names, buffers):
-            yield [m - b for m in ms]
+    def chunks():
+        return iter_with_prefetch(enumerate(items), lambda it: buffers.read(it[0] % (PREFETCH + 1), *it[1]),
+                                  depth=PREFETCH)
 
-    return streamed_kth_abs(deltas, [int(total * k) for k in drops])
-
-
-def global_majority_sign(inputs: "_Inputs", thresholds: list[float], weights: list[float], device: str,
-                         exclude: list[str] = (), buffers: ChunkBuffers | None = None) -> float:
-    """sign(sum over all merged entries of sign(sum_k w_k m_k)): the sign ``ties_merging_dare`` gives entries
-    whose elected sign is 0 (m_k = delta_k trimmed at the model-wide threshold t_k). One streamed pass
-    (row chunks; the count is an exact integer, so it does not depend on the chunking)."""
-    total = 0
-    buffers = buffers or ChunkBuffers(inputs, 1, CHUNK_ELEMENTS, device)
-    for b, ms in _read_ahead(inputs, _merged_names(inputs, list(exclude)), buffers):
-        u = None
-        for m, t, w in zip(ms, thresholds, weights):
-            d = m - b
-            d = w * d.masked_fill_(d.abs() < t, 0.0)
-            u = d if u is None else u.add_(d)
-        total += int(torch.sign(u).sum(dtype=torch.int64))
-    return float((total > 0) - (total < 0))
+    return M.Stream(chunks, sum(_numel(inputs.ref.info(n).shape) for n in names), len(items), len(inputs.models),
+                    out_dtype)
 
 
 def _numel(shape: tuple[int, ...]) -> int:
@@ -308,7 +229,8 @@ def merge(config: str | os.PathLike | dict | MergeConfig, out: str | os.PathLike
     Every input is validated (architecture, tensor names, shapes, vocabulary, hyper-parameters)
     before anything is written; NaN/Inf in an input or the result aborts the merge and removes the
     partial output. Tensors are streamed one at a time (computed in fp32 on ``device``, cast once to
-    ``dtype``), so peak memory is a few row chunks (module docstring). ``seed`` overrides the config's seed (DARE masks).
+    ``dtype``), so peak memory is a few row chunks (module docstring). The parameters are the config's, resolved
+    when it was loaded (``MergeConfig.params``); ``seed`` overrides the config's seed (DARE masks).
     Private hooks for the composite methods: ``_tensor_weights(name)`` replaces the per-model weights of a
     tensor (Sens); ``_model_scales(name)`` gives s_i so that model i enters as theta_0 + s_i (theta_i - theta_0),
     i.e. its task vector scaled before the method sees it (ACM); ``_extra`` is added to the provenance.
@@ -319,23 +241,18 @@ def merge(config: str | os.PathLike | dict | MergeConfig, out: str | os.PathLike
     method = M.get_method(cfg.merge_method)
     if method.composite:  # AIM / ACM / Sens: registered by composite.py with the runner that drives this engine
         return method.run(cfg, Path(out), overwrite=overwrite, device=device, seed=seed, progress=progress)
-    M.resolve_params(method, dict(cfg.parameters), cfg.model_params)  # bad hyper-parameters fail before the claim
+    params = M.with_seed(method, cfg.params, seed)  # a bad seed fails before the claim
     with claim_output(out, overwrite=overwrite, inputs=input_paths(cfg)) as claimed:
-        return _merge(cfg, claimed, overwrite=overwrite, device=device, seed=seed, progress=progress,
+        return _merge(cfg, params, claimed, overwrite=overwrite, device=device, progress=progress,
                       _tensor_weights=_tensor_weights, _extra=_extra, _model_scales=_model_scales)
 
 
-def _merge(cfg: MergeConfig, out: Path, *, overwrite: bool, device: str, seed: int | None, progress: bool,
+def _merge(cfg: MergeConfig, params: dict, out: Path, *, overwrite: bool, device: str, progress: bool,
            _tensor_weights: Callable[[str], list[float]] | None, _extra: dict | None,
            _model_scales: Callable[[str], list[float]] | None = None) -> MergeResult:
-    """The streamed merge itself, into a claimed ``out`` (non-composite methods)."""
+    """The streamed merge itself, into a claimed ``out`` (non-composite methods), with the resolved ``params``."""
     t0 = time.perf_counter()
     method = M.get_method(cfg.merge_method)
-    params = dict(cfg.parameters)
-    if seed is not None or cfg.seed is not None:
-        if "seed" in {p.name for p in method.params}:
-            params["seed"] = seed if seed is not None else cfg.seed
-    kwargs = M.resolve_params(method, params, cfg.model_params)
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise MergeConfigError("--device cuda requested but no CUDA device is available")
     out = Path(out)
@@ -349,15 +266,9 @@ def _merge(cfg: MergeConfig, out: Path, *, overwrite: bool, device: str, seed: i
     # temporaries of the kernel, so peak memory does not grow with the model (embedding and lm_head included).
     buffers = ChunkBuffers(inputs, PREFETCH + 2, CHUNK_ELEMENTS, device)
     main_slot = PREFETCH + 1
-    kwargs_run = dict(kwargs)
-    if kwargs.get("scope") == "global":  # the L2S code's ties_merging_dare: one threshold per model, all merged tensors
-        kwargs_run["thresholds"] = global_ties_thresholds(inputs, kwargs["k"], device, cfg.exclude, buffers)
-        # with one model no entry's elected sign is ever taken from zero_sign (a zero u_1 is never kept), so the
-        # streamed pass over the whole model that computes it is skipped (the L2S pair: System 2 onto System 1)
-        kwargs_run["zero_sign"] = 1.0 if len(inputs.models) == 1 else global_majority_sign(
-            inputs, kwargs_run["thresholds"], kwargs["weights"], device, cfg.exclude, buffers)
-    if method.kernel is M.dare:  # the authors' path stores the masked models in the model dtype (the written dtype)
-        kwargs_run["model_dtype"] = out_dtype
+    kw = dict(params)
+    if method.prepare is not None:  # per-merge state over every merged tensor (global TIES thresholds, ...)
+        kw.update(method.prepare(_merge_stream(inputs, cfg.exclude, buffers, out_dtype), kw))
 
     config_dir = inputs.ref.path if cfg.config_source == "base" else fetch_model(cfg.config_source)
     src_config = read_json_object(Path(config_dir) / "config.json", "(config_source needs a config.json)")
@@ -373,12 +284,6 @@ def _merge(cfg: MergeConfig, out: Path, *, overwrite: bool, device: str, seed: i
         {str(c.path): model_fingerprint(c.path) for c in inputs.all}), daemon=True)
     fp_thread.start()
 
-    # global TIES is elementwise once its model-wide thresholds and zero sign are known: chunkable too
-    # Twin with svd: randomized needs only V_r per model, computed by streamed passes in start_tensor
-    twin_streamed = method.kernel is M.twin and kwargs.get("svd") == "randomized"
-    chunkable = method.name in CHUNKABLE or twin_streamed
-    state: dict[str, Any] = {}  # per-tensor state shared by its row chunks (DARE generators, TIES thresholds)
-
     def load(item, slot=None):
         i, (name, rows) = item
         base_t, model_ts = buffers.read(i % (PREFETCH + 1) if slot is None else slot, name, rows)
@@ -386,40 +291,16 @@ def _merge(cfg: MergeConfig, out: Path, *, overwrite: bool, device: str, seed: i
             model_ts = [t if s == 1.0 else base_t + s * (t - base_t) for s, t in zip(_model_scales(name), model_ts)]
         return name, rows, base_t, model_ts
 
-    def start_tensor(name: str, chunks: list) -> None:
-        state.clear()
-        seed_ = kwargs.get("seed", 0)
-        new_gens = lambda: [torch.Generator().manual_seed(M.tensor_seed(seed_, name, i)) for i in range(len(inputs.models))]
-        if method.kernel is M.dare:
-            state["generators"] = new_gens()
-        needs_thr = (method.kernel is M.ties and kwargs.get("scope") == "tensor") or (
-            method.kernel is M.dare and kwargs.get("combine") == "ties")
+    def tensor_state(name: str, chunks: list) -> dict:
+        """The method's per-tensor state (its ``prepare_tensor`` over the tensor's row chunks; main slot)."""
+        if method.prepare_tensor is None or _excluded(name, cfg.exclude):
+            return {}
         shape = inputs.ref.info(name).shape
-        if twin_streamed and len(shape) == 2 and not _excluded(name, cfg.exclude) \
-                and inputs.ref.info(name).dtype.is_floating_point:
-            subspaces = []
-            for i in range(len(inputs.models)):
-                def rows_of_diff(i=i):
-                    for rows in chunks:
-                        _, _, b, ms = load((0, (name, rows)), slot=main_slot)
-                        yield M.twin_diffs(b, ms, kwargs["weights"], kwargs["alpha"])[1][i]
-                subspaces.append(M.top_right_subspace(rows_of_diff, shape[1], kwargs["rank"],
-                                                      oversample=kwargs["oversample"],
-                                                      iterations=kwargs["power_iterations"],
-                                                      seed=M.tensor_seed(kwargs["seed"], name, i)))
-            state["subspaces"] = subspaces
-        if needs_thr and len(chunks) > 1:
-            def stream():
-                gens = new_gens()
-                for rows in chunks:
-                    _, _, b, ms = load((0, (name, rows)), slot=main_slot)
-                    if method.kernel is M.dare:
-                        yield M.dare_deltas(b, ms, kwargs["p"], gens, path=kwargs["path"], model_dtype=out_dtype)
-                    else:
-                        yield M.task_vectors(b, ms)
-            n = _numel(inputs.ref.info(name).shape)
-            state["thresholds"] = streamed_kth_abs(stream, [int(n * kk) for kk in kwargs["k"]])
+        stream = M.Stream(lambda: (load((0, (name, rows)), slot=main_slot)[2:] for rows in chunks), _numel(shape),
+                          len(chunks), len(inputs.models), out_dtype, name, shape)
+        return method.prepare_tensor(stream, kw)
 
+    chunkable = method.streamed(params)
     chunks_of = {n: (row_chunks(inputs.ref.info(n).shape) if chunkable and not _excluded(n, cfg.exclude) else [None])
                  for n in out_names}
     items = [(n, rows) for n in out_names for rows in chunks_of[n]]
@@ -430,11 +311,10 @@ def _merge(cfg: MergeConfig, out: Path, *, overwrite: bool, device: str, seed: i
     with StreamingWriter(out, plan, max_shard_bytes=cfg.max_shard_size, overwrite=overwrite,
                          metadata={"l2s_merge_method": method.name}) as w:
         bar = tqdm(total=len(out_names), desc=f"merge[{method.name}]", unit="tensor", disable=not progress)
-        current = None
+        current, state = None, {}
         for name, rows, base_t, model_ts in iter_with_prefetch(enumerate(items), load, depth=PREFETCH):
             if name != current:
-                current = name
-                start_tensor(name, chunks_of[name])
+                current, state = name, tensor_state(name, chunks_of[name])
             last_chunk = rows is None or rows[1] == inputs.ref.info(name).shape[0]
             ref_t = base_t if base_t is not None else model_ts[0]
             if not ref_t.is_floating_point() or _excluded(name, cfg.exclude):
@@ -445,7 +325,7 @@ def _merge(cfg: MergeConfig, out: Path, *, overwrite: bool, device: str, seed: i
                     _check_finite(base_t, f"{inputs.base.path}: tensor {name!r}")
                 for c, t in zip(inputs.models, model_ts):
                     _check_finite(t, f"{c.path}: tensor {name!r}")
-                call = {**kwargs_run, **state}
+                call = {**kw, **state}
                 if _tensor_weights is not None:
                     call["weights"] = _tensor_weights(name)
                 result = method.kernel(base_t, model_ts, name=name, **call).to(write_dtype[name])
@@ -473,12 +353,12 @@ def _merge(cfg: MergeConfig, out: Path, *, overwrite: bool, device: str, seed: i
                 w.copy_file(Path(tok_dir) / f)
         w.add_file("merge_config.yaml", yaml.safe_dump(cfg.to_yaml_dict(), sort_keys=False))
         fp_thread.join()
-        w.add_file("l2s_merge.json", json.dumps({**_provenance(cfg, method, kwargs, fp_holder, merged, copied),
+        w.add_file("l2s_merge.json", json.dumps({**_provenance(cfg, method, params, fp_holder, merged, copied),
                                                  **(_extra or {})}, indent=2, default=str))
     return MergeResult(out, method.name, merged, copied, w.bytes_written, time.perf_counter() - t0, peak_rss_bytes())
 
 
-def _provenance(cfg: MergeConfig, method: M.Method, kwargs: dict, fps: dict, merged: int, copied: int) -> dict:
+def _provenance(cfg: MergeConfig, method: M.Method, params: dict, fps: dict, merged: int, copied: int) -> dict:
     import platform
     from importlib.metadata import PackageNotFoundError, version
 
@@ -490,7 +370,7 @@ def _provenance(cfg: MergeConfig, method: M.Method, kwargs: dict, fps: dict, mer
         tf_version = None
 
     return {
-        "method": method.name, "paper": method.paper, "resolved_parameters": kwargs,
+        "method": method.name, "paper": method.paper, "resolved_parameters": params,
         "config": cfg.to_yaml_dict(), "inputs": fps, "tensors_merged": merged, "tensors_copied": copied,
         "versions": {"l2s_utils": __version__, "torch": torch.__version__, "transformers": tf_version,
                      "python": platform.python_version()},

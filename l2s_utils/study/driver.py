@@ -60,13 +60,16 @@ def organism_models(prof: dict, progress: bool = False, verbose: bool = False) -
     return models
 
 
-def run_notebooks(profile: str, out: Path, chapters: Path, notebooks=None, progress: bool = True) -> list[dict]:
+def run_notebooks(profile: str, out: Path, chapters: Path, notebooks=None, progress: bool = True,
+                  prof: dict | None = None) -> list[dict]:
     """Execute ``notebooks`` (default: the chapters in the toc of the book that ``chapters`` belongs to,
-    ``chapters/../_toc.yml``) into ``chapters``; one report entry per notebook."""
+    ``chapters/../_toc.yml``) into ``chapters`` with papermill (parameters: ``profile``, out); one report entry per
+    notebook. ``prof`` is the profile already loaded (``run_study`` passes it, so a build loads and validates the
+    profile once in this process)."""
     import papermill as pm
 
     notebooks = chapter_names(Path(chapters).parent) if notebooks is None else notebooks
-    prof = load_profile(profile)
+    prof = prof or load_profile(profile)
     models = organism_models(prof, progress)
     chapters.mkdir(parents=True, exist_ok=True)
     report = []
@@ -196,7 +199,7 @@ def run_study(profile: str = "toy", out: str | Path | None = None, book: str | P
     notebooks = chapter_names(book) if notebooks is None else notebooks
     t0 = time.perf_counter()
     organism_models(prof, progress, verbose=True)
-    report = run_notebooks(notebook_profile(prof), out, book / "chapters", notebooks, progress)
+    report = run_notebooks(notebook_profile(prof), out, book / "chapters", notebooks, progress, prof)
     headline = out / "figures" / "headline.png"
     if headline.is_file():
         (book / "_static").mkdir(exist_ok=True)

@@ -1,6 +1,13 @@
-"""Figures for the book (seaborn, labelled, readable). Each returns the matplotlib Figure."""
+"""Figures for the book (seaborn, labelled, readable). Each returns the matplotlib Figure.
+
+Every model has one colour and marker, the same in every figure (ours and the paper's) and every run
+(:func:`style`): a merge method's are in its registry record (by display name), System 1 / System 2 and
+the paper's DPO are in :data:`STYLES`, and any other name gets a pair picked by its sha256.
+"""
 
 from __future__ import annotations
+
+import hashlib
 
 import matplotlib.pyplot as plt  # the backend is the caller's: inline in notebooks, Agg headless (MPLBACKEND)
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
@@ -8,7 +15,12 @@ import pandas as pd
 import seaborn as sns
 
 sns.set_theme(style="whitegrid", context="notebook")
-PALETTE = {"System 1": "#4C72B0", "System 2": "#C44E52"}
+STYLES = {"System 1": ("#4C72B0", "o"), "System 2": ("#C44E52", "o"), "DPO": ("#ffbb78", "d")}  # not merge methods
+# any other name: a colour of tab20b and a marker, picked by the name's sha256
+OTHER_COLOURS = ["#393b79", "#5254a3", "#6b6ecf", "#9c9ede", "#637939", "#8ca252", "#b5cf6b", "#cedb9c", "#8c6d31",
+                 "#bd9e39", "#e7ba52", "#e7cb94", "#843c39", "#ad494a", "#d6616b", "#e7969c", "#7b4173", "#a55194",
+                 "#ce6dbd", "#de9ed6"]
+MARKERS = ["s", "D", "^", "v", "<", ">", "p", "h", "P", "X", "*", "d"]
 
 
 def by_level(levels: pd.DataFrame, title: str = ""):
@@ -28,26 +40,32 @@ def by_level(levels: pd.DataFrame, title: str = ""):
     return fig
 
 
-# one colour and marker per method, the same in every figure (ours and the paper's)
-METHODS = ["Average Merging", "Task Arithmetic", "Ties-Merging", "DARE", "DARE-TA", "DARE-Ties", "LoRE-Merging",
-           "Twin-Merging", "AIM-Ties", "Sens-Merging", "ACM-Ties", "DPO"]
-MARKERS = ["s", "D", "^", "v", "<", ">", "p", "h", "P", "X", "*", "d"]
 # the paper's names for System 1 / System 2 (7B) -> ours
 PAPER_NAMES = {"Qwen2.5-Math-7B": "System 1", "DeepSeek-R1-Distill-Qwen-7B": "System 2"}
 
 
-def _pal(models):
-    names = list(dict.fromkeys(models))
-    fixed = dict(zip(METHODS, sns.color_palette("tab20", 20)[::2] + sns.color_palette("tab20", 20)[1::2]))
-    others = [m for m in names if m not in PALETTE and m not in fixed]
-    colors = dict(zip(others, sns.color_palette("tab20b", max(len(others), 1))))
-    return {m: PALETTE.get(m, fixed.get(m, colors.get(m))) for m in names}
+def method_styles() -> dict[str, tuple[str, str]]:
+    """{display name: (colour, marker)} of every registered merge method that has a style."""
+    from ..merge import all_methods
+
+    return {m.display: m.style for m in all_methods() if all(m.style)}
+
+
+def style(model: str) -> tuple[str, str]:
+    """(colour, marker) of ``model`` in every figure: its registry style, :data:`STYLES`, or by its sha256."""
+    known = STYLES.get(model) or method_styles().get(model)
+    if known:
+        return known
+    h = int.from_bytes(hashlib.sha256(model.encode()).digest()[:8], "little")
+    return OTHER_COLOURS[h % len(OTHER_COLOURS)], MARKERS[h // len(OTHER_COLOURS) % len(MARKERS)]
+
+
+def _pal(models) -> dict[str, str]:
+    return {m: style(m)[0] for m in dict.fromkeys(models)}
 
 
 def _marker(model: str) -> str:
-    if model in PALETTE:
-        return "o"
-    return MARKERS[METHODS.index(model) % len(MARKERS)] if model in METHODS else MARKERS[hash(model) % len(MARKERS)]
+    return style(model)[1]
 
 
 def accuracy_vs_length(summary: pd.DataFrame, title: str = "", annotate: bool = False, line: pd.DataFrame | None = None,

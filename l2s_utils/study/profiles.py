@@ -153,9 +153,6 @@ def _check(node: Any, schema: Any, where: str) -> None:
         raise ProfileError(f"{where}: must be {'a mapping' if schema is dict else schema.__name__}, got {node!r}")
 
 
-PAIR_METHODS = {"average", "linear", "dare", "lore", "sens"}  # methods that take [System 1, System 2] as models
-
-
 def merge_entry(label: str, entry: dict | None) -> tuple[str, dict]:
     """(registry method, hyper-parameters) of one ``merge`` entry: ``method`` names the registry method
     (default: the label); the other keys are its hyper-parameters."""
@@ -163,8 +160,46 @@ def merge_entry(label: str, entry: dict | None) -> tuple[str, dict]:
     return params.pop("method", label), params
 
 
+def study_merge_config(prof: dict, label: str, system1: str, system2: str, calibration: dict | None = None,
+                       **override) -> dict:
+    """The merge config of the profile's method ``label`` for the pair (system1, system2): the one builder for the
+    Study's merges and for profile validation (placeholder paths).
+
+    The registry method and its hyper-parameters come from the profile's ``merge`` entry (``override`` replaces
+    some); its models are [System 1, System 2] for a method registered with ``pair``, else [System 2] onto the
+    base System 1; a composite method gets the profile's ``calibration`` (updated by ``calibration``)."""
+    from ..merge import get_method
+
+    name, params = merge_entry(label, {**(prof["merge"].get(label) or {}), **override})
+    method = get_method(name)
+    organism = prof["models"]["kind"] == "organism"
+    cfg = {"merge_method": name, "base_model": system1,
+           "models": [{"model": system1}, {"model": system2}] if method.pair else [{"model": system2}],
+           "parameters": params, "dtype": "float32" if organism else "bfloat16"}
+    if not organism:
+        cfg["max_position_embeddings"] = 131072
+    if method.composite:
+        cfg["calibration"] = {**(prof.get("calibration") or {}), **(calibration or {})}
+    if prof.get("allow_pickle") is True:
+        cfg["allow_pickle"] = True
+    return cfg
+
+
+def display_name(prof: dict, label: str) -> str:
+    """The name tables and figures show for the profile's method ``label``: its registry method's display name,
+    with the label added when another label of the profile's ``merge`` block runs the same method."""
+    from ..merge import get_method
+
+    def method_of(lab: str):
+        return get_method(merge_entry(lab, prof["merge"].get(lab))[0])
+
+    method = method_of(label)
+    shared = any(method_of(other) is method for other in prof["merge"] if other != label)
+    return f"{method.display} ({label})" if shared else method.display
+
+
 def _check_merge(prof: dict, where: str) -> None:
-    """Every method's hyper-parameters as the merge would check them (placeholder model paths)."""
+    """Every method's hyper-parameters as the merge would check them: the Study's config with placeholder paths."""
     from ..merge import MergeConfigError, get_method, load_config
 
     for m, entry in prof["merge"].items():
@@ -176,18 +211,12 @@ def _check_merge(prof: dict, where: str) -> None:
         if not isinstance(name, str):
             raise ProfileError(f"{where}.merge.{m}.method: must be a merge method name (l2s merge --list), got {name!r}")
         try:
-            method = get_method(name)
+            get_method(name)
         except ValueError as e:
             key = f"{m}.method" if entry and "method" in entry else m
             raise ProfileError(f"{where}.merge.{key}: {e}") from None
-        _, params = merge_entry(m, entry)
-        s1, s2 = "<system1>", "<system2>"
-        cfg = {"merge_method": name, "base_model": s1, "parameters": params,
-               "models": [{"model": s1}, {"model": s2}] if method.name in PAIR_METHODS else [{"model": s2}]}
-        if method.name in ("aim", "sens", "acm") and prof.get("calibration") is not None:  # as Study.merge_config
-            cfg["calibration"] = prof["calibration"]
         try:
-            load_config(cfg)
+            load_config(study_merge_config(prof, m, "<system1>", "<system2>"))
         except (MergeConfigError, ValueError) as e:
             raise ProfileError(f"{where}.merge.{m}: {e}".replace("<dict>: ", "")) from None
 

@@ -22,12 +22,9 @@ from typing import Any
 import pandas as pd
 
 from ..evaluate import metrics
-from .profiles import PAIR_METHODS, load_profile, merge_entry, validate_profile
+from .profiles import display_name, load_profile, study_merge_config, validate_profile
 
 ROOT = Path(__file__).resolve().parents[2]
-PRETTY = {"average": "Average Merging", "task_arithmetic": "Task Arithmetic", "ties": "Ties-Merging", "dare": "DARE",
-          "dare_ta": "DARE-TA", "dare_ties": "DARE-Ties", "lore": "LoRE-Merging", "twin": "Twin-Merging",
-          "aim": "AIM-Ties", "sens": "Sens-Merging", "acm": "ACM-Ties"}
 
 
 def _hash(obj: Any) -> str:
@@ -92,23 +89,15 @@ class Study:
     # -- merging --------------------------------------------------------------------------------
     def merge_config(self, method: str, scale: str | None = None, calibration: dict | None = None,
                      **override) -> dict:
-        from ..merge import get_method
-
+        """The merge config of the profile's method ``method`` (a label of its ``merge`` block) for the main pair
+        or one ladder scale (:func:`~l2s_utils.study.profiles.study_merge_config`)."""
         pair = self.pair(scale)
-        # the profile's label -> its registry method (ties -> l2s_ties) and hyper-parameters
-        registry_name, params = merge_entry(method, {**self.profile["merge"].get(method, {}), **override})
-        kind = get_method(registry_name).name  # an alias -> its method
-        s1, s2 = str(pair["system1"]), str(pair["system2"])
-        cfg = {"merge_method": registry_name, "base_model": s1,
-               "models": [{"model": s1}, {"model": s2}] if kind in PAIR_METHODS else [{"model": s2}],
-               "parameters": params, "dtype": "float32" if self.organism else "bfloat16"}
-        if not self.organism:
-            cfg["max_position_embeddings"] = 131072
-        if kind in ("aim", "sens", "acm"):
-            cfg["calibration"] = {**self.profile.get("calibration", {}), **(calibration or {})}
-        if self.allow_pickle:
-            cfg["allow_pickle"] = True
-        return cfg
+        return study_merge_config(self.profile, method, str(pair["system1"]), str(pair["system2"]), calibration,
+                                  **override)
+
+    def display_name(self, method: str) -> str:
+        """The name of the profile's method ``method`` in tables and figures (the registry's display name)."""
+        return display_name(self.profile, method)
 
     def merged(self, method: str, scale: str | None = None, calibration: dict | None = None, **override) -> Path:
         """The merged checkpoint for ``method`` (profile hyper-parameters, overridden by keywords); cached."""
@@ -169,7 +158,7 @@ class Study:
                           self.evaluate(pair["system2"], "System 2", "system2", scale, sampling)], ignore_index=True)
 
     def run_methods(self, methods: list[str], scale: str | None = None, sampling: dict | None = None) -> pd.DataFrame:
-        frames = [self.evaluate(self.merged(m, scale), PRETTY.get(m, m), "merged", scale, sampling) for m in methods]
+        frames = [self.evaluate(self.merged(m, scale), self.display_name(m), "merged", scale, sampling) for m in methods]
         return pd.concat(frames, ignore_index=True)
 
     # -- geometry: the straight path from System 1 to System 2 ----------------------------------

@@ -78,6 +78,8 @@ register(Method(
     aliases=("average_merging",), summary="(weighted) mean of the models (L2S average_merging)",
     reference=(f"equals {L2S_CODE} src/merging_methods.py average_merging (bit-exact for two models with equal "
                "weights, fp32); per-model weights are our extension. mergekit's linear is merge_method: linear."),
+    streams=True,
+    display="Average Merging", style=("#1f77b4", "s"), pair=True,
 ))
 register(Method(
     "task_arithmetic", task_arithmetic,
@@ -89,4 +91,6 @@ register(Method(
                "task_arithmetic there) are refused here; weight defaults to 1 (mergekit requires it)."),
     refuse={"density": "task_arithmetic has no sparsification (mergekit ignores density here); use dare_linear "
                        "(mergekit) or dare_ta (L2S) for DARE", "rescale": "task_arithmetic has no sparsification"},
+    streams=True,
+    display="Task Arithmetic", style=("#ff7f0e", "D"),
 ))

@@ -11,9 +11,8 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from .basic import task_vectors
-from .registry import ALPHA, WEIGHT, Method, MergeConfigError, Param, in_unit_open, register
-from .ties import K, NORMALIZE, elect_and_combine, trim_all
+from .registry import ALPHA, WEIGHT, Method, MergeConfigError, Param, Stream, in_unit_open, register
+from .ties import K, NORMALIZE, elect_and_combine, streamed_thresholds, trim_all
 
 
 def tensor_seed(seed: int, name: str, index: int) -> int:
@@ -160,12 +159,35 @@ def _authors_combine(base: Tensor, deltas: Sequence[Tensor], weights: Sequence[f
     kept = [d * (((s > 0) & (d > 0)) | ((s < 0) & (d < 0))) for d in ds]
     tau = rsum(kept)
     if normalize:
-        den = sum(w * (kk != 0).float() for w, kk in zip(weights, kept))
+        den = sum(w * (d != 0).float() for w, d in zip(weights, kept))
         tau = tau / (torch.clamp(den, min=1.0) if all(w == 1.0 for w in weights)
                      else torch.where(den == 0, torch.ones_like(den), den))
     return base + alpha * tau
 
 
+def prepare_dare(stream: Stream, kw: dict) -> dict:
+    """The model dtype D of the authors' path: the dtype the merge writes (``dtype`` of the config)."""
+    return {"model_dtype": stream.out_dtype}
+
+
+def prepare_dare_tensor(stream: Stream, kw: dict) -> dict:
+    """One mask generator per model, carried across the tensor's row chunks (consecutive draws equal one
+    large draw, so the masks do not depend on the chunking); with ``combine: ties`` and several chunks, the
+    exact TIES thresholds of the masked task vectors over all of them (a pass with fresh generators)."""
+    def generators() -> list[torch.Generator]:
+        return [torch.Generator().manual_seed(tensor_seed(kw["seed"], stream.name, i)) for i in range(stream.n_models)]
+
+    state = {"generators": generators()}
+    if kw["combine"] == "ties" and stream.n_chunks > 1:
+        def masked():
+            gens = generators()
+            for b, ms in stream.chunks():
+                yield dare_deltas(b, ms, kw["p"], gens, path=kw["path"], model_dtype=kw["model_dtype"])
+        state["thresholds"] = streamed_thresholds(masked, stream.numel, kw["k"])
+    return state
+
+
+DARE_HOOKS = {"streams": True, "prepare": prepare_dare, "prepare_tensor": prepare_dare_tensor}
 P = Param("p", float, 0.3, "DARE drop rate p (drop with probability p, rescale by 1/(1-p))",
           in_unit_open, "0 <= p < 1", per_model=True)
 SEED = Param("seed", int, 0, "seed of the random masks", lambda s: s >= 0, ">= 0")
@@ -192,12 +214,14 @@ register(Method(
     "Yu et al. 2024, arXiv 2311.03099", summary="DARE as the L2S code: random drop-and-rescale of task vectors, then merge",
     reference=DARE_REF.format("average_merging | task_arithmetic | ties_merging (combine)", " (average: "
                               "equal weights; the mean of the stacked masked models)"), refuse=DARE_REFUSE,
+    display="DARE", style=("#d62728", "v"), pair=True, **DARE_HOOKS,
 ))
 register(Method("dare_ta", dare, (WEIGHT, P, ALPHA, PATH, SEED), "Yu et al. 2024, arXiv 2311.03099",
                 fixed={"combine": "task_arithmetic"}, summary="DARE + task arithmetic (the paper's DARE-TA, L2S code)",
-                reference=DARE_REF.format("task_arithmetic", ""), refuse=DARE_REFUSE))
+                reference=DARE_REF.format("task_arithmetic", ""), refuse=DARE_REFUSE,
+                display="DARE-TA", style=("#9467bd", "<"), **DARE_HOOKS))
 register(Method("l2s_dare_ties", dare, (WEIGHT, P, ALPHA, K, NORMALIZE, PATH, SEED),
                 "Yu et al. 2024, arXiv 2311.03099", fixed={"combine": "ties"},
                 summary="DARE + L2S TIES (the paper's DARE-Ties, L2S code)",
                 reference=DARE_REF.format("ties_merging", ""),
-                refuse=DARE_REFUSE))
+                refuse=DARE_REFUSE, display="DARE-Ties", style=("#8c564b", ">"), **DARE_HOOKS))

@@ -155,6 +155,8 @@ register(Method(
     "linear", linear, (WEIGHT, MK_NORMALIZE(True)), "Wortsman et al. 2022, arXiv 2203.05482", needs_base=False,
     summary="mergekit linear: sum_k w_k theta_k (/ sum_k w_k)",
     reference=f"equals {MERGEKIT} linear (merge_methods/linear.py), bitwise. Differences: {WEIGHT_DEF}.",
+    streams=True,
+    display="Linear (mergekit)", style=("#98df8a", "H"), pair=True,
 ))
 register(Method(
     "ties", generalized_task_arithmetic,
@@ -162,6 +164,7 @@ register(Method(
     fixed={"sparsification": "magnitude", "consensus": True},
     summary="mergekit ties: keep top density of |delta|, elect sign (sum), mean of agreeing",
     reference=REF.format("ties", "", f"{TIES_TIE}; {WEIGHT_DEF}."), refuse=_refuse("l2s_ties", "ties"),
+    display="TIES (mergekit)", style=("#ff9896", "8"),
 ))
 register(Method(
     "dare_ties", generalized_task_arithmetic,
@@ -170,6 +173,7 @@ register(Method(
     summary="mergekit dare_ties: Bernoulli(density) keep, L1 rescale, elect sign, sum of agreeing",
     reference=REF.format("dare_ties", " with the same masks", f"{DARE_RNG}; {WEIGHT_DEF}."),
     refuse=_refuse("l2s_dare_ties", "dare_ties"),
+    display="DARE-Ties (mergekit)", style=("#c5b0d5", "H"),
 ))
 register(Method(
     "dare_linear", generalized_task_arithmetic,
@@ -178,4 +182,5 @@ register(Method(
     summary="mergekit dare_linear: Bernoulli(density) keep, L1 rescale, weighted sum",
     reference=REF.format("dare_linear", " with the same masks", f"{DARE_RNG}; {WEIGHT_DEF}."),
     refuse=_refuse("dare_ta", "dare_linear"),
+    display="DARE-Linear (mergekit)", style=("#c49c94", "8"),
 ))

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from .basic import task_arithmetic
 from .dare import tensor_seed
-from .registry import ALPHA, WEIGHT, Method, MergeConfigError, Param, finite, register
+from .registry import ALPHA, WEIGHT, Method, MergeConfigError, Param, Stream, finite, register
 from .ties import K, elect_and_combine, trim_magnitude
 
 
@@ -161,7 +161,7 @@ def lore(
         return theta0 + alpha * sum(w * d for w, d in zip(weights, deltas))
     if combine == "ties":
         assert k is not None
-        trimmed = [trim_magnitude(d, kk) for d, kk in zip(deltas, k)]
+        trimmed = [trim_magnitude(d, k_i) for d, k_i in zip(deltas, k)]
         return theta0 + alpha * elect_and_combine(trimmed, weights)
     if combine == "average":
         if last != "deltas":
@@ -225,6 +225,25 @@ def twin(
     return out
 
 
+def twin_streams(kw: dict) -> bool:
+    """``svd: randomized`` needs only V_r of each model (:func:`prepare_twin_tensor`): the rest is row-local."""
+    return kw["svd"] == "randomized"
+
+
+def prepare_twin_tensor(stream: Stream, kw: dict) -> dict:
+    """``svd: randomized``, a matrix: V_r of each model's exclusive part theta_k - theta*, by streamed passes
+    over the matrix's row chunks (:func:`top_right_subspace`, seeded per (seed, tensor name, model))."""
+    if kw["svd"] != "randomized" or len(stream.shape) != 2:
+        return {}
+
+    def rows_of_diff(i: int):
+        return lambda: (twin_diffs(b, ms, kw["weights"], kw["alpha"])[1][i] for b, ms in stream.chunks())
+
+    return {"subspaces": [top_right_subspace(rows_of_diff(i), stream.shape[1], kw["rank"], oversample=kw["oversample"],
+                                             iterations=kw["power_iterations"], seed=tensor_seed(kw["seed"], stream.name, i))
+                          for i in range(stream.n_models)]}
+
+
 register(Method(
     "lore", lore,
     (WEIGHT, ALPHA, K,
@@ -244,6 +263,7 @@ register(Method(
                "under which the paper's average post-processing (combine: average) is not the plain mean. Our "
                "choices (not given by the paper): mu, iterations, the post-merge, 1-D tensors get mean + residual; "
                "see the book's methods page."),
+    display="LoRE-Merging", style=("#e377c2", "p"), pair=True,
 ))
 register(Method(
     "twin", twin,
@@ -261,4 +281,6 @@ register(Method(
     reference=("the SVD (exclusive-knowledge) part of Twin-Merging's code (LZY-the-boys/Twin-Merging), within 6e-8 "
                "on tiny Qwen2 checkpoints in an independent comparison; the router is replaced by fixed weights "
                "c_k (default 1/K), as the L2S paper merges one pair without a router."),
+    streams=twin_streams, prepare_tensor=prepare_twin_tensor,
+    display="Twin-Merging", style=("#7f7f7f", "h"),
 ))
