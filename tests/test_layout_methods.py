@@ -14,6 +14,7 @@ import ast
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -219,6 +220,8 @@ def test_driver_loads_the_profile_once(tmp_path, monkeypatch):
     monkeypatch.setattr(papermill, "execute_notebook", fake_execute)
     monkeypatch.setattr(driver, "organism_models", lambda *a, **k: [])
     monkeypatch.setattr(driver, "build_book", lambda book: book / "index.html")
+    (tmp_path / "book").mkdir()
+    shutil.copy(driver.ROOT / "book" / "_toc.yml", tmp_path / "book" / "_toc.yml")  # the chapter list
     driver.run_study("smoke", out=tmp_path / "run", book=tmp_path / "book", progress=False)
     assert loads == ["smoke"]
 
