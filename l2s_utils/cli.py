@@ -102,6 +102,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         else:
             from .evaluate.generation import PAPER_MAX_TOKENS as max_tokens
     sampling = Sampling(max_tokens=max_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed,
+                        think_budget=args.think_budget, think_min=args.think_min, stop_scale=args.stop_scale,
                         stop=stop_strings(prompt))
     options = {}
     if args.tensor_parallel_size:
@@ -231,7 +232,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--max-tokens", type=int, default=None,
                    help="max new tokens (default: the paper's 10240; for --benchmark toy the toy profile's)")
     e.add_argument("--prompt", default=None, help="qwen25-math-cot (default) | cot | r1 | toy (default for --benchmark toy)")
-    e.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (the paper)")
+    e.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (the paper); a number >= 0")
+    e.add_argument("--think-budget", type=int, default=None,
+                   help="budget forcing (s1): end the thinking after at most this many tokens")
+    e.add_argument("--think-min", type=int, default=None,
+                   help="budget forcing (s1): an end of thinking before this many tokens becomes 'Wait'")
+    e.add_argument("--stop-scale", type=float, default=1.0,
+                   help="stop scaling (TS, after Zhang et al. 2025): the end-of-thinking probability x this while thinking")
     e.add_argument("--seed", type=int, default=0, help="seed of sample 0 (sample s uses seed + s)")
     e.add_argument("--top-p", type=_top_p, default=1.0, help="nucleus sampling: 0 < p <= 1 (default 1)")
     e.add_argument("-n", type=_samples, default=1, help="samples per problem (needs --temperature > 0); prints avg@n, pass@n")

@@ -138,9 +138,29 @@ def test_engine_is_reused_and_dtype_has_its_own_cache_key(tmp_path, prompts):
     assert generation._ENGINE["llm"] is first  # another sample's seed: still no reload (seeds are per request)
     again = generate_vllm(S2, prompts[:4], Sampling(max_tokens=60, temperature=1.0, seed=1, stop=stop_strings("toy")))
     assert [g.text for g in hot] == [g.text for g in again]  # a seeded sample is reproducible
-    assert generation._ENGINE["key"][4] == "checkpoint"
+    assert generation._ENGINE["key"][3] == "checkpoint"
     a = pipeline.cached_generate(S2, prompts[:2], SAMPLING, backend="vllm", cache_dir=tmp_path, fingerprint="fp")
     b = pipeline.cached_generate(S2, prompts[:2], SAMPLING, backend="vllm", cache_dir=tmp_path, fingerprint="fp",
                                  dtype="bfloat16")
     assert len(list(tmp_path.glob("*.jsonl"))) == 2 and len(a) == len(b) == 2  # bf16 never reuses fp32 outputs
 
+
+
+def test_one_engine_serves_every_model_of_the_pair(tmp_path, prompts):
+    """System 1, System 2 and a merge through one engine (weights reloaded in place, prefix cache reset) give
+    exactly what a fresh engine per model gives."""
+    from l2s_utils.merge import merge
+
+    ta = tmp_path / "ta"
+    merge({"merge_method": "task_arithmetic", "base_model": str(PAIR / "system1"),
+           "models": [{"model": str(S2)}], "parameters": {"alpha": 0.5}, "dtype": "float32"}, ta, progress=False)
+    models = [PAIR / "system1", S2, ta, PAIR / "system1"]
+    generation.release_vllm()
+    reused = [generate_vllm(m, prompts, SAMPLING) for m in models]
+    assert generation._ENGINE["reloads"] == len(models) - 1
+    assert [g.text for g in reused[0]] == [g.text for g in reused[-1]]  # back to System 1: its own outputs again
+    for m, got in zip(models[:3], reused):
+        generation.release_vllm()
+        fresh = generate_vllm(m, prompts, SAMPLING)
+        assert [(g.text, g.n_tokens) for g in fresh] == [(g.text, g.n_tokens) for g in got], m
+    assert reused[0] != reused[1]  # the models differ (the reload is not a no-op)

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
@@ -26,19 +27,69 @@ from ..merge.checkpoint import check_weights_policy, load_model
 
 
 PAPER_MAX_TOKENS = 10240  # the paper's generation budget (METHODS.md section 10); profiles set their own
+THINK_END = "</think>"  # the end-of-thinking delimiter (R1-Distill, Qwen3 and the organism write <think>...</think>)
 
 
 @dataclass(frozen=True)
 class Sampling:
+    """How to decode. Besides the usual knobs, three decoding-time long-to-short policies (see ``policies.py``):
+
+    - ``think_budget`` B (budget forcing, Muennighoff et al. 2025, s1): the thinking ends after at most B tokens --
+      the end-of-thinking delimiter is then forced and the answer generated after it;
+    - ``think_min`` (budget forcing's other half): an end of thinking before that many tokens is replaced by
+      "Wait" and the thinking goes on;
+    - ``stop_scale`` s (temperature scaling of the stopping point, after Zhang et al. 2025): the probability of the
+      end-of-thinking token is multiplied by s (its logit raised by log s) at every step; s > 1 stops earlier.
+
+    Every value is checked when the object is made (a negative temperature is an error, not silence).
+    """
+
     max_tokens: int = PAPER_MAX_TOKENS
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int = 0
     stop: tuple[str, ...] = ("<|im_end|>", "<|endoftext|>")
     stop_token_ids: tuple[int, ...] = ()
+    think_budget: int | None = None
+    think_min: int | None = None
+    stop_scale: float = 1.0
+
+    def __post_init__(self):
+        def whole(name, v, lo):
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise ValueError(f"sampling {name} must be an integer >= {lo}, got {v!r}")
+
+        def number(name, v, ok, want):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not ok(v):
+                raise ValueError(f"sampling {name} must be {want}, got {v!r}")
+
+        whole("max_tokens", self.max_tokens, 1)
+        whole("seed", self.seed, 0)
+        number("temperature", self.temperature, lambda x: x >= 0, "a number >= 0 (0 = greedy)")
+        number("top_p", self.top_p, lambda x: 0 < x <= 1, "a number in (0, 1]")
+        number("stop_scale", self.stop_scale, lambda x: x > 0, "a number > 0 (1 = off)")
+        if self.think_budget is not None:
+            whole("think_budget", self.think_budget, 1)
+        if self.think_min is not None:
+            whole("think_min", self.think_min, 1)
+            if self.think_budget is not None and self.think_min > self.think_budget:
+                raise ValueError(f"sampling think_min ({self.think_min}) exceeds think_budget ({self.think_budget})")
 
     def key(self) -> dict:
-        return asdict(self)
+        """The fields that decide a generation (the cache key): the policies only when they are on, so that every
+        generation cached before they existed keeps its key."""
+        out = asdict(self)
+        for f in fields(self):
+            if f.name in POLICY_FIELDS and out[f.name] == f.default:
+                del out[f.name]
+        return out
+
+    @property
+    def budget_forcing(self) -> bool:
+        return self.think_budget is not None or self.think_min is not None
+
+
+POLICY_FIELDS = ("think_budget", "think_min", "stop_scale")
 
 
 @dataclass
@@ -46,6 +97,7 @@ class Generation:
     text: str
     n_tokens: int
     finish_reason: str  # "stop" | "length"
+    stopped_by: str = ""  # the stop token or string that ended it ("" for length); not cached
 
 
 def resolve_backend(backend: str) -> str:
@@ -120,7 +172,7 @@ def growing_layer_class():
 
 @torch.inference_mode()
 def greedy_decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int,
-                  stop_ids: set[int], pad_id: int) -> torch.Tensor:
+                  stop_ids: set[int], pad_id: int, bias: tuple[int, float] | None = None) -> torch.Tensor:
     """Greedy decoding of a left-padded batch: the new tokens, [batch, steps] (pad after a row's stop token).
 
     Token for token what ``model.generate(do_sample=False)`` returns: the model is called with the inputs
@@ -129,6 +181,7 @@ def greedy_decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
     pad token, as ``generate`` does), and the next token is the argmax of the float32 logits. What differs is
     only the bookkeeping around the model: no logits processors or stopping criteria, and a cache that grows
     in place (:func:`growing_layer_class`). ``tests/test_generation_fast.py`` checks the equality on the toy test set.
+    ``bias`` = (token id, b) adds b to that token's logit at every step (``generate``'s ``sequence_bias``).
     """
     from transformers.cache_utils import Cache
 
@@ -147,7 +200,10 @@ def greedy_decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
     pad = torch.full((B,), pad_id, dtype=torch.long, device=dev)
     new = torch.full((B, max_new_tokens), pad_id, dtype=torch.long, device=dev)
     for i in range(max_new_tokens):
-        nxt = torch.where(done, pad, out.logits[:, -1].float().argmax(-1))
+        logits = out.logits[:, -1].float()
+        if bias is not None:
+            logits[:, bias[0]] += bias[1]
+        nxt = torch.where(done, pad, logits.argmax(-1))
         new[:, i] = nxt
         done |= torch.isin(nxt, stops)
         if i + 1 == max_new_tokens or bool(done.all()):
@@ -159,9 +215,24 @@ def greedy_decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
     return new[:, :0]
 
 
-def _cut(text: str, stops: tuple[str, ...]) -> tuple[str, bool]:
-    cut = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=-1)
-    return (text[:cut], True) if cut >= 0 else (text, False)
+def _cut(text: str, stops: tuple[str, ...]) -> tuple[str, str]:
+    """``text`` cut before the first stop string, and that string ("" if none occurs)."""
+    hits = [(i, s) for s in stops if s for i in [text.find(s)] if i >= 0]
+    if not hits:
+        return text, ""
+    i, s = min(hits)
+    return text[:i], s
+
+
+def think_end_bias(tok, sampling: Sampling) -> tuple[int, float] | None:
+    """(token id of the end-of-thinking delimiter, log stop_scale) for temperature scaling of the stopping point, or
+    None when it is off. A tokenizer without a single-token delimiter cannot take it: a clear error."""
+    if sampling.stop_scale == 1.0:
+        return None
+    tid = tok.convert_tokens_to_ids(THINK_END)
+    if tid is None or tid == tok.unk_token_id or tok.convert_ids_to_tokens(tid) != THINK_END:
+        raise ValueError(f"stop_scale needs {THINK_END!r} as one token of the tokenizer; this one has none")
+    return tid, math.log(sampling.stop_scale)
 
 
 @torch.inference_mode()
@@ -192,6 +263,9 @@ def generate_transformers(model_path: str | os.PathLike, prompts: list[str], sam
         torch.manual_seed(sampling.seed)
     else:
         gen_kwargs.update(do_sample=False)
+    bias = think_end_bias(tok, sampling)
+    if bias:
+        gen_kwargs["sequence_bias"] = {(bias[0],): bias[1]}
     bar = tqdm(total=len(prompts), desc="generate", unit="prompt", disable=not progress, leave=False)
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
@@ -203,22 +277,23 @@ def generate_transformers(model_path: str | os.PathLike, prompts: list[str], sam
             att[j, L - len(enc[i]):] = 1
         if decoder == "fast" and not sampling.temperature > 0:
             new = greedy_decode(model, ids.to(model.device), att.to(model.device), sampling.max_tokens, stop_ids,
-                                tok.pad_token_id).tolist()
+                                tok.pad_token_id, bias=bias).tolist()
         else:
             out = model.generate(input_ids=ids.to(model.device), attention_mask=att.to(model.device), **gen_kwargs)
             new = out[:, L:].tolist()
         for j, i in enumerate(idx):
             toks = new[j]
-            n, stopped = len(toks), False
+            n, stopped = len(toks), ""
             for k, t in enumerate(toks):
                 if t in stop_ids:
-                    n, stopped = k, True
+                    n, stopped = k, tok.convert_ids_to_tokens(t)
                     break
             text = tok.decode(toks[:n], skip_special_tokens=False)
             text, by_string = _cut(text, sampling.stop)
             if by_string:  # the text was cut at a stop string: count the tokens of what is kept (as vLLM)
                 n = len(tok(text, add_special_tokens=False)["input_ids"])
-            results[i] = Generation(text, n, "stop" if (stopped or by_string) else "length")
+                stopped = by_string
+            results[i] = Generation(text, n, "stop" if stopped else "length", stopped)
         if on_batch is not None:
             on_batch(idx, [results[i] for i in idx])
         bar.update(len(idx))
@@ -228,8 +303,23 @@ def generate_transformers(model_path: str | os.PathLike, prompts: list[str], sam
 
 def generate(model_path: str | os.PathLike, prompts: list[str], sampling: Sampling, *, backend: str = "auto",
              progress: bool = True, **options) -> list[Generation]:
-    """Generate one response per prompt with the chosen backend (``auto``: vLLM on GPU if installed)."""
+    """Generate one response per prompt with the chosen backend (``auto``: vLLM on GPU if installed); the decoding-time
+    policies (budget forcing, stop scaling) run the backend in phases (:func:`policies.budget_forced`)."""
+    from .policies import budget_forced, phased
+
     backend = resolve_backend(backend)
+    if not phased(sampling):
+        return _backend_generate(model_path, prompts, sampling, backend, progress, options)
+    options.pop("on_batch", None)  # phases: the caller appends the finished responses after the call
+    if backend == "transformers" and options.get("model_and_tokenizer") is None:
+        options["model_and_tokenizer"] = load_model(model_path, options.pop("device", None),
+                                                    allow_pickle=options.pop("allow_pickle", False))
+    return budget_forced(lambda ps, sp: _backend_generate(model_path, ps, sp, backend, False, dict(options)),
+                         prompts, sampling, _tokenizer(model_path, options))
+
+
+def _backend_generate(model_path, prompts: list[str], sampling: Sampling, backend: str, progress: bool,
+                      options: dict) -> list[Generation]:
     if backend == "transformers":
         return generate_transformers(model_path, prompts, sampling, progress=progress, **options)
     if backend == "vllm":
@@ -239,8 +329,17 @@ def generate(model_path: str | os.PathLike, prompts: list[str], sampling: Sampli
     raise ValueError(f"unknown backend {backend!r}; use auto, transformers or vllm")
 
 
+def _tokenizer(model_path, options):
+    mt = options.get("model_and_tokenizer")
+    if mt is not None:
+        return mt[1]
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_path)
+
+
 CPU_KVCACHE_GIB = 2  # vLLM-CPU's KV cache (GiB) unless VLLM_CPU_KVCACHE_SPACE is set; ~30k tokens of a 1.5B model
-_ENGINE: dict = {}  # one vLLM engine per process, reused while the model and engine options stay the same
+_ENGINE: dict = {}  # one vLLM engine per process: reused for every model of the same architecture (weights reloaded)
 
 
 def vllm_platform() -> str:
@@ -277,10 +376,17 @@ def vllm_engine(model_path, *, tensor_parallel_size: int | None = None, max_mode
         raise RuntimeError(f"vLLM's {platform} platform needs its device; none is visible (use --backend transformers)")
     tp = tensor_parallel_size or (1 if on_cpu else torch.cuda.device_count())
     weights = sorted(Path(model_path).glob("*.safetensors"))
-    key = (str(Path(model_path).resolve()), tuple((w.name, w.stat().st_mtime_ns, w.stat().st_size) for w in weights),
-           tp, max_model_len, dtype, enforce_eager, distributed_executor_backend, gpu_memory_utilization)
+    key = (engine_identity(model_path), tp, max_model_len, dtype, enforce_eager, distributed_executor_backend,
+           gpu_memory_utilization)
+    which = (str(Path(model_path).resolve()), tuple((w.name, w.stat().st_mtime_ns, w.stat().st_size) for w in weights))
     if _ENGINE.get("key") == key:
-        return _ENGINE["llm"]
+        llm = _ENGINE["llm"]
+        if _ENGINE["weights"] != which:  # same architecture, tokenizer and options: load the new weights in place
+            llm.collective_rpc("reload_weights", kwargs={"weights_path": str(Path(model_path).resolve())})
+            llm.reset_prefix_cache()  # cached prompt prefixes were computed with the old weights
+            _ENGINE["weights"] = which
+            _ENGINE["reloads"] = _ENGINE.get("reloads", 0) + 1
+        return llm
     release_vllm()
     if dtype == "checkpoint":  # vLLM's own "auto" runs a float32 checkpoint in bf16/fp16: follow the checkpoint instead
         cfg = json.loads((Path(model_path) / "config.json").read_text())
@@ -293,8 +399,28 @@ def vllm_engine(model_path, *, tensor_parallel_size: int | None = None, max_mode
     if not on_cpu:
         kwargs["gpu_memory_utilization"] = gpu_memory_utilization
     llm = LLM(**kwargs)
-    _ENGINE.update(key=key, llm=llm)
+    _ENGINE.update(key=key, llm=llm, weights=which, reloads=0)
     return llm
+
+
+def engine_identity(model_path) -> str:
+    """What a running vLLM engine is built for, beyond its weights: the architecture (``config.json`` without its
+    provenance keys) and the tokenizer files. Models that share it -- System 1, System 2 and every merge of a pair
+    -- are served by one engine whose weights are reloaded in place (vLLM's ``reload_weights``, as RL
+    frameworks update a running engine between rollouts), instead of a new engine per model."""
+    import hashlib
+
+    from ..merge.checkpoint import TOKENIZER_FILES
+
+    p = Path(model_path)
+    cfg = json.loads((p / "config.json").read_text())
+    for k in ("_name_or_path", "transformers_version"):
+        cfg.pop(k, None)
+    h = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode())
+    for f in TOKENIZER_FILES:
+        if (p / f).is_file():
+            h.update(f.encode() + (p / f).read_bytes())
+    return h.hexdigest()
 
 
 def generate_vllm(model_path: str | os.PathLike, prompts: list[str], sampling: Sampling, *,
@@ -332,8 +458,10 @@ def generate_vllm(model_path: str | os.PathLike, prompts: list[str], sampling: S
     tok = llm.get_tokenizer()
     stop_ids = stop_token_ids(tok, sampling, llm.llm_engine.model_config.hf_config.eos_token_id)
     stop_ids |= {tok.eos_token_id} - {None}
+    bias = think_end_bias(tok, sampling)
     params = SamplingParams(temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=sampling.max_tokens,
-                            n=1, seed=sampling.seed, stop=list(sampling.stop), stop_token_ids=sorted(stop_ids))
+                            n=1, seed=sampling.seed, stop=list(sampling.stop), stop_token_ids=sorted(stop_ids),
+                            logit_bias={bias[0]: bias[1]} if bias else None)
     outs = llm.generate(prompts, params, use_tqdm=False)
     results = []
     for o in outs:
@@ -344,7 +472,9 @@ def generate_vllm(model_path: str | os.PathLike, prompts: list[str], sampling: S
             continue
         if isinstance(c.stop_reason, str):  # a stop string: vLLM cut the text; count its tokens as transformers does
             n = len(tok(c.text, add_special_tokens=False)["input_ids"])
+            stopped = c.stop_reason
         else:  # a stop token id (stop_reason) or EOS (None): the last id is that token
             n = len(ids) - 1 if ids and (ids[-1] in stop_ids or ids[-1] == c.stop_reason) else len(ids)
-        results.append(Generation(c.text, n, "stop"))
+            stopped = tok.convert_ids_to_tokens(ids[-1]) if ids else ""
+        results.append(Generation(c.text, n, "stop", stopped))
     return results
