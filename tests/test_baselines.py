@@ -1,0 +1,68 @@
+"""Trained long-to-short baselines (TRL): each trains on the micro organism, is cached, and loads; rewards by hand."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from l2s_utils.study import baselines as B
+
+
+class Chars:
+    """A tokenizer stand-in for the rewards: one token per character."""
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": list(text)}
+
+
+def test_tldr_reward_by_hand():
+    right, wrong = "x" * 40 + "\\boxed{7}", "x" * 40 + "\\boxed{8}"  # 49 characters each
+    r = B.tldr_reward([right, right, right, wrong], gold=[7, 7, 7, 7], ref_len=[49, 49, 98, 49],
+                      level=["long", "short", "short", "long"], tokenizer=Chars())
+    assert r == pytest.approx([1.0, 1.0 - 0.5, 1.0, 0.0])  # at l_ref: long free, short pays 0.5; half l_ref: free
+
+
+def test_budget_reward_by_hand():
+    def resp(b, n_body, ans):
+        return f"<budget>{b}</budget>" + "x" * (n_body - len(f"<budget>{b}</budget>") - len(f"\\boxed{{{ans}}}")) + f"\\boxed{{{ans}}}"
+
+    texts = [resp(100, 100, 7), resp(50, 100, 7), resp(100, 100, 8), "no budget \\boxed{7}"]
+    r = B.budget_reward(texts, gold=[7, 7, 7, 7], ref_len=[200] * 4, tokenizer=Chars())
+    assert r == pytest.approx([1 - 0.3 * 0.5, (1 - 0.3 * 0.25) - 1.0, 0.0, -1.0])
+    assert B.budget_of(" <budget>120</budget>\n<think>") == 120 and B.budget_of("<think>") is None
+
+
+def test_tagged_questions():
+    assert B.tagged("37+48", "short") == "37+48 [short]"
+    with pytest.raises(ValueError, match="length level"):
+        B.tagged("1+1", "tiny")
+    with pytest.raises(ValueError, match="unknown baseline"):
+        B.build("ppo", None)
+
+
+@pytest.fixture(scope="module")
+def micro(tmp_path_factory):
+    from l2s_utils.organism import build
+
+    return build("micro", cache=tmp_path_factory.mktemp("cache"), progress=False, from_scratch=True)
+
+
+@pytest.mark.parametrize("method", ["tldr", "selfbudgeter", "dpo"])
+def test_each_baseline_trains_on_micro_and_is_cached(method, micro, tmp_path, monkeypatch):
+    from l2s_utils.study import premise
+
+    monkeypatch.setattr(premise, "toy_max_tokens", lambda profile="toy": 48)  # micro writes short, broken traces
+    # micro answers nothing right: call every second response right, so that the preference and cold-start data exist
+    monkeypatch.setattr(B, "correct", lambda text, gold: len(text) % 2 == 0)
+    spec = dataclasses.replace(B.DEFAULTS[method], steps=2, problems_per_level=2, batch=4, generations=2,
+                               steps_per_generation=2, coldstart_steps=2)
+    got = B.build(method, micro, spec=spec, cache=tmp_path)
+    assert (got.path / "config.json").is_file() and list(got.path.glob("*.safetensors"))
+    assert got.manifest["train_s"] > 0 and got.manifest["spec"]["steps"] == 2
+    again = B.build(method, micro, spec=spec, cache=tmp_path)
+    assert again.manifest["created"] == got.manifest["created"]  # a cache hit
+    from l2s_utils.merge.checkpoint import load_model
+
+    model, tok = load_model(got.path, "cpu")
+    assert model.config.num_hidden_layers == 1
