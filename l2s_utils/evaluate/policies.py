@@ -29,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
-from .generation import THINK_END, Generation, Sampling
+from .sampling import THINK_END, Generation, Sampling
 
 FORCED_END = f"\n{THINK_END}\nThe answer is"
 WAIT = "\nWait"
