@@ -23,7 +23,9 @@ from .prompts import END, TOY as PROMPT
 # written wrong ("7+8=16. Wait, that is wrong. 7+8=15.") taught System 1, which answers in the short
 # style and never corrects itself, to write facts off by one (v12 before this change, seeds 0 and 1: level 1
 # at 65% and 71%, errors like "1+8=10"). Slipping and correcting oneself is what System 2's fine-tune adds.
-NO_SLIPS = T.S2Style(slip_prob=0.0)
+# v17: pretraining's long solutions carry some of every kind of reflection (task.LONG_BASE); System 1's long
+# traces only the needed checks, half the time (task.LONG_S1); System 2's fine-tune adds the redundant ones.
+NO_SLIPS = T.NO_SLIPS
 
 
 def tokenizer_corpus(seed: int) -> list[str]:
@@ -56,7 +58,7 @@ def pretrain_texts(n: int, seed: int, solution_share: float = 0.0) -> list[str]:
     for t in base:
         if rng.random() < solution_share:
             p = T.train_problem(rng.randint(1, 5), rng)
-            trace = T.system2_trace(p, rng, NO_SLIPS) if rng.random() < 0.5 else T.system1_trace(p)
+            trace = T.system2_trace(p, rng, T.LONG_BASE) if rng.random() < 0.5 else T.system1_trace(p)
             out.append(PROMPT.format(question=p.question) + trace + END)
         else:
             out.append(t)
@@ -66,12 +68,12 @@ def pretrain_texts(n: int, seed: int, solution_share: float = 0.0) -> list[str]:
 def arithmetic_texts(n: int, seed: int) -> list[str]:
     """Arithmetic text, as a math base model would have seen it.
 
-    - 36% single-digit facts (a+b=c and c-b=a with c <= 18; short, so a small share of the tokens);
+    - 36% single-digit facts (a+b=c and c-b=a with c <= 18, and the carries x+1; short, so a small share of the tokens);
     - 9% worked chains ("37+48-15: 37+48=85. 85-15=70.");
     - 27% state-carrying chains in the System 2 header format ("37+48-15+9: 37+48, rest -15+9;
-      +48-15, rest +9, now 85-15; -15+9, now 70+9; 79.");
+      +48-15, rest +9, now 85-15; -15+9, now 70+09; 79.", operands zero-padded to one width after "now");
     - 11% column work for one operation ("47+38. Units: 7+8=15. Tens: 4+3=7. Carry 1: 7+1=8. So 47+38=85.");
-    - 7% two-digit operations ("47+38=85.");
+    - 7% two- and three-digit operations ("47+38=85.", "245+678=923.");
     - 10% copy drills (:func:`copy_drill`).
 
     The worked text teaches the copying of operands and the column steps that the fine-tuned formats use,
@@ -83,7 +85,11 @@ def arithmetic_texts(n: int, seed: int) -> list[str]:
         r = rng.random()
         if r < 0.36:
             a, b = rng.randint(0, 9), rng.randint(0, 9)
-            out.append(f"{a}+{b}={a + b}." if rng.random() < 0.5 else f"{a + b}-{b}={a}.")
+            if rng.random() < 0.15:
+                x = rng.randint(0, 18)
+                out.append(f"{x}+1={x + 1}.")
+            else:
+                out.append(f"{a}+{b}={a + b}." if rng.random() < 0.5 else f"{a + b}-{b}={a}.")
         elif r < 0.45:
             p = T.train_problem(rng.randint(1, 5), rng)
             steps = " ".join(f"{x}{o}{y}={z}." for x, o, y, z in T._chain(p))
@@ -94,16 +100,18 @@ def arithmetic_texts(n: int, seed: int) -> list[str]:
             for i, (x, o, y, _) in enumerate(T._chain(p), 1):
                 rest = T.remaining(p, i)
                 tail = f", rest {rest}" if rest else ""
-                parts.append(f"{x}{o}{y}{tail}" if i == 1 else f"{prev}{o}{y}{tail}, now {x}{o}{y}")
+                parts.append(f"{x}{o}{y}{tail}" if i == 1 else f"{prev}{o}{y}{tail}, now {T.aligned(x, o, y)}")
                 prev = f"{o}{y}"
             out.append(f"{p.question}: {'; '.join(parts)}; {p.answer}.")
         elif r < 0.83:
             p = T.train_problem(rng.randint(2, 5), rng)
             x, o, y, z = T._chain(p)[0]
-            facts = " ".join(f"{lab} {a}{op}{b}={c}." for lab, a, op, b, c in T._column_steps(x, o, y))
-            out.append(f"{x}{o}{y}. {facts} So {x}{o}{y}={z}.")
+            x, o, y, z = rng.choice(T._chain(p))
+            facts = " ".join(f"{lab} {a}{op}{b}={c}." for lab, a, op, b, c in T.column_steps(x, o, y))
+            out.append(f"{T.aligned(x, o, y)}. {facts} So {x}{o}{y}={z}.")
         elif r < 0.90:
-            a, b = rng.randint(0, 99), rng.randint(0, 99)
+            hi = 99 if rng.random() < 0.5 else T.MAX_VALUE
+            a, b = rng.randint(0, hi), rng.randint(0, hi)
             if rng.random() < 0.5 and a + b <= T.MAX_VALUE:
                 out.append(f"{a}+{b}={a + b}.")
             elif a >= b:
@@ -114,7 +122,7 @@ def arithmetic_texts(n: int, seed: int) -> list[str]:
 
 
 def copy_drill(rng: random.Random) -> str:
-    """A copying exercise on a random +/- chain (2-7 operations, operands 1..99, nothing computed).
+    """A copying exercise on a random +/- chain (2-7 operations, operands 1..99 or 1..999, nothing computed).
 
     Half repeat the chain three times ("13-4-56+90 | 13-4-56+90 | 13-4-56+90"); half peel it one
     operation at a time ("73+33+64-61: take +33, rest +64-61; take +64, rest -61; take -61."). Real base
@@ -123,7 +131,8 @@ def copy_drill(rng: random.Random) -> str:
     instead of at a draw-dependent time (v15; measured with teacher-forced probes on scale s).
     """
     while True:  # a chain that is not a calibration or test question (nothing there is ever seen in training)
-        ops = [str(rng.randint(1, 99))] + [rng.choice("+-") + str(rng.randint(1, 99)) for _ in range(rng.randint(2, 7))]
+        hi = 99 if rng.random() < 0.5 else T.MAX_VALUE
+        ops = [str(rng.randint(1, hi))] + [rng.choice("+-") + str(rng.randint(1, hi)) for _ in range(rng.randint(2, 7))]
         chain = "".join(ops)
         if T.split_of(chain) == "train":
             break
@@ -147,7 +156,7 @@ def sft_examples(kind: str, n_per_level: int, seed: int, long_share: float = 0.0
     out = []
     for p in probs:
         if kind == "system1":
-            resp = T.system2_trace(p, rng, NO_SLIPS) if long_share and rng.random() < long_share else T.system1_trace(p)
+            resp = T.system2_trace(p, rng, T.LONG_S1) if long_share and rng.random() < long_share else T.system1_trace(p)
         else:
             resp = T.system2_trace(p, rng)
         out.append((PROMPT.format(question=p.question), resp + END))

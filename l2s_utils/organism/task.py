@@ -1,14 +1,15 @@
 """The model organism's task: integer arithmetic chains with difficulty levels 1..5, and trace writers.
 
-A problem is a left-to-right chain of additions and subtractions, e.g. ``37+48-15``; every
-intermediate result stays in [0, 99]. The level sets the number of operations and the operand range:
+A problem is a left-to-right chain of additions and subtractions, e.g. ``37+48-15``; every intermediate
+result stays in [0, cap]. The level sets the number of operations, the operand range and the cap
+(organism v17: two harder levels with three-digit numbers, so that System 2 has headroom):
 
-    level  operations  operands
-      1        1         1..9
-      2        2         1..19
-      3        3         1..39
-      4        4         1..69
-      5        5         1..99
+    level  operations  operands          values
+      1        1         1..9              0..99
+      2        2         1..29             0..99
+      3        3         1..99             0..99
+      4        3         1..199            0..499
+      5        5         10..999 (half 2-digit, half 3-digit)   0..999
 
 Splits are disjoint by construction: a problem's split is a hash of its question text (70% train,
 10% calibration, 20% test), so no test question is ever trained on.
@@ -16,15 +17,26 @@ Splits are disjoint by construction: a problem's split is a hash of its question
 Two writers produce the responses that the two models imitate:
 - System 1 (Qwen2.5-Math-like): one step per operation, then the boxed answer.
   ``37+48=85. 85-15=70. The answer is \\boxed{70}.``
-- System 2 (R1-Distill-like): a ``<think>`` block that works every operation out in columns (units,
-  carry or borrow, tens) so that each sub-step is a single-digit fact, carries the state in each
-  step's header ("Step 2: +11+18, rest +29-5. Now 17+18."), verifies every step with the paper's
-  reflection keywords, sometimes slips and corrects itself ("Wait, that is wrong."), re-checks even
-  easy problems (overthinking), recaps, then a short answer.
+- System 2 (R1-Distill-like): a ``<think>`` block that works every operation out in columns (units, tens,
+  hundreds; carries; subtraction by *equal additions*: a borrow adds 1 to the next digit of the number
+  subtracted) so that each sub-step is a single-digit fact, carries the state in each step's header with
+  both operands zero-padded to the same width ("Step 2: +11+18, rest +29-5. Now 17+18."; "Now 043-008."), then
+  **reflects the way long-CoT models overthink** (:class:`S2Style`, every part seeded):
 
-Why this gives the paper's premise in miniature: System 1 must do a whole two-digit operation in one
-step, which a tiny model does not learn within the training budget, while System 2's column steps
-need only the single-digit facts that it does learn -- longer thinking buys accuracy on hard problems.
+  - a *needed* check after every hard step (a carry or borrow beyond the units column; levels 4-5 only),
+    probability ``hard_check``: "Wait, let me check: 722-285=437. Yes.";
+  - *redundant* confirmatory checks after the other steps, probability ``soft_check`` each;
+  - a re-examination of the last step (its column work written again), probability ``reexamine``;
+  - a final re-verification, probability ``once_more``, on every level (more than easy problems need);
+  - slips and their corrections ("7+8=16. Wait, that is wrong. 7+8=15."), probability ``slip_prob`` per fact.
+
+  The redundant parts are optional and variable across training traces, as real overthinking is; what a merge
+  can drop while keeping the reasoning. The final line is "Result: X." (v16 wrote "Recap:", a reflection
+  keyword that made every long response "reflective" whatever it checked).
+
+Why this gives the paper's premise in miniature: System 1 must do a whole multi-digit operation in one
+step, which a tiny model does not learn within the training budget, while System 2's column steps need
+only the single-digit facts that it does learn -- longer thinking buys accuracy on hard problems.
 """
 
 from __future__ import annotations
@@ -34,12 +46,26 @@ import random
 import re
 from dataclasses import dataclass, field
 
-LEVELS: dict[int, tuple[int, int]] = {1: (1, 9), 2: (2, 19), 3: (3, 39), 4: (4, 69), 5: (5, 99)}
-MAX_VALUE = 99
+
+@dataclass(frozen=True)
+class Level:
+    """One difficulty level: ``ops`` operations, operands up to ``largest``, every value in [0, ``cap``];
+    ``mixed``: operands half two-digit, half three-digit (10..99 or 100..``largest``)."""
+
+    ops: int
+    largest: int
+    cap: int
+    mixed: bool = False
+
+
+LEVELS: dict[int, Level] = {1: Level(1, 9, 99), 2: Level(2, 29, 99), 3: Level(3, 99, 99),
+                            4: Level(3, 199, 499), 5: Level(5, 999, 999, mixed=True)}
+MAX_VALUE = max(lv.cap for lv in LEVELS.values())
 SPLITS = {"train": (0, 70), "calib": (70, 80), "test": (80, 100)}
 SLIP_MARK = "Wait, that is wrong."
 EASY_LEVELS = tuple(sorted(LEVELS))[:2]   # the two easiest levels (adaptive length: shortening on easy vs hard)
 HARD_LEVELS = tuple(sorted(LEVELS))[-2:]  # the two hardest levels (the premise's accuracy gap)
+COLUMNS = ("Units", "Tens", "Hundreds")
 
 
 @dataclass(frozen=True)
@@ -70,18 +96,24 @@ def evaluate(operands: tuple[int, ...], ops: tuple[str, ...]) -> int:
     return value
 
 
+def _operand(lv: Level, rng: random.Random) -> int:
+    if lv.mixed:
+        return rng.randint(10, 99) if rng.random() < 0.5 else rng.randint(100, lv.largest)
+    return rng.randint(1, lv.largest)
+
+
 def random_problem(level: int, rng: random.Random) -> Problem:
     if level not in LEVELS:
         raise ValueError(f"level must be one of {sorted(LEVELS)}, got {level!r}")
-    n_ops, hi = LEVELS[level]
-    value = rng.randint(1, hi)
+    lv = LEVELS[level]
+    value = _operand(lv, rng)
     operands, ops = [value], []
-    for _ in range(n_ops):
+    for _ in range(lv.ops):
         while True:
             op = rng.choice("+-")
-            b = rng.randint(1, hi)
+            b = _operand(lv, rng)
             nxt = value + b if op == "+" else value - b
-            if 0 <= nxt <= MAX_VALUE:
+            if 0 <= nxt <= lv.cap:
                 break
         operands.append(b)
         ops.append(op)
@@ -143,50 +175,106 @@ def system1_trace(p: Problem) -> str:
     return " ".join(steps) + f" The answer is \\boxed{{{p.answer}}}."
 
 
-@dataclass
+CHECKS = (
+    "Wait, let me double-check: {c}{inv}{b}={a}.",
+    "Let me verify: {c}{inv}{b}={a}.",
+    "Let me check: {c}{inv}{b}={a}.",
+    "Wait, let me check again: {c}{inv}{b}={a}.",
+)
+
+
+@dataclass(frozen=True)
 class S2Style:
-    """Knobs of the System 2 writer (all visible, all seeded)."""
+    """Knobs of the System 2 writer (all visible, all seeded): the probability of each part of a trace.
 
-    slip_prob: float = 0.05        # chance that a single-digit fact is first written wrong, then corrected
-    check_prob: float = 1.0        # chance that a step is verified by the inverse operation
-    extra_check_easy: bool = True  # overthinking: re-check again on 1-2 operation problems
-    checks: tuple[str, ...] = field(default=(
-        "Wait, let me double-check: {c}{inv}{b}={a}.",
-        "Let me verify: {c}{inv}{b}={a}.",
-        "Let me re-examine: {c}{inv}{b}={a}.",
-        "Wait, let me check: {c}{inv}{b}={a}.",
-    ))
+    ``hard_check``: the check after a hard step (a carry or borrow beyond the units column, :func:`is_hard`);
+    ``soft_check``: a redundant check after any other step; ``reexamine``: the last step's column work written
+    again; ``once_more``: a final re-verification; ``slip_prob``: a single-digit fact first written wrong,
+    then corrected."""
+
+    slip_prob: float = 0.05
+    hard_check: float = 1.0
+    soft_check: float = 0.7
+    reexamine: float = 0.7
+    once_more: float = 0.7
+    checks: tuple[str, ...] = field(default=CHECKS)
 
 
-def _column_steps(a: int, op: str, b: int) -> list[tuple[str, int, str, int, int]]:
-    """Column arithmetic for a +/- b (result in 0..99) as single-digit facts (x up to 18 after a borrow).
+NO_SLIPS = S2Style(slip_prob=0.0)
+# System 1's long traces: no slips, the needed checks half the time, no redundant reflection (a concise long style)
+LONG_S1 = S2Style(slip_prob=0.0, hard_check=0.5, soft_check=0.0, reexamine=0.0, once_more=0.0)
+# the pretraining corpus's long solutions: no slips, some of every kind of reflection (a base model has seen it all)
+LONG_BASE = S2Style(slip_prob=0.0, hard_check=0.5, soft_check=0.3, reexamine=0.3, once_more=0.3)
 
-    Returns (label, x, op, y, z) sub-steps meaning "label x op y = z", in writing order.
+
+def digits(n: int, width: int) -> list[int]:
+    """The ``width`` lowest decimal digits of ``n``, units first."""
+    return [(n // 10 ** i) % 10 for i in range(width)]
+
+
+def width_of(a: int, b: int) -> int:
+    return max(len(str(a)), len(str(b)))
+
+
+def aligned(a: int, op: str, b: int) -> str:
+    """``a op b`` with both operands zero-padded to the same width (``aligned(43, "-", 8) == "43-08"``), so that
+    the digits of a column sit at the same distance from the operator in both numbers."""
+    w = width_of(a, b)
+    return f"{a:0{w}d}{op}{b:0{w}d}"
+
+
+def column_steps(a: int, op: str, b: int) -> list[tuple[str, int, str, int, int]]:
+    """Column arithmetic for ``a op b`` (result >= 0) as single-digit facts, in writing order.
+
+    Returns (label, x, op, y, z) sub-steps meaning "label x op y = z". Addition: "Units: 7+8=15." per column,
+    then "Carry 1: 7+1=8." in the next column when the one before carried. Subtraction by equal additions: the
+    decision to borrow is written right after the two digits it depends on ("Units 2 vs 4, borrow 1: 12-4=8."),
+    and a borrow adds 1 to the next digit subtracted ("Tens add 1: 2+1=3." then "Tens 4 vs 3: 4-3=1."). Every
+    column of the wider operand is written, so the result's digits are the last digit of each column's last
+    value (the top column's whole value for an addition that carries out of it).
     """
-    au, at, bu, bt = a % 10, a // 10, b % 10, b // 10
+    w = width_of(a, b)
+    da, db = digits(a, w), digits(b, w)
     out = []
-    if op == "+":
-        s = au + bu
-        out.append(("Units:", au, "+", bu, s))
-        if bt or s >= 10:
-            if bt:
-                out.append(("Tens:", at, "+", bt, at + bt))
-            if s >= 10:
-                out.append(("Carry 1:", at + bt, "+", 1, at + bt + 1))
-    else:
-        # the borrow decision is written right after the two units digits it depends on ("Units 2 vs 4, borrow 1:
-        # 12-4=8."), so it is a lookup on two adjacent tokens, like a fact (v15 wrote "Units, borrow 1:" and the
-        # 0.74M scale decided wrongly on ~10% of subtractions: "Units: 2-4=9. So 12-4=19.")
-        if au >= bu:
-            out.append((f"Units {au} vs {bu}:", au, "-", bu, au - bu))
-            top = at
+    carry = 0
+    for i in range(w):
+        x, y, name = da[i], db[i], COLUMNS[i]
+        if op == "+":
+            out.append((f"{name}:", x, "+", y, x + y))
+            if carry:
+                out.append(("Carry 1:", x + y, "+", 1, x + y + 1))
+            carry = int(x + y + carry >= 10)
         else:
-            out.append((f"Units {au} vs {bu}, borrow 1:", au + 10, "-", bu, au + 10 - bu))
-            out.append(("Tens:", at, "-", 1, at - 1))
-            top = at - 1
-        if bt:
-            out.append(("Tens:" if au >= bu else "Then", top, "-", bt, top - bt))
+            if carry:
+                out.append((f"{name} add 1:", y, "+", 1, y + 1))
+                y += 1
+            if x >= y:
+                out.append((f"{name} {x} vs {y}:", x, "-", y, x - y))
+                carry = 0
+            else:
+                out.append((f"{name} {x} vs {y}, borrow 1:", x + 10, "-", y, x + 10 - y))
+                carry = 1
     return out
+
+
+_column_steps = column_steps  # the name before v17
+
+
+def is_hard(a: int, op: str, b: int) -> bool:
+    """A step that carries or borrows beyond the units column (the tens or hundreds column regroups). With values
+    up to 99 (levels 1-3) no step is hard; levels 4-5 have hard steps."""
+    w = width_of(a, b)
+    da, db = digits(a, w), digits(b, w)
+    carry = 0
+    for i in range(w):
+        if op == "+":
+            nxt = int(da[i] + db[i] + carry >= 10)
+        else:
+            nxt = int(da[i] < db[i] + carry)
+        if nxt and i >= 1:
+            return True
+        carry = nxt
+    return False
 
 
 def _fact(x: int, op: str, y: int, z: int, rng: random.Random, slip_prob: float) -> str:
@@ -197,42 +285,59 @@ def _fact(x: int, op: str, y: int, z: int, rng: random.Random, slip_prob: float)
     return f"{x}{op}{y}={z}."
 
 
-def system2_trace(p: Problem, rng: random.Random, style: S2Style | None = None) -> str:
-    """Long, reflective chain of thought inside <think>...</think>, then a short boxed answer.
+def _columns(a: int, op: str, b: int, rng: random.Random, slip_prob: float) -> list[str]:
+    return [f"{label} {_fact(x, o, y, z, rng, slip_prob)}" for label, x, o, y, z in column_steps(a, op, b)]
 
-    Each step's header carries the state. Step 1 copies the question ("Step 1: 6+11, rest +18+29-5.");
-    every later header writes the previous operation, then the next one and the operations still to do,
-    then the operation with the running value ("Step 2: +11+18, rest +29-5. Now 17+18."). So every copy
-    that reaches back past a step's column work *continues the operation just written*, and every
-    occurrence of that operation in the context continues the same way (the question, the earlier
-    headers): the one copy that small transformers learn reliably (an induction continuation). The
-    v14 header ("Step 2: 17+18, rest +29-5.") fetched the operand from after the latest ``rest``
-    instead, by position; on some training draws that lookup was never learned for the first digit or
-    for the second one (teacher-forced copy accuracy 6-35% against ~100%, measured on scale s), and
-    System 2 then failed at every level above 1 (v14 seed 0 rebuilt on a second machine: 31.6%).
+
+def system2_parts(p: Problem, rng: random.Random, style: S2Style | None = None) -> list[tuple[str, str]]:
+    """The thinking of System 2 as (kind, text) parts, in order; kinds: ``header``, ``columns``, ``result``,
+    ``hard_check``, ``soft_check``, ``reexamine``, ``once_more``, ``final``. :func:`system2_trace` joins them.
+
+    Each step's header carries the state. Step 1 copies the question ("Step 1: 6+11, rest +18+29-5."); every
+    later header writes the previous operation, then the next one and the operations still to do, then the
+    operation with the running value, both operands zero-padded to one width ("Step 2: +11+18, rest +29-5.
+    Now 17+18."). So every copy that reaches back past a step's column work continues the operation just
+    written (v15), and the digits of a column sit at fixed distances from the operator (v17: without the
+    padding, the 0.4M model fetched the wrong digit of unequal-length operands on ~30% of level-3 steps).
     """
     style = style or S2Style()
-    lines, value, prev = [], p.operands[0], ""
+    parts: list[tuple[str, str]] = []
+    value, prev = p.operands[0], ""
     for i, (op, b) in enumerate(zip(p.ops, p.operands[1:]), 1):
         nxt = value + b if op == "+" else value - b
         rest = remaining(p, i)
         tail = f", rest {rest}." if rest else "."
-        if i == 1:
-            parts = [f"Step 1: {value}{op}{b}{tail}"]
-        else:
-            parts = [f"Step {i}: {prev}{op}{b}{tail} Now {value}{op}{b}."]
-        for label, x, o, y, z in _column_steps(value, op, b):
-            parts.append(f"{label} {_fact(x, o, y, z, rng, style.slip_prob)}")
-        parts.append(f"So {value}{op}{b}={nxt}.")
-        if rng.random() < style.check_prob:
-            inv = "-" if op == "+" else "+"
-            parts.append(rng.choice(style.checks).format(c=nxt, inv=inv, b=b, a=value))
-        lines.append(" ".join(parts))
+        now = aligned(value, op, b)
+        head = f"Step 1: {value}{op}{b}{tail} Now {now}." if i == 1 else f"Step {i}: {prev}{op}{b}{tail} Now {now}."
+        parts.append(("header", head))
+        parts.append(("columns", " ".join(_columns(value, op, b, rng, style.slip_prob))))
+        parts.append(("result", f"So {value}{op}{b}={nxt}."))
+        inv = "-" if op == "+" else "+"
+        if is_hard(value, op, b):
+            if rng.random() < style.hard_check:
+                parts.append(("hard_check", f"Wait, let me check: {nxt}{inv}{b}={value}. Yes."))
+        elif rng.random() < style.soft_check:
+            parts.append(("soft_check", rng.choice(style.checks).format(c=nxt, inv=inv, b=b, a=value)))
         prev, value = f"{op}{b}", nxt
-    lines.append(f"Recap: the result is {p.answer}.")
-    if style.extra_check_easy and len(p.ops) <= 2:
-        x, o, y, z = _chain(p)[-1]
-        lines.append(f"Let me verify once more: {z}{'-' if o == '+' else '+'}{y}={x}. Yes.")
+    x, o, y, z = _chain(p)[-1]
+    if rng.random() < style.reexamine:
+        cols = " ".join(_columns(x, o, y, rng, 0.0))
+        parts.append(("reexamine", f"Let me re-examine the last step: {aligned(x, o, y)}. {cols} So {x}{o}{y}={z}."))
+    parts.append(("final", f"Result: {p.answer}."))
+    if rng.random() < style.once_more:
+        parts.append(("once_more", f"Let me verify once more: {z}{'-' if o == '+' else '+'}{y}={x}. Yes."))
+    return parts
+
+
+def system2_trace(p: Problem, rng: random.Random, style: S2Style | None = None) -> str:
+    """Long, reflective chain of thought inside <think>...</think>, then a short boxed answer: the parts of
+    :func:`system2_parts`, one step (header, columns, result, its check) per line."""
+    lines: list[str] = []
+    for kind, text in system2_parts(p, rng, style):
+        if kind == "header" or kind in ("reexamine", "final"):
+            lines.append(text)
+        else:
+            lines[-1] += " " + text
     body = "\n".join(lines)
     return f"<think>\n{body}\n</think>\nThe answer is \\boxed{{{p.answer}}}."
 

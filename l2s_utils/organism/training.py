@@ -42,7 +42,7 @@ from . import corpus as C
 from . import task as T
 from .prompts import END
 
-ORGANISM_VERSION = "16"  # bump when the task, traces or training loop change meaning
+ORGANISM_VERSION = "17"  # bump when the task, traces or training loop change meaning
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 THINK = ["<think>", "</think>"]
 
@@ -87,16 +87,16 @@ class Spec:
     heads: int
     kv_heads: int
     intermediate: int
-    pretrain_steps: int = 2400
-    pretrain_len: int = 384
+    pretrain_steps: int = 1400
+    pretrain_len: int = 448
     solution_share: float = 0.5
     batch: int = 12
     lr: float = 5e-3
     s1_steps: int = 300
     s1_lr: float = 5e-4
     s1_long_share: float = 0.25
-    s2_steps: int = 600
-    s2_lr: float = 5e-4
+    s2_steps: int = 400
+    s2_lr: float = 3e-4
     sft_batch: int = 24
     warmup: int = 30
     seed: int = 0
@@ -123,8 +123,10 @@ LADDER = ("xs", "s", "m", "l")
 
 
 SHARD_SIZE = "4MB"  # largest weights file of a saved organism stage (the 1.9M scale is 7.7 MB in float32)
-TRAIN_THREADS = 2  # fixed: the thread count changes float reductions, hence the weights
-PRETRAIN_DOCS_PER_STEP = 20  # 48,000 documents for the 2,400 pretraining steps
+# fixed: the thread count changes float reductions, hence the weights (part of the environment hash); an
+# experiment that trains two organisms side by side on 2 cores sets L2S_TRAIN_THREADS=1 (another environment)
+TRAIN_THREADS = int(os.environ.get("L2S_TRAIN_THREADS", "2"))
+PRETRAIN_DOCS_PER_STEP = 20  # 28,000 documents for the 1,400 pretraining steps (~3.0M tokens packed; each row drawn ~2.5 times)
 SHIPPED_DIR = Path(__file__).resolve().parents[2] / "data" / "organism"
 
 
@@ -167,32 +169,27 @@ def build_tokenizer(out_dir: Path, seed: int = 0, vocab_size: int = 400):
 # ---------------------------------------------------------------------------------------------
 
 
-def _doc_batches(tok, texts: list[str], length: int, batch: int, steps: int, seed: int):
-    """Pretraining rows filled greedily with *whole* documents, right-padded, loss on every real token.
+def pack_rows(tok, texts: list[str], length: int) -> torch.Tensor:
+    """Pretraining rows: the documents tokenized, each followed by ``<|endoftext|>``, concatenated and cut into
+    rows of ``length`` tokens (no padding; a document may continue in the next row). Loss on every token.
 
-    Unlike plain packing, a worked System 2 solution (up to ~350 tokens at level 5) is seen from its
-    problem to its answer. A document longer than a row (rare at 384 tokens; common at micro's 128) is
-    truncated to the row."""
+    v17 (v16 filled rows greedily with whole documents and padded the rest: ~25% padding at 384 tokens):
+    packing removes the padding and the attention mask, so a step costs less and sees more tokens."""
     eos = tok.convert_tokens_to_ids("<|endoftext|>")
-    rows, cur = [], []
+    ids: list[int] = []
     for t in texts:
-        ids = (tok(t)["input_ids"] + [eos])[:length]
-        if len(cur) + len(ids) > length:
-            rows.append(cur)
-            cur = []
-        cur = cur + ids
-    if cur:
-        rows.append(cur)
-    x = torch.full((len(rows), length), tok.pad_token_id)
-    att = torch.zeros((len(rows), length), dtype=torch.long)
-    for i, r in enumerate(rows):
-        x[i, :len(r)] = torch.tensor(r)
-        att[i, :len(r)] = 1
-    lab = x.masked_fill(att == 0, -100)
+        ids += tok(t)["input_ids"] + [eos]
+    n = len(ids) // length
+    return torch.tensor(ids[:n * length]).view(n, length)
+
+
+def _doc_batches(tok, texts: list[str], length: int, batch: int, steps: int, seed: int):
+    """Batches of packed rows (:func:`pack_rows`), drawn at random with replacement; no attention mask."""
+    x = pack_rows(tok, texts, length)
     g = torch.Generator().manual_seed(seed)
     for _ in range(steps):
-        idx = torch.randint(0, len(rows), (batch,), generator=g)
-        yield x[idx], att[idx], lab[idx]
+        idx = torch.randint(0, len(x), (batch,), generator=g)
+        yield x[idx], None, x[idx]
 
 
 def pad_pairs(enc: list[tuple[list[int], list[int]]], pad: int):
@@ -290,7 +287,8 @@ def train(model, batches, steps: int, lr: float, warmup: int, desc: str, progres
 def recipe_hash(spec: Spec) -> str:
     """What the organism *is*: the spec (architecture, budget, seed) and the task/trace/training code version."""
     blob = json.dumps({"spec": dataclasses.asdict(spec), "version": ORGANISM_VERSION,
-                       "docs_per_step": PRETRAIN_DOCS_PER_STEP}, sort_keys=True)
+                       "docs_per_step": PRETRAIN_DOCS_PER_STEP,
+                       "levels": {k: dataclasses.asdict(v) for k, v in T.LEVELS.items()}}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 

@@ -47,7 +47,17 @@ PREMISE_BARS = (
     ("s1_reflective", "System 1 reflective responses <= 2%", 2.0),
     ("s2_length_rises", "System 2 mean length rises with level (monotone)", 1.0),
     ("barrier", "Accuracy barrier on the System 1 -> System 2 path (task arithmetic, alpha 0.1..0.9) <= 10 points", 10.0),
+    # long-to-short (organism v17): what merging should show
+    ("s2_headroom", "System 2 accuracy between 75% and 92% (room to rank the methods)", (75.0, 92.0)),
+    ("ta_shorter", "Task arithmetic at some alpha in {0.5, 0.7, 0.9}: >= 30% shorter than System 2 with >= 95% of its "
+                   "accuracy", 30.0),
+    ("ta_adaptive", "That merge shortens the two easiest levels >= 10 points more than the two hardest (relative)", 10.0),
+    ("ta_reflects_hard", "That merge still reflects on >= 50% of the hardest level's responses", 50.0),
+    ("ties_shorter", "TIES (k 0.8, alpha 1.0, the toy profile's): >= 25% shorter than System 2 with >= 95% of its "
+                     "accuracy", 25.0),
 )
+SHORT_ALPHAS = (0.5, 0.7, 0.9)  # where the ta_* bars look for the long-to-short merge
+KEEP = 0.95  # a merge "keeps" System 2's accuracy at >= 95% of it
 BARRIER_ALPHAS = (0.1, 0.3, 0.5, 0.7, 0.9)
 LOWER_IS_BETTER = {"s1_reflective", "barrier"}
 
@@ -78,7 +88,7 @@ def evaluate_toy(model_path: Path, problems: list, *, max_tokens: int | None = N
     return rows
 
 
-def premise_report(org: Organism, n_per_level: int = 50, seed: int = 0, max_tokens: int | None = None, progress: bool = True,
+def premise_report(org: Organism, n_per_level: int = 40, seed: int = 0, max_tokens: int | None = None, progress: bool = True,
                    alphas: tuple[float, ...] = BARRIER_ALPHAS, smallest: bool = False) -> dict:
     """Evaluate System 1, System 2 and the task-arithmetic path between them on the test split.
 
@@ -103,7 +113,14 @@ def premise_report(org: Organism, n_per_level: int = 50, seed: int = 0, max_toke
         df["model"] = {0.0: "System 1", 1.0: "System 2"}.get(a, f"TA alpha={a:g}")
         df["alpha"] = a
         frames.append(df)
+    model.load_state_dict(ties_state(org), strict=True)
+    df = pd.DataFrame(evaluate_toy(None, problems, max_tokens=max_tokens, progress=progress,
+                                   model_and_tokenizer=(model, tok)))
+    df["model"], df["alpha"] = "TIES", float("nan")
+    frames.append(df)
     rows = pd.concat(frames, ignore_index=True)
+    ties_rows = rows[rows.model == "TIES"]
+    rows = rows[rows.model != "TIES"]
     losses = held_out_losses(model, tok, s1, s2, (0.0, *alphas, 1.0), seed=seed)
     margins = style_margins(model, tok, s1, s2, (0.0, *alphas, 1.0), problems)
     path = alpha_path(rows, losses).merge(margins, on="alpha")
@@ -113,9 +130,66 @@ def premise_report(org: Organism, n_per_level: int = 50, seed: int = 0, max_toke
              .reset_index().sort_values(["alpha", "level"]).drop(columns="alpha"))
     table["accuracy"] *= 100
     table["reflective"] *= 100
-    return {"rows": rows, "table": table, "path": path, "norms": task_vector_norms(s1, s2), "barrier": bars,
+    ties_table = (ties_rows.groupby("level").agg(accuracy=("correct", "mean"), mean_tokens=("tokens", "mean"),
+                                                 reflective=("reflective", "mean"), n=("correct", "size")).reset_index())
+    ties_table.insert(0, "model", "TIES")
+    ties_table["accuracy"] *= 100
+    ties_table["reflective"] *= 100
+    table = pd.concat([table, ties_table], ignore_index=True)
+    merges = pd.concat([rows[rows.model != "System 1"], ties_rows], ignore_index=True)
+    return {"rows": pd.concat([rows, ties_rows], ignore_index=True), "table": table, "path": path,
+            "norms": task_vector_norms(s1, s2), "barrier": bars,
             "checks": premise_checks(rows[rows.model.isin(["System 1", "System 2"])], barrier=bars["accuracy"],
-                                     smallest=smallest), "n_per_level": n_per_level}
+                                     smallest=smallest, merges=merges),
+            "n_per_level": n_per_level}
+
+
+def ties_state(org: Organism) -> dict:
+    """TIES of the pair at the toy profile's setting, through the merge engine (its config builder and its kernel),
+    as a float32 state dict."""
+    import tempfile
+
+    from ..merge import merge
+    from .profiles import load_profile, study_merge_config
+
+    cfg = study_merge_config(load_profile("toy"), "ties", str(org.system1), str(org.system2))
+    with tempfile.TemporaryDirectory() as d:
+        merge(cfg, Path(d) / "ties", progress=False)
+        return _state(Path(d) / "ties")
+
+
+def merge_effect(s2, merged) -> dict:
+    """What a merge does against System 2, from graded rows of both (same problems): accuracy kept (merge / System 2),
+    shortening (1 - merge tokens / System 2 tokens, %) overall, on the two easiest and the two hardest levels, and
+    the merge's reflective share on the hardest level (%)."""
+    def short(levels):
+        a, b = s2[s2.level.isin(levels)], merged[merged.level.isin(levels)]
+        return 100 * (1 - b.tokens.mean() / max(1e-9, a.tokens.mean()))
+
+    top = max(T.LEVELS)
+    return {"accuracy": 100 * merged.correct.mean(), "kept": merged.correct.mean() / max(1e-9, s2.correct.mean()),
+            "shorter": short(list(T.LEVELS)), "shorter_easy": short(list(T.EASY_LEVELS)),
+            "shorter_hard": short(list(T.HARD_LEVELS)),
+            "reflective_top": 100 * merged[merged.level == top].reflective.mean()}
+
+
+def best_task_arithmetic(rows) -> tuple[float | None, dict | None]:
+    """The task-arithmetic merge of the ta_* bars: among alpha in :data:`SHORT_ALPHAS` whose merge keeps >= 95% of
+    System 2's accuracy, the shortest; else the one keeping the most accuracy. (alpha, its :func:`merge_effect`)."""
+    s2 = rows[rows.model == "System 2"]
+    found = {}
+    for a in SHORT_ALPHAS:
+        m = rows[rows.model == f"TA alpha={a:g}"]
+        if len(m):
+            found[a] = merge_effect(s2, m)
+    if not found:
+        return None, None
+    keep = {a: e for a, e in found.items() if e["kept"] >= KEEP}
+    if keep:
+        a = max(keep, key=lambda x: keep[x]["shorter"])
+    else:
+        a = max(found, key=lambda x: found[x]["kept"])
+    return a, found[a]
 
 
 def seed_record(org: Organism, report: dict) -> dict:
@@ -264,8 +338,9 @@ def barriers(path) -> dict:
     return out
 
 
-def premise_checks(rows, barrier: float | None = None, smallest: bool = False) -> list[dict]:
-    """The bars of :data:`PREMISE_BARS` on graded System 1 / System 2 rows; the barrier bar only when given.
+def premise_checks(rows, barrier: float | None = None, smallest: bool = False, merges=None) -> list[dict]:
+    """The bars of :data:`PREMISE_BARS` on graded System 1 / System 2 rows; the barrier bar only when given, the
+    long-to-short bars only when ``merges`` (graded rows of System 2, "TA alpha=a" and "TIES") are given.
 
     ``smallest``: the smallest ladder scale, whose System 1 level-1 bar is relaxed to 60%.
     """
@@ -282,6 +357,29 @@ def premise_checks(rows, barrier: float | None = None, smallest: bool = False) -
     }
     if barrier is not None:
         values["barrier"] = barrier
+    values["s2_headroom"] = 100 * s2.correct.mean()
+    detail: dict[str, str] = {}
+    kept: dict[str, bool] = {}
+    if merges is not None:
+        alpha, eff = best_task_arithmetic(merges)
+        if eff is not None:
+            ok = eff["kept"] >= KEEP
+            values["ta_shorter"] = eff["shorter"]
+            detail["ta_shorter"] = (f"alpha {alpha:g}: {eff['shorter']:.1f}% shorter, {eff['accuracy']:.1f}% accuracy "
+                                    f"({100 * eff['kept']:.1f}% of System 2's)")
+            values["ta_adaptive"] = eff["shorter_easy"] - eff["shorter_hard"]
+            detail["ta_adaptive"] = (f"alpha {alpha:g}: easy levels {eff['shorter_easy']:.1f}% shorter, hard "
+                                     f"{eff['shorter_hard']:.1f}%")
+            values["ta_reflects_hard"] = eff["reflective_top"]
+            detail["ta_reflects_hard"] = f"alpha {alpha:g}, level {max(T.LEVELS)}"
+            kept["ta_shorter"] = ok
+        tm = merges[merges.model == "TIES"]
+        if len(tm):
+            e = merge_effect(merges[merges.model == "System 2"], tm)
+            values["ties_shorter"] = e["shorter"]
+            detail["ties_shorter"] = (f"{e['shorter']:.1f}% shorter, {e['accuracy']:.1f}% accuracy "
+                                      f"({100 * e['kept']:.1f}% of System 2's)")
+            kept["ties_shorter"] = e["kept"] >= KEEP
     out = []
     for key, text, bar in PREMISE_BARS:
         if key not in values:
@@ -289,8 +387,16 @@ def premise_checks(rows, barrier: float | None = None, smallest: bool = False) -
         v = values[key]
         if key == "s1_level1" and smallest:
             bar, text = 60.0, text.replace(">= 80%", ">= 60% (relaxed at the smallest scale)")
-        ok = v <= bar if key in LOWER_IS_BETTER else v >= bar
-        out.append({"check": key, "description": text, "value": round(float(v), 2), "bar": bar, "passed": bool(ok)})
+        if isinstance(bar, tuple):
+            ok = bar[0] <= v <= bar[1]
+        else:
+            ok = v <= bar if key in LOWER_IS_BETTER else v >= bar
+        if key in ("ta_shorter", "ties_shorter"):
+            ok = ok and kept[key]
+        row = {"check": key, "description": text, "value": round(float(v), 2), "bar": bar, "passed": bool(ok)}
+        if key in detail:
+            row["detail"] = detail[key]
+        out.append(row)
     return out
 
 
