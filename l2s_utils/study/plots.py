@@ -1,47 +1,50 @@
-"""Figures for the book (seaborn, labelled, readable). Each returns the matplotlib Figure.
+"""Figures for the book. Each function returns the matplotlib Figure.
 
-Every model has one colour and marker, the same in every figure (ours and the paper's) and every run
-(:func:`style`): a merge method's are in its registry record (by display name), System 1 / System 2 and
-the paper's DPO are in :data:`STYLES`, and any other name gets a pair picked by its sha256.
+Rules every figure here follows (``tests/test_plots.py`` checks them on rendered figures):
+
+- **One colour and marker per model in the whole book** (:func:`style`): a merge method's are in its registry
+  record (``Method.style``, by display name), System 1 / System 2 and the paper's DPO are in :data:`STYLES`,
+  any other name gets a pair picked by the sha256 of its name (the same in every process; never ``hash()``).
+- **No text over text**: models are named in a legend or as the tick labels of one row each, never as
+  free labels beside points that may cluster; :func:`overlapping_texts` finds any two texts that overlap.
+- **Sweeps against their parameter**: accuracy and length in two panels sharing the x axis (:func:`sweep`);
+  consecutive measured points are joined only where the grid has no gap (:func:`segments`), so no line is drawn
+  across values that were not measured.
+- **Readable at the book's width**: at most :data:`MAX_WIDTH_IN` inches wide at :data:`DPI`, fonts of at least
+  :data:`MIN_FONT_PT` points (:func:`font_px` is a text's height in pixels on the page).
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 
 import matplotlib.pyplot as plt  # the backend is the caller's: inline in notebooks, Agg headless (MPLBACKEND)
-from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, NullLocator
+import numpy as np
 import pandas as pd
 import seaborn as sns
 
-sns.set_theme(style="whitegrid", context="notebook")
-STYLES = {"System 1": ("#4C72B0", "o"), "System 2": ("#C44E52", "o"), "DPO": ("#ffbb78", "d")}  # not merge methods
+DPI = 100
+MAX_WIDTH_IN = 8.0  # the book's text column is ~760 px: a figure this wide is shown at ~95% of its size
+PAGE_PX = 760
+MIN_FONT_PT = 9
+sns.set_theme(style="whitegrid", context="notebook", rc={
+    "figure.dpi": DPI, "savefig.dpi": DPI, "font.size": 11, "axes.titlesize": 11.5, "axes.labelsize": 11,
+    "xtick.labelsize": 10, "ytick.labelsize": 10, "legend.fontsize": 10, "legend.title_fontsize": 10,
+    "figure.titlesize": 12})
+
+# models that are not merge methods (the merge methods' styles are their registry records')
+STYLES = {"System 1": ("#000000", "o"), "System 2": ("#d62728", "o"), "DPO": ("#ffbb78", "d")}
 # any other name: a colour of tab20b and a marker, picked by the name's sha256
 OTHER_COLOURS = ["#393b79", "#5254a3", "#6b6ecf", "#9c9ede", "#637939", "#8ca252", "#b5cf6b", "#cedb9c", "#8c6d31",
                  "#bd9e39", "#e7ba52", "#e7cb94", "#843c39", "#ad494a", "#d6616b", "#e7969c", "#7b4173", "#a55194",
                  "#ce6dbd", "#de9ed6"]
 MARKERS = ["s", "D", "^", "v", "<", ">", "p", "h", "P", "X", "*", "d"]
-
-
-def by_level(levels: pd.DataFrame, title: str = ""):
-    """Accuracy, mean response tokens and reflective share by difficulty level, one line per model."""
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    for ax, col, label in zip(axes, ("accuracy", "mean_tokens", "reflective"),
-                              ("accuracy (%)", "mean response tokens", "reflective responses (%)")):
-        sns.lineplot(data=levels, x="level", y=col, hue="model", marker="o", ax=ax, palette=_pal(levels.model))
-        ax.set_xlabel("difficulty level")
-        ax.set_ylabel(label)
-        ax.set_xticks(sorted(levels.level.unique()))
-        if ax is not axes[-1]:
-            ax.get_legend().remove()
-    axes[-1].legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
 # the paper's names for System 1 / System 2 (7B) -> ours
 PAPER_NAMES = {"Qwen2.5-Math-7B": "System 1", "DeepSeek-R1-Distill-Qwen-7B": "System 2"}
+REFERENCE = ("System 1", "System 2")
 
 
 def method_styles() -> dict[str, tuple[str, str]]:
@@ -56,8 +59,10 @@ def style(model: str) -> tuple[str, str]:
     known = STYLES.get(model) or method_styles().get(model)
     if known:
         return known
+    taken = {c for c, _ in [*STYLES.values(), *method_styles().values()]}
+    free = [c for c in OTHER_COLOURS if c not in taken]  # never a colour of a known model
     h = int.from_bytes(hashlib.sha256(model.encode()).digest()[:8], "little")
-    return OTHER_COLOURS[h % len(OTHER_COLOURS)], MARKERS[h // len(OTHER_COLOURS) % len(MARKERS)]
+    return free[h % len(free)], MARKERS[h // len(free) % len(MARKERS)]
 
 
 def _pal(models) -> dict[str, str]:
@@ -68,69 +73,238 @@ def _marker(model: str) -> str:
     return style(model)[1]
 
 
-def accuracy_vs_length(summary: pd.DataFrame, title: str = "", annotate: bool = False, line: pd.DataFrame | None = None,
-                       line_label: str = ""):
-    """Each model as a point (mean tokens, accuracy) with 95% CI bars; an optional sweep drawn as a line.
+def _order(models) -> list[str]:
+    """System 1, System 2, then the others in their first order."""
+    models = list(dict.fromkeys(models))
+    return [m for m in REFERENCE if m in models] + [m for m in models if m not in REFERENCE]
 
-    Models are told apart by colour and marker in the legend (merges often cluster, so names written next to
-    the points would overlap); ``annotate=True`` writes them beside the points as well."""
-    fig, ax = plt.subplots(figsize=(8, 5.5))
-    if line is not None and len(line):
-        ax.plot(line.mean_tokens, line.accuracy, "-", color="0.6", zorder=1, label=line_label)
-        for _, r in line.iterrows():
-            ax.annotate(r.get("label", ""), (r.mean_tokens, r.accuracy), textcoords="offset points", xytext=(4, -10),
-                        fontsize=8, color="0.4")
-    pal = _pal(summary.model)
-    for _, r in summary.iterrows():
-        ax.errorbar(r.mean_tokens, r.accuracy, yerr=[[r.accuracy - r.acc_lo], [r.acc_hi - r.accuracy]], fmt=_marker(r.model),
-                    color=pal[r.model], capsize=3, zorder=2, label=r.model, markersize=8, alpha=0.9)
-        if annotate:
-            ax.annotate(r.model, (r.mean_tokens, r.accuracy), textcoords="offset points", xytext=(5, 5), fontsize=9)
-    ax.set_xlabel("mean response tokens")
-    ax.set_ylabel("accuracy (%), 95% bootstrap CI")
-    ax.set_title(title)
-    handles, labels = ax.get_legend_handles_labels()
-    uniq = dict(zip(labels, handles))
-    ax.legend(uniq.values(), uniq.keys(), loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize=9)
+
+# -- checks on rendered figures -------------------------------------------------------------------------
+def _texts(fig):
+    """(Text, its box in pixels) of every text that a draw of ``fig`` shows: tick labels only of the ticks drawn
+    (inside the view limits), no empty or invisible text."""
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    ticks, drawn = set(), []
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            for t in axis.get_major_ticks() + axis.get_minor_ticks():
+                ticks.update((id(t.label1), id(t.label2)))
+            if ax.get_visible() and axis.get_visible():
+                for t in axis._update_ticks():
+                    drawn += [lab for lab in (t.label1, t.label2) if lab.get_visible()]
+    candidates = [t for t in fig.findobj(plt.Text) if id(t) not in ticks] + drawn
+    out = []
+    for t in candidates:
+        if not t.get_visible() or not t.get_text().strip() or t.get_alpha() == 0:
+            continue
+        if t.axes is not None and not t.axes.get_visible():
+            continue
+        bb = t.get_window_extent(r)
+        if bb.width > 0 and bb.height > 0:
+            out.append((t, bb))
+    return out
+
+
+def overlapping_texts(fig, tol: float = 1.0) -> list[tuple[str, str]]:
+    """Pairs of visible texts of ``fig`` (tick labels, axis labels, titles, legend entries, annotations) whose
+    boxes overlap by more than ``tol`` pixels both ways, as rendered."""
+    texts = _texts(fig)
+    bad = []
+    for i, (a, ba) in enumerate(texts):
+        for b, bb in texts[i + 1:]:
+            w = min(ba.x1, bb.x1) - max(ba.x0, bb.x0)
+            h = min(ba.y1, bb.y1) - max(ba.y0, bb.y0)
+            if w > tol and h > tol:
+                bad.append((a.get_text(), b.get_text()))
+    return bad
+
+
+def font_px(fig) -> float:
+    """The smallest text height on the page in pixels: font size at :data:`DPI`, scaled down when the figure
+    (its tight bounding box, as saved) is wider than :data:`PAGE_PX`."""
+    fig.canvas.draw()
+    width = fig.get_tightbbox(fig.canvas.get_renderer()).width * fig.dpi
+    scale = min(1.0, PAGE_PX / width)
+    sizes = [t.get_fontsize() for t, _ in _texts(fig)]
+    return min(sizes) * fig.dpi / 72 * scale if sizes else float("inf")
+
+
+def segments(x) -> list[list[int]]:
+    """Indices of sorted x values split into runs joined by lines: a gap wider than 1.5x the median gap (a value
+    of the grid that was not measured) starts a new run. [0, .2, .4, .5, .6] -> [[0], [1], [2, 3, 4]]."""
+    x = np.asarray(x, dtype=float)
+    if len(x) < 2:
+        return [list(range(len(x)))]
+    gaps = np.diff(x)
+    step = float(np.median(gaps))
+    runs, cur = [], [0]
+    for i, g in enumerate(gaps, start=1):
+        if g > 1.5 * step + 1e-12:
+            runs.append(cur)
+            cur = []
+        cur.append(i)
+    runs.append(cur)
+    return runs
+
+
+def _line(ax, x, y, color, marker, label=None, **kw):
+    """Markers at every measured point; lines only within runs of :func:`segments`."""
+    order = np.argsort(np.asarray(x, dtype=float))
+    x, y = np.asarray(x, dtype=float)[order], np.asarray(y, dtype=float)[order]
+    for run in segments(x):
+        if len(run) > 1:
+            ax.plot(x[run], y[run], "-", color=color, lw=kw.get("lw", 1.6), zorder=2, alpha=kw.get("alpha", 1.0))
+    ax.plot(x, y, ls="none", marker=marker, color=color, label=label, markersize=kw.get("markersize", 6), zorder=3,
+            alpha=kw.get("alpha", 1.0))
+    return order
+
+
+def _legend_below(fig, handles, labels, ncol: int | None = None):
+    ncol = ncol or min(4, len(labels))
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=ncol, frameon=False)
+
+
+def _model_handles(models) -> tuple[list, list]:
+    return ([Line2D([], [], ls="none", marker=_marker(m), color=style(m)[0], markersize=7) for m in models],
+            list(models))
+
+
+# -- figures ---------------------------------------------------------------------------------------------
+def by_level(levels: pd.DataFrame, title: str = ""):
+    """Accuracy, mean response tokens and reflective share by difficulty level, one line per model; models are
+    dodged sideways a little so that equal values (a merge on top of System 2) stay visible."""
+    models = _order(levels.model)
+    fig, axes = plt.subplots(2, 2, figsize=(7.6, 6.4))
+    flat = axes.ravel()
+    width = 0.5 / max(1, len(models))
+    for ax, col, label in zip(flat, ("accuracy", "mean_tokens", "reflective"),
+                              ("accuracy (%)", "mean response tokens", "reflective responses (%)")):
+        for i, m in enumerate(models):
+            g = levels[levels.model == m].sort_values("level")
+            off = (i - (len(models) - 1) / 2) * width
+            _line(ax, g.level + off, g[col], style(m)[0], _marker(m), label=m)
+        ax.set_xlabel("difficulty level")
+        ax.set_ylabel(label)
+        ax.set_xticks(sorted(levels.level.unique()))
+    flat[3].axis("off")
+    flat[3].legend(*_model_handles(models), loc="center", frameon=False, title="model")
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     return fig
 
 
+def accuracy_vs_length(summary: pd.DataFrame, title: str = "", annotate: bool = False, line: pd.DataFrame | None = None,
+                       line_label: str = ""):
+    """Each model as a point (mean tokens, accuracy) with 95% CI bars, named in the legend (merges often cluster,
+    so names beside the points would overlap; ``annotate`` is accepted for old callers and ignored). An optional
+    sweep ``line`` (mean_tokens, accuracy, sorted by its ``alpha`` when given) is drawn in grey; its parameter
+    values are in :func:`sweep`'s figure, not written over the points."""
+    fig, ax = plt.subplots(figsize=(7.4, 4.6))
+    if line is not None and len(line):
+        srt = line.sort_values("alpha") if "alpha" in line else line
+        ax.plot(srt.mean_tokens, srt.accuracy, "-", color="0.6", marker=".", zorder=1, label=line_label or "sweep")
+    for m in _order(summary.model):
+        r = summary[summary.model == m].iloc[0]
+        ax.errorbar(r.mean_tokens, r.accuracy, yerr=[[r.accuracy - r.acc_lo], [r.acc_hi - r.accuracy]],
+                    fmt=_marker(m), color=style(m)[0], capsize=3, zorder=2, label=m, markersize=8, alpha=0.85)
+    ax.set_xlabel("mean response tokens")
+    ax.set_ylabel("accuracy (%), 95% CI")
+    if title:
+        ax.set_title(title)
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def sweep(curve: pd.DataFrame, x: str, xlabel: str, title: str = "", references: pd.DataFrame | None = None,
+          model: str = "Task Arithmetic"):
+    """A sweep of one parameter ``x`` (alpha, rank): accuracy with its 95% CI (left) and mean response tokens
+    (right) against ``x``, in ``model``'s colour; ``references`` (rows of a summary, e.g. System 1 and
+    System 2) are dashed horizontal lines in their own colours. No line across unmeasured values."""
+    fig, axes = plt.subplots(1, 2, figsize=(7.8, 3.6), sharex=True)
+    c = curve.sort_values(x)
+    colour, marker = style(model)
+    for ax, col, lo, hi, label in ((axes[0], "accuracy", "acc_lo", "acc_hi", "accuracy (%), 95% CI"),
+                                   (axes[1], "mean_tokens", "tokens_lo", "tokens_hi", "mean response tokens")):
+        _line(ax, c[x], c[col], colour, marker, label=model)
+        if lo in c and hi in c:
+            ax.errorbar(c[x], c[col], yerr=[c[col] - c[lo], c[hi] - c[col]], fmt="none", color=colour, capsize=3,
+                        alpha=0.7, zorder=2)
+        if references is not None:
+            for _, r in references.iterrows():
+                ax.axhline(r[col], color=style(r.model)[0], ls="--", lw=1.1, zorder=1)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(label)
+    if x == "rank" or (c[x] > 0).all() and c[x].max() / max(c[x].min(), 1e-12) >= 16:
+        for ax in axes:
+            ax.set_xscale("log", base=2)
+            ax.xaxis.set_major_locator(FixedLocator(sorted(c[x].unique())))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_locator(NullLocator())
+    else:
+        ticks = sorted(c[x].unique())
+        if len(ticks) > 6:  # every other value labelled, so that the labels do not touch
+            ticks = ticks[::2] if ticks[-1] in ticks[::2] else ticks[::2] + [ticks[-1]]
+        for ax in axes:
+            ax.set_xticks(ticks)
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    handles, labels = _model_handles([model])
+    if references is not None:
+        for m in references.model:
+            handles.append(Line2D([], [], color=style(m)[0], ls="--"))
+            labels.append(m)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    _legend_below(fig, handles, labels)
+    return fig
+
+
 def bars(summary: pd.DataFrame, column: str, label: str, title: str = "", ci: tuple[str, str] | None = None):
-    fig, ax = plt.subplots(figsize=(9, 4.5))
-    order = list(summary.model)
-    sns.barplot(data=summary, x="model", y=column, hue="model", order=order, palette=_pal(order), ax=ax, legend=False)
+    """One horizontal bar per model (its name is the row's label), with an optional interval."""
+    order = _order(summary.model)
+    s = summary.set_index("model").loc[order]
+    fig, ax = plt.subplots(figsize=(7.4, 1.2 + 0.36 * len(order)))
+    ys = np.arange(len(order))[::-1]
+    ax.barh(ys, s[column].values, color=[style(m)[0] for m in order], height=0.7)
     if ci:
-        lo, hi = summary[ci[0]].values, summary[ci[1]].values
-        ax.errorbar(range(len(order)), summary[column].values, yerr=[summary[column].values - lo, hi - summary[column].values],
-                    fmt="none", color="black", capsize=3)
-    ax.set_xlabel("")
-    ax.set_ylabel(label)
-    ax.set_title(title)
-    ax.tick_params(axis="x", rotation=30)
+        v = s[column].values
+        ax.errorbar(v, ys, xerr=[v - s[ci[0]].values, s[ci[1]].values - v], fmt="none", color="black", capsize=3)
+    ax.set_yticks(ys)
+    ax.set_yticklabels(order)
+    ax.set_xlabel(label)
+    ax.grid(axis="y", visible=False)
+    if title:
+        ax.set_title(title)
     fig.tight_layout()
     return fig
 
 
 def spectra(spec: pd.DataFrame, title: str = ""):
     """Normalised singular values (sigma_i / sigma_1) of the task vector, per layer type."""
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, ax = plt.subplots(figsize=(7.4, 4.4))
     sns.lineplot(data=spec, x="index", y="sigma_norm", hue="layer_type", errorbar=("pi", 50), ax=ax)
     ax.set_yscale("log")
     ax.set_xlabel("singular value index")
-    ax.set_ylabel("sigma_i / sigma_1 (median, 25-75% band over layers)")
-    ax.set_title(title)
+    ax.set_ylabel("sigma_i / sigma_1\n(median, 25-75% band over layers)")
+    if title:
+        ax.set_title(title)
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, title="layer type")
     fig.tight_layout()
     return fig
 
 
 def scale_lines(df: pd.DataFrame, x: str, y: str, hue: str, xlabel: str, ylabel: str, title: str = ""):
-    fig, ax = plt.subplots(figsize=(8, 5))
-    sns.lineplot(data=df, x=x, y=y, hue=hue, marker="o", ax=ax)
+    fig, ax = plt.subplots(figsize=(7.4, 4.4))
+    for h, g in df.groupby(hue, sort=False):
+        _line(ax, g[x], g[y], style(str(h))[0], _marker(str(h)), label=str(h))
     ax.set_xscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.set_title(title)
+    if title:
+        ax.set_title(title)
     ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     fig.tight_layout()
     return fig
@@ -138,112 +312,163 @@ def scale_lines(df: pd.DataFrame, x: str, y: str, hue: str, xlabel: str, ylabel:
 
 def alpha_path(path: pd.DataFrame, title: str = ""):
     """The straight path System 1 -> System 2: accuracy against the linear prediction (the gap is the
-    barrier), and the held-out losses against theirs when measured."""
+    barrier), mean response tokens beside it, and the held-out losses against theirs when measured."""
     loss_cols = [c for c in ("loss on system1 traces", "loss on system2 traces") if c in path]
-    fig, axes = plt.subplots(1, 1 + bool(loss_cols), figsize=(13 if loss_cols else 7, 4.5), squeeze=False)
-    ax = axes[0][0]
-    ax.plot(path.alpha, path.accuracy, "o-", color="#C44E52", label="measured")
-    ax.plot(path.alpha, path["accuracy (linear)"], "--", color="grey", label="linear interpolation of the endpoints")
-    ax.fill_between(path.alpha, path.accuracy, path["accuracy (linear)"], where=path.accuracy < path["accuracy (linear)"],
-                    color="#C44E52", alpha=0.15, label="barrier")
-    ax.set_xlabel("alpha (0 = System 1, 1 = System 2)")
-    ax.set_ylabel("accuracy (%)")
-    ax.legend(frameon=False, loc="best")
-    if loss_cols:
-        ax = axes[0][1]
-        for col, color in zip(loss_cols, ("#4C72B0", "#C44E52")):
-            ax.plot(path.alpha, path[col], "o-", color=color, label=col.replace("loss on ", "held-out "))
-            ax.plot(path.alpha, path[col + " (linear)"], "--", color=color, alpha=0.6)
+    fig = plt.figure(figsize=(7.8, 7.2 if loss_cols else 3.8))
+    gs = fig.add_gridspec(2 if loss_cols else 1, 2)
+    acc, length = fig.add_subplot(gs[0, 0]), fig.add_subplot(gs[0, 1])
+    p = path.sort_values("alpha")
+    s2c = style("System 2")[0]
+    _line(acc, p.alpha, p.accuracy, s2c, "o", label="measured")
+    acc.plot(p.alpha, p["accuracy (linear)"], "--", color="grey", label="linear between the ends")
+    acc.fill_between(p.alpha, p.accuracy, p["accuracy (linear)"], where=p.accuracy < p["accuracy (linear)"],
+                     color=s2c, alpha=0.15, label="barrier")
+    acc.set_ylabel("accuracy (%)")
+    acc.legend(frameon=False, loc="best", fontsize=9)
+    _line(length, p.alpha, p.mean_tokens, s2c, "o")
+    length.set_ylabel("mean response tokens")
+    for ax in (acc, length):
         ax.set_xlabel("alpha (0 = System 1, 1 = System 2)")
-        ax.set_ylabel("mean token loss (dashed: linear)")
+    if loss_cols:
+        ax = fig.add_subplot(gs[1, :])
+        for col, model in zip(loss_cols, REFERENCE):
+            c = style(model)[0]
+            _line(ax, p.alpha, p[col], c, "o", label=col.replace("loss on ", "held-out ").replace("system", "System "))
+            ax.plot(p.alpha, p[col + " (linear)"], "--", color=c, alpha=0.6)
+        ax.set_xlabel("alpha (0 = System 1, 1 = System 2)")
+        ax.set_ylabel("mean token loss\n(dashed: linear)")
         ax.legend(frameon=False, loc="best")
-    fig.suptitle(title)
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     return fig
 
 
+NICE_BUDGETS = (8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
+
+
 def budget_curves(curves: pd.DataFrame, title: str = "", hue: str = "model", log: bool = True):
-    """Accuracy within a token budget B (``metrics.budget_curve``), one line per model."""
-    fig, ax = plt.subplots(figsize=(8, 5))
-    sns.lineplot(data=curves, x="budget", y="accuracy", hue=hue, marker="o", markersize=4, ax=ax,
-                 palette=_pal(curves[hue]) if hue == "model" else None, drawstyle="steps-post")
-    if log:
+    """Accuracy within a token budget B (``metrics.budget_curve``), one step line per model; budgets labelled at
+    powers of two, at most eight labels."""
+    fig, ax = plt.subplots(figsize=(7.4, 4.4))
+    keys = _order(curves[hue]) if hue == "model" else list(dict.fromkeys(curves[hue]))
+    for k in keys:
+        g = curves[curves[hue] == k].sort_values("budget")
+        colour, marker = style(str(k))
+        ax.step(g.budget, g.accuracy, where="post", color=colour, lw=1.6, label=str(k))
+        ax.plot(g.budget, g.accuracy, ls="none", marker=marker, color=colour, markersize=4)
+    lo, hi = curves.budget.min(), curves.budget.max()
+    if log and lo > 0:
         ax.set_xscale("log")
+        ticks = [b for b in NICE_BUDGETS if lo <= b <= hi] or [lo, hi]
+        while len(ticks) > 8:
+            ticks = ticks[::2]
+        ax.xaxis.set_major_locator(FixedLocator(ticks))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
     ax.set_xlabel("token budget B (generated tokens)")
     ax.set_ylabel("correct within B (%)")
-    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
-    ax.set_title(title)
+    ax.legend(*_model_handles(keys), loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    if title:
+        ax.set_title(title)
     fig.tight_layout()
+    return fig
+
+
+def versus_paper(summary: pd.DataFrame, paper: pd.DataFrame, ours_label: str, paper_label: str = "paper, 7B",
+                 title: str = ""):
+    """Each method on its own row (its name is the row's label, so no name covers another): left, its length
+    change vs System 2 (%); right, its accuracy relative to System 2 (%, 100 = System 2), ours as filled markers
+    with 95% CI bars, the paper's as hollow markers of the same colour on the same row.
+
+    ``summary`` is a run's summary (model, accuracy, acc_lo, acc_hi, length_change_pct[, tokens_lo, tokens_hi,
+    mean_tokens]); ``paper`` has method, avg_accuracy, avg_length_change_pct (``paper_summary()``). Rows: ours in
+    their order (System 1 and System 2 first); paper methods we did not run are left out."""
+    s = summary.set_index("model")
+    s2 = s.accuracy.get("System 2")
+    p = paper.rename(columns={"method": "model"}).copy()
+    p["model"] = p.model.replace(PAPER_NAMES)
+    p = p.set_index("model")
+    p2 = p.avg_accuracy.get("System 2")
+    models = _order(summary.model)
+    ys = {m: len(models) - 1 - i for i, m in enumerate(models)}
+    fig, axes = plt.subplots(1, 2, figsize=(7.8, 1.2 + 0.42 * len(models)), sharey=True)
+    for m in models:
+        colour, marker = style(m)
+        y, r = ys[m], s.loc[m]
+        xl = r.get("length_change_pct", float("nan"))
+        xa = 100 * r.accuracy / s2 if s2 else float("nan")
+        if {"tokens_lo", "tokens_hi"} <= set(s.columns) and m != "System 2" and s.mean_tokens.get("System 2"):
+            ref = s.mean_tokens["System 2"]
+            lo, hi = 100 * (r.tokens_lo / ref - 1), 100 * (r.tokens_hi / ref - 1)
+            axes[0].plot([lo, hi], [y, y], color=colour, lw=1.4, zorder=2)
+        if s2:
+            axes[1].plot([100 * r.acc_lo / s2, 100 * r.acc_hi / s2], [y, y], color=colour, lw=1.4, zorder=2)
+        for ax, x in ((axes[0], xl), (axes[1], xa)):
+            if not _nan(x):
+                ax.plot(x, y, marker=marker, color=colour, markersize=8, ls="none", zorder=3)
+        if m in p.index:
+            pl = p.avg_length_change_pct.get(m)
+            pa = 100 * p.avg_accuracy[m] / p2 if p2 else float("nan")
+            for ax, x in ((axes[0], pl), (axes[1], pa)):
+                if not _nan(x):
+                    ax.plot(x, y, marker=marker, markerfacecolor="white", markeredgecolor=colour, markeredgewidth=1.6,
+                            markersize=8, ls="none", zorder=4)
+    for ax, ref, label in ((axes[0], 0, "length change vs System 2 (%)"),
+                           (axes[1], 100, "accuracy, % of System 2's")):
+        ax.axvline(ref, color=style("System 2")[0], lw=0.9, ls="--", zorder=1)
+        ax.set_xlabel(label)
+        ax.grid(axis="y", visible=False)
+    axes[0].set_yticks(list(ys.values()))
+    axes[0].set_yticklabels(list(ys.keys()))
+    axes[0].set_ylim(-0.7, len(models) - 0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    handles = [Line2D([], [], ls="none", marker="o", color="0.3", markersize=8),
+               Line2D([], [], ls="none", marker="o", markerfacecolor="white", markeredgecolor="0.3", markersize=8),
+               Line2D([], [], color="0.3", lw=1.4)]
+    _legend_below(fig, handles, [ours_label, paper_label, "ours: 95% CI"], ncol=3)
     return fig
 
 
 def paper_beside_ours(summary: pd.DataFrame, paper: pd.DataFrame, ours_label: str, paper_label: str = "paper, 7B"):
-    """Our accuracy-vs-length plane beside the paper's, both normalised to System 2: x = length change vs
-    System 2 (%), y = accuracy relative to System 2 (%, 100 = System 2). ``paper`` has columns method,
-    avg_accuracy, avg_length_change_pct (``paper_summary()``); the same method has the same colour and marker
-    in both panels; the panels share the x axis (each keeps its own y range)."""
-    s2 = summary.set_index("model").accuracy.get("System 2")
-    ours = pd.DataFrame({"model": summary.model, "x": summary.length_change_pct,
-                         "y": 100 * summary.accuracy / s2 if s2 else float("nan")})
-    p = paper.rename(columns={"method": "model"}).copy()
-    p["model"] = p.model.replace(PAPER_NAMES)
-    p2 = p.set_index("model").avg_accuracy.get("System 2")
-    # System 1's length change is not in the paper's summary table: its mean length is below every merge
-    theirs = pd.DataFrame({"model": p.model, "x": p.avg_length_change_pct, "y": 100 * p.avg_accuracy / p2})
-    # same axis semantics, own y range: the toy's System 1 would otherwise squash the paper's panel
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6), sharex=True)
-    pal = _pal(list(ours.model) + list(theirs.model))
-    for ax, df, label in ((axes[0], ours, ours_label), (axes[1], theirs, paper_label)):
-        for _, r in df.dropna(subset=["x", "y"]).iterrows():
-            ax.scatter(r.x, r.y, marker=_marker(r.model), color=pal[r.model], s=70, label=r.model, zorder=2)
-        ax.axhline(100, color="#C44E52", lw=0.8, ls="--", zorder=1)
-        ax.axvline(0, color="#C44E52", lw=0.8, ls="--", zorder=1)
-        ax.set_title(label)
-        ax.set_xlabel("length change vs System 2 (%)")
-    for ax in axes:
-        ax.set_ylabel("accuracy relative to System 2 (%)")
-    handles, labels = [], []
-    for ax in axes:
-        for h, lab in zip(*ax.get_legend_handles_labels()):
-            if lab not in labels:
-                handles.append(h)
-                labels.append(lab)
-    fig.suptitle("Each method relative to System 2 (dashed lines): ours beside the paper's")
-    fig.tight_layout()
-    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(5, len(labels)),
-               frameon=False, fontsize=9)
-    return fig
+    """Ours beside the paper, both relative to System 2: :func:`versus_paper`."""
+    return versus_paper(summary, paper, ours_label, paper_label)
+
+
+def _nan(x) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
 
 
 def scale_beside_paper(ours: pd.DataFrame, paper: pd.DataFrame, y: str, ylabel: str, ours_label: str,
                        paper_label: str = "paper (1.5B-32B)"):
     """A quantity ``y`` against model size, ours (the ladder) beside the paper's (``paper_by_scale()``),
-    one line per merge method, the same colour and marker in both panels."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.4), sharey=True)
-    models = list(dict.fromkeys(list(ours.model) + list(paper.model)))
-    pal = _pal(models)
+    one line per merge method, the same colour and marker in both panels; the legend below both."""
+    fig, axes = plt.subplots(1, 2, figsize=(7.8, 3.9), sharey=True)
+    models = [m for m in dict.fromkeys(list(ours.model) + list(paper.model)) if m not in REFERENCE]
+    shown = []
     for ax, df, label in ((axes[0], ours, ours_label), (axes[1], paper, paper_label)):
-        for m, g in df[~df.model.isin(["System 1", "System 2"])].groupby("model", sort=False):
-            g = g.sort_values("parameters")
-            ax.plot(g.parameters, g[y], "-", marker=_marker(m), color=pal[m], label=m, markersize=7)
+        for m in models:
+            g = df[df.model == m].sort_values("parameters")
+            if not len(g):
+                continue
+            ax.plot(g.parameters, g[y], "-", marker=_marker(m), color=style(m)[0], markersize=7)
+            shown.append(m)
         ax.set_xscale("log")
-        sizes = sorted(df.parameters.unique())  # one tick per scale, labelled 0.13M / 7B
+        sizes = sorted(df.parameters.dropna().unique())  # one tick per scale, labelled 0.13M / 7B
         ax.xaxis.set_major_locator(FixedLocator(sizes))
         ax.xaxis.set_minor_locator(NullLocator())
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _size(v)))
+        if len(sizes) == 1:
+            ax.set_xlim(sizes[0] / 2, sizes[0] * 2)
         ax.set_xlabel("parameters")
         ax.set_title(label)
-        ax.axhline(100 if "retained" in y else 0, color="#C44E52", lw=0.8, ls="--")
+        ax.axhline(100 if "retained" in y else 0, color=style("System 2")[0], lw=0.8, ls="--")
     axes[0].set_ylabel(ylabel)
-    handles, labels = [], []
-    for ax in axes:
-        for h, lab in zip(*ax.get_legend_handles_labels()):
-            if lab not in labels:
-                handles.append(h)
-                labels.append(lab)
     fig.tight_layout()
-    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(5, len(labels)),
-               frameon=False, fontsize=9)
+    _legend_below(fig, *_model_handles(list(dict.fromkeys(shown))))
     return fig
 
 

@@ -214,7 +214,7 @@ register(Method(
     "Yu et al. 2024, arXiv 2311.03099", summary="DARE as the L2S code: random drop-and-rescale of task vectors, then merge",
     reference=DARE_REF.format("average_merging | task_arithmetic | ties_merging (combine)", " (average: "
                               "equal weights; the mean of the stacked masked models)"), refuse=DARE_REFUSE,
-    display="DARE", style=("#d62728", "v"), pair=True, **DARE_HOOKS,
+    display="DARE", style=("#7b4173", "v"), pair=True, **DARE_HOOKS,
 ))
 register(Method("dare_ta", dare, (WEIGHT, P, ALPHA, PATH, SEED), "Yu et al. 2024, arXiv 2311.03099",
                 fixed={"combine": "task_arithmetic"}, summary="DARE + task arithmetic (the paper's DARE-TA, L2S code)",

@@ -74,7 +74,7 @@ class Method:
     params: tuple[Param, ...]
     paper: str
     display: str = ""  # the name in tables and figures ("Ties-Merging"; default: the name); unique
-    style: tuple[str, str] = ("", "")  # (colour, matplotlib marker) in every figure (unset: picked by the name); unique
+    style: tuple[str, str] = ("", "")  # (colour, matplotlib marker) in every figure (unset: picked by the name); colour unique
     pair: bool = False  # the L2S study merges [System 1, System 2] (else System 2 onto the base System 1)
     needs_base: bool = True
     aliases: tuple[str, ...] = ()
@@ -122,8 +122,8 @@ def register(method: Method) -> Method:
     if method.composite != (method.run is not None and method.check is not None):
         raise ValueError(f"method {method.name!r}: a composite method needs run and check, a kernel method neither")
     for other in all_methods():
-        if method.display == other.display or (any(method.style) and method.style == other.style):
-            raise ValueError(f"method {method.name!r}: display name or style already {other.name!r}'s")
+        if method.display == other.display or (method.style[0] and method.style[0] == other.style[0]):
+            raise ValueError(f"method {method.name!r}: display name or style (colour) already {other.name!r}'s")
     for key in (method.name, *method.aliases):
         if key in REGISTRY:
             raise ValueError(f"method name {key!r} registered twice")
