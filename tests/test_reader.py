@@ -148,24 +148,29 @@ def test_paper_by_scale_normalises_to_system2():
     assert math.isclose(ta7["accuracy retained (%)"], 100 * ta7.accuracy / s2[s2.scale == "7B"].accuracy.iloc[0])
 
 
-def test_paper_beside_ours_puts_system2_at_100_in_both_panels_with_one_marker_per_method():
+def test_paper_beside_ours_puts_system2_at_100_with_one_row_and_colour_per_method():
     import matplotlib
     matplotlib.use("Agg")
     from l2s_utils.study import paper_summary, plots
 
     ours = pd.DataFrame({"model": ["System 1", "System 2", "Task Arithmetic"], "accuracy": [40.0, 80.0, 60.0],
+                         "acc_lo": [35.0, 75.0, 55.0], "acc_hi": [45.0, 85.0, 65.0],
                          "length_change_pct": [-80.0, 0.0, -50.0]})
     fig = plots.paper_beside_ours(ours, paper_summary(), "ours")
-    left, right = fig.axes[:2]
-    pts = {c.get_label(): (c.get_offsets()[0], c.get_facecolor()[0].tolist()) for c in left.collections}
-    assert pts["System 2"][0].tolist() == [0.0, 100.0] and pts["Task Arithmetic"][0].tolist() == [-50.0, 75.0]
-    theirs = {c.get_label(): (c.get_offsets()[0], c.get_facecolor()[0].tolist()) for c in right.collections}
-    assert theirs["System 2"][0].tolist() == [0.0, 100.0]
-    # TA at 7B: 53.5 of System 2's 54.5 (Table 1 averages)
-    assert math.isclose(theirs["Task Arithmetic"][0][1], 100 * 53.5 / 54.5, rel_tol=1e-3)
-    assert theirs["Task Arithmetic"][1] == pts["Task Arithmetic"][1]  # same colour in both panels
-    labels = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert len(labels) == len(set(labels)) and "Task Arithmetic" in labels
+    length, acc = fig.axes[:2]
+
+    def points(ax):
+        return {ln.get_label(): (ln.get_xdata()[0], ln.get_ydata()[0], ln.get_color()) for ln in ax.lines
+                if ln.get_label().startswith(("ours: ", "paper: "))}
+
+    pl, pa = points(length), points(acc)
+    assert pl["ours: System 2"][0] == 0.0 and pa["ours: System 2"][0] == 100.0 and pa["paper: System 2"][0] == 100.0
+    assert pl["ours: Task Arithmetic"][0] == -50.0 and pa["ours: Task Arithmetic"][0] == 75.0
+    # TA at 7B: 53.5 of System 2's 54.5 at -48.7% (Table 1 averages), on TA's row, in TA's colour
+    assert math.isclose(pa["paper: Task Arithmetic"][0], 100 * 53.5 / 54.5, rel_tol=1e-3)
+    assert pl["paper: Task Arithmetic"][0] == -48.7
+    assert pl["paper: Task Arithmetic"][1] == pl["ours: Task Arithmetic"][1] != pl["ours: System 2"][1]
+    assert pl["paper: Task Arithmetic"][2] == pl["ours: Task Arithmetic"][2] == plots.style("Task Arithmetic")[0]
     import matplotlib.pyplot as plt
     plt.close(fig)
 
@@ -185,3 +190,46 @@ def test_scale_beside_paper_labels_one_tick_per_scale():
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["0.04M", "0.41M"]
     assert [t.get_text() for t in fig.axes[1].get_xticklabels()] == ["1.5B", "7B", "14B", "32B"]
     plt.close(fig)
+
+
+def test_tables_never_show_nan_or_minus_zero_and_repeat_no_row():
+    df = pd.DataFrame({"model": ["TA", "TA", "TIES"], "aes": [-0.0001, -0.0001, float("nan")],
+                       "length_change_pct": [-0.04, -0.04, 3.0], "accuracy": [50.0, 50.0, float("nan")]})
+    t = reader.readable(df)
+    assert len(t) == 2  # the repeated row once
+    cells = " ".join(" ".join(r) for r in t.values.tolist())
+    assert "nan" not in cells and "-0.0" not in cells.split() and "-0" not in cells.split()
+    assert reader.num(float("nan"), suffix="%") == "n/a" and reader.num(-0.04) == "0.0"
+    assert reader.signed(-0.04) == "0.0%" and reader.signed(12.0) == "+12.0%" and reader.signed(-3.46) == "-3.5%"
+
+
+def test_precision_is_chosen_per_column():
+    assert reader.auto_digits([38.2, 233.0], "mean length (tokens)") == 0
+    assert reader.auto_digits([61.04, 80.0], "accuracy (%)") == 1
+    assert reader.auto_digits([1.2312, 1.9], "loss on system1 traces") == 2
+    assert reader.auto_digits([0.998, 1.003], "System 1 (K sigma)") == 3
+    assert reader.auto_digits([3, 4], "rank r") == 0
+    path = pd.DataFrame({"alpha": [0.0, 0.1, 0.3], "accuracy": [40.0, 41.24, 70.0], "mean_tokens": [30.2, 38.7, 233.1],
+                         "loss on system1 traces": [1.2345, 1.5, 1.75]})
+    t = reader.readable(path)
+    assert list(t["alpha"]) == ["0.0", "0.1", "0.3"] and list(t["accuracy (%)"]) == ["40.0", "41.2", "70.0"]
+    assert list(t["mean length (tokens)"]) == ["30", "39", "233"] and t["loss on system1 traces"][0] == "1.23"
+
+
+def test_all_zero_table_becomes_a_sentence_and_a_single_benchmark_column_goes():
+    sc = pd.DataFrame({"model": ["System 2", "TA"], "flags per response": [0.0, 0.0],
+                       "corrections that are right (%)": [float("nan")] * 2, "accuracy (%)": [90.0, 80.0]})
+    out = reader.table(sc, if_zero="No response flagged a slip.",
+                       zero_columns=["flags per response", "corrections that are right (%)"]).data
+    assert "<table" not in out and "No response flagged a slip." in out
+    assert "<table" in reader.table(sc).data  # accuracy is not zero
+    t = reader.readable(pd.DataFrame({"model": ["a", "b"], "benchmark": ["toy", "toy"], "accuracy": [1.0, 2.0]}))
+    assert "benchmark" not in t.columns
+
+
+def test_captions_say_what_n_counts():
+    class St:
+        name = "toy"
+
+    assert "n = 40 problems per level and model" in reader.caption(St(), "x", n=40, per="level and model").data
+    assert "n = 194 problems per model" in reader.caption(St(), "x", n=194).data

@@ -407,14 +407,14 @@ def versus_paper(summary: pd.DataFrame, paper: pd.DataFrame, ours_label: str, pa
             axes[1].plot([100 * r.acc_lo / s2, 100 * r.acc_hi / s2], [y, y], color=colour, lw=1.4, zorder=2)
         for ax, x in ((axes[0], xl), (axes[1], xa)):
             if not _nan(x):
-                ax.plot(x, y, marker=marker, color=colour, markersize=8, ls="none", zorder=3)
+                ax.plot(x, y, marker=marker, color=colour, markersize=8, ls="none", zorder=3, label=f"ours: {m}")
         if m in p.index:
             pl = p.avg_length_change_pct.get(m)
             pa = 100 * p.avg_accuracy[m] / p2 if p2 else float("nan")
             for ax, x in ((axes[0], pl), (axes[1], pa)):
                 if not _nan(x):
-                    ax.plot(x, y, marker=marker, markerfacecolor="white", markeredgecolor=colour, markeredgewidth=1.6,
-                            markersize=8, ls="none", zorder=4)
+                    ax.plot(x, y, marker=marker, color=colour, markerfacecolor="white", markeredgecolor=colour, markeredgewidth=1.6,
+                            markersize=8, ls="none", zorder=4, label=f"paper: {m}")
     for ax, ref, label in ((axes[0], 0, "length change vs System 2 (%)"),
                            (axes[1], 100, "accuracy, % of System 2's")):
         ax.axvline(ref, color=style("System 2")[0], lw=0.9, ls="--", zorder=1)

@@ -40,16 +40,68 @@ COLUMNS = {
 CI_SUFFIX = " [95% CI]"
 
 
+# columns shown with one decimal whatever their values (percentages, accuracy points)
+ONE_DECIMAL = re.compile(r"accuracy|_pct$|%|reflective|points|acc_lo|acc_hi|retained")
+ZERO_DECIMALS = re.compile(r"tokens|^n$|_n$|responses|parameters|rank$|^level$")
+
+
 def _fmt(v, digits: int = 1) -> str:
+    """One cell as text: NaN/None as "-", never "nan" or "-0.0"; integers with thousands separators."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
     if isinstance(v, bool):
         return "yes" if v else "no"
+    if hasattr(v, "item") and not isinstance(v, str):  # numpy scalars
+        try:
+            v = v.item()
+        except (ValueError, AttributeError):
+            pass
+        if isinstance(v, float) and math.isnan(v):
+            return "-"
     if isinstance(v, int) or (isinstance(v, float) and v.is_integer() and abs(v) >= 1000):
         return f"{int(v):,}"
     if isinstance(v, float):
-        return f"{v:.{digits}f}"
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        t = f"{v:.{digits}f}"
+        return t[1:] if re.fullmatch(r"-0\.?0*", t) else t  # -0.0 -> 0.0
     return str(v)
+
+
+def num(v, digits: int = 1, suffix: str = "", missing: str = "n/a") -> str:
+    """A number for a sentence: ``missing`` for NaN/None (never "nan"), no "-0.0", ``suffix`` appended."""
+    t = _fmt(v, digits)
+    return missing if t == "-" else t + suffix
+
+
+def signed(v, digits: int = 1, suffix: str = "%", missing: str = "n/a") -> str:
+    """A change for a sentence: "+12.0%", "-3.5%", "0.0%" (no sign on zero), ``missing`` for NaN."""
+    t = num(v, digits, "", missing)
+    if t == missing:
+        return t
+    return (t if t.startswith("-") or float(t.replace(",", "")) == 0 else "+" + t) + suffix
+
+
+def auto_digits(values, column: str = "") -> int:
+    """Decimals for a column: 1 for percentages and accuracy, 0 for token counts and counts; values with at most
+    three decimals (parameters: alpha 0.1, 0.25) as written; otherwise enough for three significant digits of the typical value and one of the spread, between 0 and 4."""
+    if ONE_DECIMAL.search(column):
+        return 1
+    x = pd.to_numeric(pd.Series(list(values)), errors="coerce").dropna()
+    x = x[~x.isin([float("inf"), float("-inf")])]
+    if ZERO_DECIMALS.search(column) or not len(x) or (x == x.round()).all():
+        return 0
+    for d in range(1, 4):  # parameter values (alpha 0.1, 0.25) as written
+        if ((x - x.round(d)).abs() < 1e-9).all():
+            return d
+    nz = x[x != 0].abs()
+    if not len(nz):
+        return 1
+    d = 2 - math.floor(math.log10(float(nz.median())))
+    spread = float(x.max() - x.min())
+    if spread > 0:
+        d = max(d, -math.floor(math.log10(spread)))
+    return max(0, min(4, d))
 
 
 def with_ci(df: pd.DataFrame, value: str = "accuracy", lo: str = "acc_lo", hi: str = "acc_hi",
@@ -62,19 +114,34 @@ def with_ci(df: pd.DataFrame, value: str = "accuracy", lo: str = "acc_lo", hi: s
     return out.rename(columns={value: COLUMNS.get(value, value) + CI_SUFFIX})
 
 
-def readable(df: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
-    """Columns renamed for readers (units in the name), intervals merged, every cell formatted as text."""
+def readable(df: pd.DataFrame, digits: int | None = None) -> pd.DataFrame:
+    """Columns renamed for readers (units in the name), intervals merged, every cell formatted as text with the
+    column's precision (``digits``, or :func:`auto_digits` per column); columns with no value at all and a
+    ``benchmark`` column with one value (the caption names it) left out; repeated rows shown once."""
     # a meaningful index (layer names, levels) becomes a column; a plain row number is dropped
     df = df.reset_index(drop=isinstance(df.index, pd.RangeIndex))
-    out = with_ci(df, digits=digits)
+    df = df[[c for c in df.columns if not df[c].isna().all()]]
+    if "benchmark" in df.columns and df["benchmark"].nunique() == 1 and len(df.columns) > 2:
+        df = df.drop(columns="benchmark")
+    out = with_ci(df, digits=1 if digits is None else digits)
     out = with_ci(out, "mean_tokens", "tokens_lo", "tokens_hi", digits=0)
     out = out.rename(columns={c: COLUMNS.get(c, str(c).replace("_", " ")) for c in out.columns})
     for c in out.columns:
-        out[c] = [_fmt(v, digits) for v in out[c]]
-    return out
+        d = auto_digits(out[c], str(c)) if digits is None else digits
+        out[c] = [_fmt(v, d) for v in out[c]]
+    return out.drop_duplicates().reset_index(drop=True)
 
 
-def table_html(df: pd.DataFrame, caption: str | None = None, digits: int = 1) -> str:
+def all_zero(df: pd.DataFrame, columns=None) -> bool:
+    """Whether every value of the numeric ``columns`` (default: all numeric columns) is 0 or missing."""
+    cols = list(columns) if columns is not None else list(df.select_dtypes("number").columns)
+    if not len(df) or not cols:
+        return not len(df)
+    vals = df[cols].apply(pd.to_numeric, errors="coerce")
+    return bool(((vals == 0) | vals.isna()).all().all())
+
+
+def table_html(df: pd.DataFrame, caption: str | None = None, digits: int | None = None) -> str:
     """An HTML table without an index, inside a horizontally scrolling box (class ``l2s-table``)."""
     t = readable(df, digits)
     cell = "padding:3px 8px;border-bottom:1px solid #ddd;"
@@ -85,10 +152,14 @@ def table_html(df: pd.DataFrame, caption: str | None = None, digits: int = 1) ->
     def align(v: str) -> str:  # numbers (and "61.0 [54.0, 68.0]") right, text left
         return "right" if re.fullmatch(r"[-+0-9.,\[\] ]+|-", v) else "left"
 
+    # a column of long texts (a check's description, a path) wraps, so that the table fits the text column
+    wraps = [t[c].str.len().max() > 28 and not t[c].map(lambda v: align(str(v)) == "right").all() for c in t.columns]
+    long_cell = cell.replace("white-space:nowrap;", "white-space:normal;min-width:12em;overflow-wrap:anywhere;")
     head = "".join(f'<th style="{head_cell}text-align:left;border-bottom:2px solid #999">{html.escape(str(c))}</th>'
                    for c in t.columns)
-    body = "".join("<tr>" + "".join(f'<td style="{cell}text-align:{align(str(v))}">{html.escape(str(v))}</td>'
-                                    for v in row) + "</tr>" for row in t.itertuples(index=False))
+    body = "".join("<tr>" + "".join(f'<td style="{long_cell if w else cell}text-align:{align(str(v))}">'
+                                    f'{html.escape(str(v))}</td>' for v, w in zip(row, wraps)) + "</tr>"
+                   for row in t.itertuples(index=False))
     cap = (f'<caption style="caption-side:top;text-align:left;font-style:italic">{html.escape(caption)}</caption>'
            if caption else "")
     return (f'<div class="l2s-table" style="overflow-x:auto;max-width:100%;margin:0.5em 0 1em 0">'
@@ -107,22 +178,37 @@ def sampled(df: pd.DataFrame) -> pd.DataFrame:
     return out[[c for c in keep if c in out.columns]]
 
 
-def table(df: pd.DataFrame, caption: str | None = None, digits: int = 1):
-    """Display object for a notebook: :func:`table_html` as ``IPython.display.HTML``."""
+def table(df: pd.DataFrame, caption: str | None = None, digits: int | None = None, columns=None,
+          if_zero: str | None = None, zero_columns=None):
+    """Display object for a notebook: :func:`table_html` as ``IPython.display.HTML``.
+
+    ``columns``: the columns to show (the reader's; the rest stay in the chapter's download); ``digits``: one
+    precision for every column (default: chosen per column, :func:`auto_digits`). When every value of
+    ``zero_columns`` (default: every numeric column) is 0 or missing, the table says nothing: the sentence
+    ``if_zero`` is shown instead (default: one naming the columns)."""
     from IPython.display import HTML
 
+    if columns is not None:
+        df = df[[c for c in columns if c in df.columns]]
+    if all_zero(df, zero_columns):
+        cols = list(zero_columns) if zero_columns is not None else list(df.select_dtypes("number").columns)
+        text = if_zero or ("Nothing to show: " + (", ".join(COLUMNS.get(c, str(c).replace("_", " ")) for c in cols)
+                                                  or "the table") + " are zero for every row.")
+        prefix = f"<em>{html.escape(caption)}</em> " if caption else ""
+        return HTML(f'<p class="l2s-zero">{prefix}{html.escape(text)}</p>')
     return HTML(table_html(df, caption, digits))
 
 
-def caption(st, what: str, n: int | None = None, ci: bool = True):
-    """A figure caption naming the profile, the number of problems per model and the interval."""
+def caption(st, what: str, n: int | None = None, ci: bool = True, per: str = "model"):
+    """A figure caption naming the profile, what n counts (problems per ``per``: "model", "level and model",
+    "alpha", ...) and the interval."""
     import matplotlib.pyplot as plt
     from IPython.display import Markdown
 
     plt.show()  # the figure(s) drawn so far come before their caption (inline backend: shown and closed)
     parts = [f"*Figure: {what}. Profile `{st.name}`"]
     if n is not None:
-        parts.append(f"n = {int(n)} problems per model")
+        parts.append(f"n = {int(n)} problems per {per}")
     if ci:
         parts.append("bars: 95% bootstrap confidence intervals over problems")
     return Markdown(", ".join(parts) + ".*")
