@@ -15,6 +15,7 @@ Files:
   paper.py      the paper's numbers: model pairs, Table 7 merge configs, reported results side by side
   premise.py    the organism's premise report (here because it generates and grades)
   reader.py     what the book's reader sees: readable tables, captions, provenance box, Colab links
+  verdict.py    the verdict box of every page: the paper's claim, this run's number, reproduced or not and why
 
 ``Study``, ``side_by_side`` and ``paper_summary`` are loaded on first use, so importing a submodule
 (e.g. ``l2s_utils.study.profiles``) stays light.

@@ -8,7 +8,9 @@
    order (:func:`l2s_utils.study.chapters.chapter_names`) -- a notebook whose source, profile and package
    code are unchanged since its last successful run is not executed again (a stamp file records the hash);
    a failing cell stops the study with the notebook and cell named;
-3. builds the book with jupyter-book 1.x (offline; ``execute_notebooks: off``) and prints the path of
+3. writes what the intro shows of the run (:func:`write_intro`: every chapter's verdict and the headline
+   figure, from the files the chapters saved under ``out/verdicts``);
+4. builds the book with jupyter-book 1.x (offline; ``execute_notebooks: off``) and prints the path of
    ``index.html``.
 """
 
@@ -90,6 +92,7 @@ def run_notebooks(profile: str, out: Path, chapters: Path, notebooks=None, progr
             raise StudyError(f"notebook {name}: cell {e.exec_count} failed: {e.ename}: {e.evalue} "
                              f"(the executed notebook with the traceback: {tmp})") from None
         reader_tags(tmp)
+        strip_machine_paths(tmp, out)
         tmp.replace(dst)
         export_downloads(dst, chapters.parent / "_static" / "downloads")
         stamp_file.write_text(stamp)
@@ -123,6 +126,34 @@ def reader_tags(nb_path: Path) -> None:
             if not any(x.startswith(("remove-", "hide-")) for x in tags):
                 tags.append(t)
     nb_path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+
+
+def strip_machine_paths(nb_path: Path, out: Path | None = None) -> None:
+    """No path of the build machine in an executed notebook (it is offered for download as it is): papermill's
+    ``input_path`` / ``output_path`` go, an absolute ``out`` parameter becomes ``None`` (the reader's own default,
+    ``runs/<profile>``) in the metadata and the injected cell, and the repository's absolute path anywhere else
+    becomes relative."""
+    import re
+
+    nb = json.loads(nb_path.read_text())
+    pm_meta = nb.get("metadata", {}).get("papermill", {})
+    for key in ("input_path", "output_path"):
+        pm_meta.pop(key, None)
+    params = pm_meta.get("parameters", {})
+    if isinstance(params.get("out"), str) and os.path.isabs(params["out"]):
+        params["out"] = None
+    for cell in nb["cells"]:
+        if "injected-parameters" in cell.get("metadata", {}).get("tags", []):
+            src = "".join(cell.get("source", []))
+            src = re.sub(r'(?m)^out = "(/[^"]*)"$', "out = None  # the build's output directory (not shipped)", src)
+            cell["source"] = src.splitlines(keepends=True)
+    text = json.dumps(nb, indent=1, ensure_ascii=False)
+    for root in {str(ROOT), str(ROOT.resolve())}:
+        text = text.replace(root + "/", "").replace(root, ".")
+    if out is not None and os.path.isabs(str(out)):
+        for o in {str(out), str(Path(out).resolve())}:
+            text = text.replace(o, "runs")
+    nb_path.write_text(text + "\n")
 
 
 def export_downloads(nb_path: Path, downloads: Path) -> None:
@@ -178,6 +209,42 @@ def build_book(book: Path) -> Path:
     return index
 
 
+HEADLINE_CHAPTERS = ("01_task_vector_merging", "02_svd_merging", "03_activation_merging")
+
+
+def write_intro(out: Path, book: Path, chapters, profile: str) -> None:
+    """What the intro shows of this run, from the files its chapters saved under ``out/verdicts``: every
+    chapter's verdict and the headline figure (every merge beside the paper's number, relative to System 2),
+    written to ``book/_generated/verdicts.md`` (included by ``intro.md``) and ``book/_static/headline.png``."""
+    import pandas as pd
+
+    from . import plots, verdict
+    from .paper import paper_summary
+
+    gen = book / "_generated"
+    gen.mkdir(parents=True, exist_ok=True)
+    text = verdict.intro_markdown(out, chapters, profile)
+    frames = [pd.read_csv(f) for ch in HEADLINE_CHAPTERS if (f := Path(out) / "verdicts" / f"{ch}.summary.csv").is_file()]
+    if frames:
+        summary = pd.concat(frames, ignore_index=True).drop_duplicates("model")
+        fig = plots.versus_paper(summary, paper_summary(), f"ours ({profile})",
+                                 title="Every merge relative to System 2: this run beside the paper (7B)")
+        (book / "_static").mkdir(exist_ok=True)
+        fig.savefig(book / "_static" / "headline.png", dpi=plots.DPI, bbox_inches="tight")
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+        n = int(summary.n.max()) if "n" in summary else None
+        text += ("\n```{figure} /_static/headline.png\n:name: headline\n:width: 100%\n\n"
+                 f"Every merge method of this run (filled markers, with 95% bootstrap intervals) beside the paper's "
+                 f"7B averages (hollow, Table 1), both relative to System 2: length change (left) and accuracy as a "
+                 f"share of System 2's (right). Profile `{profile}`"
+                 + (f", n = {n} problems per model" if n else "") + ".\n```\n")
+    tmp = gen / "verdicts.md.partial"
+    tmp.write_text(text)
+    tmp.replace(gen / "verdicts.md")
+
+
 def notebook_profile(prof: dict) -> str:
     """What the notebooks get as ``profile``: a built-in's name (the book shows no local path), else the
     file as given -- a custom profile is never looked up again by its name (which may be a built-in's)."""
@@ -200,10 +267,7 @@ def run_study(profile: str = "toy", out: str | Path | None = None, book: str | P
     t0 = time.perf_counter()
     organism_models(prof, progress, verbose=True)
     report = run_notebooks(notebook_profile(prof), out, book / "chapters", notebooks, progress, prof)
-    headline = out / "figures" / "headline.png"
-    if headline.is_file():
-        (book / "_static").mkdir(exist_ok=True)
-        (book / "_static" / "headline.png").write_bytes(headline.read_bytes())
+    write_intro(out, book, chapter_names(book), prof["name"])
     index = build_book(book)
     for r in report:
         print(f"[l2s study] {r['notebook']}: {r['status']} ({r['seconds']} s)")
