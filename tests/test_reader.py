@@ -233,3 +233,40 @@ def test_captions_say_what_n_counts():
 
     assert "n = 40 problems per level and model" in reader.caption(St(), "x", n=40, per="level and model").data
     assert "n = 194 problems per model" in reader.caption(St(), "x", n=194).data
+
+
+def test_executed_notebooks_keep_no_machine_path(tmp_path):
+    from l2s_utils.study.driver import ROOT as REPO, strip_machine_paths
+
+    out = tmp_path / "runs"
+    nb = {"cells": [{"cell_type": "code", "metadata": {"tags": ["injected-parameters"]},
+                     "source": ['# Parameters\n', 'profile = "smoke"\n', f'out = "{out}"\n'], "outputs": []},
+                    {"cell_type": "code", "metadata": {}, "source": ["x"], "outputs": [
+                        {"output_type": "stream", "name": "stdout", "text": [f"wrote {REPO}/runs/a and {out}/b\n"]}]}],
+          "metadata": {"papermill": {"input_path": f"{REPO}/notebooks/x.ipynb", "output_path": f"{tmp_path}/x.ipynb",
+                                     "parameters": {"profile": "smoke", "out": str(out)}}},
+          "nbformat": 4, "nbformat_minor": 5}
+    f = tmp_path / "x.ipynb"
+    f.write_text(json.dumps(nb))
+    strip_machine_paths(f, out)
+    text = f.read_text()
+    assert str(REPO) not in text and str(tmp_path) not in text and "/tmp/" not in text
+    d = json.loads(text)
+    assert "input_path" not in d["metadata"]["papermill"] and d["metadata"]["papermill"]["parameters"]["out"] is None
+    assert "out = None" in "".join(d["cells"][0]["source"]) and 'profile = "smoke"' in "".join(d["cells"][0]["source"])
+
+
+def test_book_sources_are_offline_and_link_their_references():
+    import re
+
+    import yaml
+
+    cfg = yaml.safe_load((ROOT / "book" / "_config.yml").read_text())
+    mj = cfg["sphinx"]["config"]["mathjax_path"]
+    assert not re.match(r"^[a-z]+://|^//", mj), "MathJax from the network"
+    assert (ROOT / "book" / "_static" / mj).is_file() and (ROOT / "book" / "_static" / "mathjax" / "LICENSE").is_file()
+    fonts = ROOT / "book" / "_static" / "mathjax" / "output" / "chtml" / "fonts" / "woff-v2"
+    assert len(list(fonts.glob("*.woff"))) > 10
+    refs = (ROOT / "book" / "references.md").read_text().split("## Cite this study")[0]
+    items = [ln for ln in refs.splitlines() if ln.startswith("- ")]
+    assert len(items) >= 10 and all("](https://" in ln for ln in items), "a reference without a link"
