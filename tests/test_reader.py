@@ -270,3 +270,18 @@ def test_book_sources_are_offline_and_link_their_references():
     refs = (ROOT / "book" / "references.md").read_text().split("## Cite this study")[0]
     items = [ln for ln in refs.splitlines() if ln.startswith("- ")]
     assert len(items) >= 10 and all("](https://" in ln for ln in items), "a reference without a link"
+    for page in ("reproduce.md", "intro.md", "methods.md"):
+        text = (ROOT / "book" / page).read_text()
+        assert "OWNER/REPO" not in text and "<this repository>" not in text, page
+
+
+def test_development_history_is_in_the_changelog_not_in_reader_pages():
+    import re
+
+    assert (ROOT / "CHANGELOG.md").is_file()
+    pages = [(p.name, p.read_text()) for p in (ROOT / "book").glob("*.md")]
+    pages += [(f.name, "".join("".join(c["source"]) for c in json.loads(f.read_text())["cells"] if c["cell_type"] == "markdown"))
+              for f in (ROOT / "notebooks").glob("*.ipynb")]
+    for name, text in pages:
+        for pattern in (r"organism v\d+", r"\bv1\d weights", r"before this change", r"is removed\b", r"as before\b"):
+            assert not re.search(pattern, text), (name, pattern)

@@ -87,21 +87,22 @@ def test_premise_scale_and_adaptive_rules():
 
 def test_saved_verdicts_make_the_intro_section(tmp_path):
     v = verdict.merges(_summary(Task_Arithmetic=(-40.0, 89.0)), "toy")
-    v.save(tmp_path, "01_task_vector_merging", _summary())
-    assert (tmp_path / "verdicts" / "01_task_vector_merging.summary.csv").is_file()
-    md = verdict.intro_markdown(tmp_path, ["00_testbed", "01_task_vector_merging"], "toy")
-    assert "1 reproduced (of 1)" in md and "(chapters/01_task_vector_merging.ipynb) | **reproduced** |" in md
+    v.save(tmp_path, "merges_chapter", _summary())
+    assert (tmp_path / "verdicts" / "merges_chapter.summary.csv").is_file()
+    md = verdict.intro_markdown(tmp_path, ["no_verdict_chapter", "merges_chapter"], "toy")
+    assert "1 reproduced (of 1)" in md and "(chapters/merges_chapter.ipynb) | **reproduced** |" in md
     assert ":::{admonition}" in md and ":class: tip" in md
     assert ":::{admonition} Reproduced" in v.markdown() and "-48.7%" in v.markdown()
-    assert json.loads((tmp_path / "verdicts" / "01_task_vector_merging.json").read_text())["outcome"] == "reproduced"
-    assert "No chapter" in verdict.intro_markdown(tmp_path / "none", ["00_testbed"], "toy")
+    saved = json.loads((tmp_path / "verdicts" / "merges_chapter.json").read_text())
+    assert saved["outcome"] == "reproduced" and saved["kind"] == "merges"
+    assert "No chapter" in verdict.intro_markdown(tmp_path / "none", ["merges_chapter"], "toy")
     with pytest.raises(ValueError):
         verdict.Verdict("t", "c", "m", "maybe", "r", "toy")
 
 
 def test_every_results_chapter_opens_with_its_verdict():
     """The first code cell after the set-up computes, saves and shows the chapter's verdict."""
-    results = [c for c in chapter_names() if c != "06_exercises"]
+    results = [c for c in chapter_names() if "exercises" not in c]
     assert len(results) >= 6
     for name in results:
         cells = json.loads((ROOT / "notebooks" / f"{name}.ipynb").read_text())["cells"]

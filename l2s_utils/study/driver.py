@@ -209,9 +209,6 @@ def build_book(book: Path) -> Path:
     return index
 
 
-HEADLINE_CHAPTERS = ("01_task_vector_merging", "02_svd_merging", "03_activation_merging")
-
-
 def write_intro(out: Path, book: Path, chapters, profile: str) -> None:
     """What the intro shows of this run, from the files its chapters saved under ``out/verdicts``: every
     chapter's verdict and the headline figure (every merge beside the paper's number, relative to System 2),
@@ -224,7 +221,8 @@ def write_intro(out: Path, book: Path, chapters, profile: str) -> None:
     gen = book / "_generated"
     gen.mkdir(parents=True, exist_ok=True)
     text = verdict.intro_markdown(out, chapters, profile)
-    frames = [pd.read_csv(f) for ch in HEADLINE_CHAPTERS if (f := Path(out) / "verdicts" / f"{ch}.summary.csv").is_file()]
+    merges = [v.chapter for v in verdict.load(out, chapters) if v.kind == "merges"]  # the merge chapters' summaries
+    frames = [pd.read_csv(f) for ch in merges if (f := Path(out) / "verdicts" / f"{ch}.summary.csv").is_file()]
     if frames:
         summary = pd.concat(frames, ignore_index=True).drop_duplicates("model")
         fig = plots.versus_paper(summary, paper_summary(), f"ours ({profile})",

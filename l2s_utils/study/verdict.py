@@ -72,6 +72,7 @@ class Verdict:
     profile: str
     rows: list[dict] = field(default_factory=list)
     chapter: str = ""
+    kind: str = ""  # the rule that decided: premise | merges | scale | adaptive
 
     def __post_init__(self):
         if self.outcome not in OUTCOMES:
@@ -192,7 +193,7 @@ def premise(summary: pd.DataFrame, checks: list[dict] | pd.DataFrame, profile: s
     else:
         what = [w for w, ok in (("at least twice as long", longer), ("clearly more accurate", better)) if not ok]
         outcome, reason = "not reproduced", f"System 2 is not {' and not '.join(what)} than System 1 on this run."
-    return Verdict("the testbed shows the premise", claim, measured, outcome, reason, profile)
+    return Verdict("the testbed shows the premise", claim, measured, outcome, reason, profile, kind="premise")
 
 
 def merges(summary: pd.DataFrame, profile: str, methods=None, title: str = "merging shortens at System 2's accuracy"
@@ -206,7 +207,7 @@ def merges(summary: pd.DataFrame, profile: str, methods=None, title: str = "merg
              and m not in ("System 1", "System 2")]
     if not names:
         return Verdict(title, "Table 1 reports none of this chapter's methods.", "-", "not measured",
-                       "There is no paper number to compare with.", profile)
+                       "There is no paper number to compare with.", profile, kind="merges")
     rows, outcomes = [], []
     for m in names:
         p, o = paper.loc[m], ours.loc[m]
@@ -244,7 +245,7 @@ def merges(summary: pd.DataFrame, profile: str, methods=None, title: str = "merg
     else:
         reason = (f"{n_short} of {n} merges shorten by at least half the paper's cut and {n_keep} of {n} keep the paper's "
                   f"share of System 2's accuracy; {sum(o == 'reproduced' for o in outcomes)} do both.")
-    return Verdict(title, claim, measured, outcome, reason[0].upper() + reason[1:], profile, rows)
+    return Verdict(title, claim, measured, outcome, reason[0].upper() + reason[1:], profile, rows, kind="merges")
 
 
 def _spearman(x, y) -> float:
@@ -272,7 +273,7 @@ def scale(ours: pd.DataFrame, paper: pd.DataFrame, profile: str) -> Verdict:
     if len(o) < 3:
         return Verdict("merging across model sizes", claim,
                        f"This profile's ladder has {len(o)} scale(s); a trend needs at least three.", "not measured",
-                       "Too few scales to compare a trend.", profile)
+                       "Too few scales to compare a trend.", profile, kind="scale")
     rp_len, rp_kept = _spearman(p.parameters, p.length), _spearman(p.parameters, p.kept)
     ro_len, ro_kept = _spearman(o.parameters, o.length), _spearman(o.parameters, o.kept)
     measured = ("Averaged over the same merges: length change "
@@ -288,7 +289,8 @@ def scale(ours: pd.DataFrame, paper: pd.DataFrame, profile: str) -> Verdict:
               (False, True): "the accuracy trend with size has the paper's direction, the length trend does not.",
               (False, False): "neither trend with size has the paper's direction (or is too weak: |rho| < "
                               f"{MIN_RHO:g})."}[(same_len, same_kept)]
-    return Verdict("merging across model sizes", claim, measured, outcome, reason[0].upper() + reason[1:], profile)
+    return Verdict("merging across model sizes", claim, measured, outcome, reason[0].upper() + reason[1:], profile,
+                   kind="scale")
 
 
 def adaptive(levels: pd.DataFrame, profile: str, model: str = "Task Arithmetic") -> Verdict:
@@ -302,7 +304,8 @@ def adaptive(levels: pd.DataFrame, profile: str, model: str = "Task Arithmetic")
     lv = levels.pivot(index="level", columns="model", values="mean_tokens")
     rf = levels.pivot(index="level", columns="model", values="reflective")
     if model not in lv or "System 2" not in lv:
-        return Verdict("adaptive length", claim, "-", "not measured", f"{model} or System 2 not evaluated.", profile)
+        return Verdict("adaptive length", claim, "-", "not measured", f"{model} or System 2 not evaluated.", profile,
+                       kind="adaptive")
     change = 100 * (lv[model] / lv["System 2"] - 1)
     easy, hard = change.index.min(), change.index.max()
     refl_drop = rf["System 2"][easy] - rf[model][easy]
@@ -315,7 +318,8 @@ def adaptive(levels: pd.DataFrame, profile: str, model: str = "Task Arithmetic")
     reason = (("it shortens the easiest level " + ("at least" if easy_most else "less than")
                + f" {EASY_GAP:g} points more than the hardest, and its reflective share on the easiest level is "
                + ("at least" if drops else "less than") + f" {REFLECTION_DROP:g} points below System 2's."))
-    return Verdict("adaptive length", claim, measured, outcome, reason[0].upper() + reason[1:], profile)
+    return Verdict("adaptive length", claim, measured, outcome, reason[0].upper() + reason[1:], profile,
+                   kind="adaptive")
 
 
 # -- the intro -------------------------------------------------------------------------------------------
