@@ -285,3 +285,30 @@ def test_development_history_is_in_the_changelog_not_in_reader_pages():
     for name, text in pages:
         for pattern in (r"organism v\d+", r"\bv1\d weights", r"before this change", r"is removed\b", r"as before\b"):
             assert not re.search(pattern, text), (name, pattern)
+
+
+def test_exercises_fold_hints_and_solutions_and_get_a_student_copy(tmp_path):
+    from l2s_utils.study.driver import student_copy
+
+    ex = next(f for f in (ROOT / "notebooks").glob("*exercises*.ipynb"))
+    nb = json.loads(ex.read_text())
+    assert nb["metadata"]["l2s"]["student_copy"]
+    md = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+    assert md.count(":class: dropdown") >= 3, "hints folded in dropdowns"
+    assert "Challenge (open-ended)" in md and "What the exercises found" in md
+    assert "Open in Colab" not in md
+    solutions = [c for c in nb["cells"] if "l2s_skeleton" in c["metadata"]]
+    assert len(solutions) >= 3 and all("hide-cell" in c["metadata"]["tags"] for c in solutions)
+    executed = json.loads(json.dumps(nb))
+    executed["metadata"]["papermill"] = {"parameters": {"profile": "toy"}}
+    executed["cells"].insert(2, {"cell_type": "code", "metadata": {"tags": ["injected-parameters"]},
+                                 "source": ["out = 'x'"], "outputs": [], "execution_count": 1})
+    for c in executed["cells"]:
+        if c["cell_type"] == "code":
+            c["outputs"] = [{"output_type": "stream", "name": "stdout", "text": ["answer\n"]}]
+    student = student_copy(executed)
+    code = [c for c in student["cells"] if c["cell_type"] == "code"]
+    assert all(not c["outputs"] and c["execution_count"] is None for c in code)
+    assert "papermill" not in student["metadata"] and len(student["cells"]) == len(nb["cells"])
+    texts = ["".join(c["source"]) for c in code]
+    assert "ex1 = st.summary" not in "\n".join(texts) and sum("# your code" in t for t in texts) >= 3

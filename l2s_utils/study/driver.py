@@ -156,8 +156,35 @@ def strip_machine_paths(nb_path: Path, out: Path | None = None) -> None:
     nb_path.write_text(text + "\n")
 
 
+def student_copy(nb: dict) -> dict:
+    """A notebook for students (chapters whose metadata has ``l2s.student_copy``): no outputs, no papermill
+    metadata or injected cell, and every solution cell (one with ``l2s_skeleton`` in its metadata) reduced to
+    that skeleton; hints (markdown) and the set-up stay."""
+    import copy
+
+    out = copy.deepcopy(nb)
+    out.get("metadata", {}).pop("papermill", None)
+    cells = []
+    for cell in out["cells"]:
+        meta = cell.get("metadata", {})
+        tags = meta.get("tags", [])
+        if "injected-parameters" in tags:
+            continue
+        if cell["cell_type"] == "code":
+            cell["outputs"], cell["execution_count"] = [], None
+            if "l2s_skeleton" in meta:
+                cell["source"] = meta.pop("l2s_skeleton").splitlines(keepends=True)
+                meta["tags"] = [t for t in tags if not t.startswith(("hide-", "remove-"))]
+            meta.pop("papermill", None)
+            meta.pop("execution", None)
+        cells.append(cell)
+    out["cells"] = cells
+    return out
+
+
 def export_downloads(nb_path: Path, downloads: Path) -> None:
-    """The executed chapter for download: ``<name>.ipynb`` and ``<name>.md`` (figures in ``<name>_files/``).
+    """The executed chapter for download: ``<name>.ipynb`` and ``<name>.md`` (figures in ``<name>_files/``), and
+    ``<name>.student.ipynb`` (:func:`student_copy`) for a chapter that asks for one.
 
     The Markdown holds the text cells, each code cell as a fenced block and its outputs (text as fenced
     blocks, Markdown and HTML as they are, figures as PNG files beside it); papermill's injected cell is left out.
@@ -167,6 +194,9 @@ def export_downloads(nb_path: Path, downloads: Path) -> None:
     downloads.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(nb_path, downloads / nb_path.name)
     nb = json.loads(nb_path.read_text())
+    if nb.get("metadata", {}).get("l2s", {}).get("student_copy"):
+        (downloads / f"{nb_path.stem}.student.ipynb").write_text(
+            json.dumps(student_copy(nb), indent=1, ensure_ascii=False) + "\n")
     files = downloads / f"{nb_path.stem}_files"
     shutil.rmtree(files, ignore_errors=True)
     parts, k = [], 0
