@@ -295,7 +295,7 @@ def run_study(profile: str = "toy", out: str | Path | None = None, book: str | P
     t0 = time.perf_counter()
     organism_models(prof, progress, verbose=True)
     report = run_notebooks(notebook_profile(prof), out, book / "chapters", notebooks, progress, prof)
-    write_intro(out, book, chapter_names(book), prof["name"])
+    write_intro(out, book, chapter_names(book) if (book / "_toc.yml").is_file() else notebooks, prof["name"])
     index = build_book(book)
     for r in report:
         print(f"[l2s study] {r['notebook']}: {r['status']} ({r['seconds']} s)")
