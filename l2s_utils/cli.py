@@ -263,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Build the profile's models, execute the chapters listed in the book's _toc.yml "
                                    "(notebooks/<name>.ipynb) with papermill into book/chapters and build the book "
                                    "(jupyter-book 1.x). Unchanged notebooks are not re-run.")
-    s.add_argument("--profile", default="toy", help="toy | smoke | qwen-1.5b | qwen-7b | qwen-14b | qwen-32b | a YAML path")
+    s.add_argument("--profile", default="toy", help="toy | smoke | qwen-1.5b | qwen-7b | qwen-14b | qwen-32b | qwen3-8b | a YAML path")
     s.add_argument("--out", type=Path, default=None, help="run directory (default runs/<profile>)")
     s.add_argument("--book", type=Path, default=None, help="book directory (default ./book)")
     s.add_argument("--only", nargs="*", default=None, help="notebook name prefixes to run (e.g. 00 01)")
