@@ -204,3 +204,62 @@ def test_contenders_rerun_from_the_caches(micro_study, monkeypatch):
     with pytest.raises(ValueError, match=r"no contender 'nope'; its contenders: bf-8, dpo"):
         st.contender_rows(["nope"])
     assert set(st.contender_rows(["bf-8"]).contender) == {"system1", "system2", "bf-8"}
+
+
+def _crowded():
+    import numpy as np
+    import pandas as pd
+
+    names = ["System 1", "System 2", "Task Arithmetic", "Ties-Merging", "AIM-Ties", "Sens-Merging",
+             "Budget forcing B=64", "Budget forcing B=128", "Budget forcing B=256", "Budget forcing min=256", "TS s=2",
+             "TS s=4", "TLDR-style GRPO [short]", "TLDR-style GRPO [medium]", "TLDR-style GRPO [long]", "SelfBudgeter",
+             "DPO on length pairs"]
+    kinds = ["reference"] * 2 + ["merge"] * 4 + ["decoding policy"] * 6 + ["trained baseline"] * 5
+    acc = np.array([40, 80, 78, 79, 80, 79, 60, 70, 76, 81, 77, 74, 72, 75, 79, 76, 78.0])
+    tok = np.array([60, 400, 220, 210, 205, 215, 120, 190, 300, 420, 330, 280, 200, 240, 330, 250, 300.0])
+    return pd.DataFrame({"model": names, "kind": kinds, "accuracy": acc, "acc_lo": acc - 5, "acc_hi": acc + 5,
+                         "mean_tokens": tok, "tokens_lo": tok - 10, "tokens_hi": tok + 10})
+
+
+def test_pareto_front():
+    from l2s_utils.study.plots import pareto_front
+
+    assert pareto_front([60, 400, 210, 205, 300], [40, 80, 79, 80, 76]) == [True, False, False, True, False]
+    assert pareto_front([10, 10], [50, 50]) == [True, True]  # exact ties both stay
+
+
+def test_pareto_plot_labels_every_contender_without_overlap_and_marks_kinds():
+    import itertools
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.text import Text
+
+    from l2s_utils.study import plots
+
+    df = _crowded()
+    fig = plots.pareto(df, "crowded")
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    labels = [t for t in ax.texts]
+    assert sorted(t.get_text() for t in labels) == sorted(df.model)
+    boxes = [Text.get_window_extent(t, renderer) for t in labels]
+    clash = [(labels[i].get_text(), labels[j].get_text()) for i, j in itertools.combinations(range(len(boxes)), 2)
+             if boxes[i].overlaps(boxes[j])]
+    assert not clash, clash
+    frame = ax.get_window_extent(renderer)
+    assert all(frame.contains(b.x0, b.y0) and frame.contains(b.x1, b.y1) for b in boxes)
+    # one marker per kind (the legend's), CIs on both axes
+    legend = {t.get_text() for t in ax.get_legend().get_texts()}
+    assert {"reference", "merge", "decoding policy", "trained baseline", "Pareto front"} <= legend
+    markers = {}
+    for line in ax.lines:
+        if line.get_marker() not in (None, "None", "", "|", "_") and len(line.get_xdata()) == 1:
+            markers.setdefault(line.get_marker(), 0)
+            markers[line.get_marker()] += 1
+    assert markers == {"o": 2, "s": 4, "^": 6, "D": 5}
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
