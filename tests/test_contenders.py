@@ -263,3 +263,34 @@ def test_pareto_plot_labels_every_contender_without_overlap_and_marks_kinds():
     import matplotlib.pyplot as plt
 
     plt.close(fig)
+
+
+def test_reported_numbers_match_their_sources_and_sit_beside_ours():
+    import pandas as pd
+
+    from l2s_utils.study.contenders import Contender, family
+    from l2s_utils.study.paper import long_to_short_reported, paper_summary, reported_beside_ours
+
+    rep = long_to_short_reported()
+    assert rep.family.str.match(r"^(merge:\w+|trained:(tldr|selfbudgeter|dpo)|policy:(budget_forcing|ts))$").all()
+    assert rep.source.notna().all() and rep.paper.notna().all()
+    t1 = paper_summary().set_index("method")
+    s2 = t1.loc["DeepSeek-R1-Distill-Qwen-7B", "avg_accuracy"]
+    for method, row in (("Ties-Merging", rep.iloc[0]), ("DPO", rep[rep.family == "trained:dpo"].iloc[0])):
+        assert row.accuracy_change_points == pytest.approx(t1.loc[method, "avg_accuracy"] - s2)
+        assert row.length_change_pct == t1.loc[method, "avg_length_change_pct"]
+    q3 = pd.read_csv(ROOT / "data" / "paper" / "readme_qwen3_8b.csv").set_index("role")
+    readme = rep[rep.source.str.contains("6bc078e")].iloc[0]
+    assert readme.accuracy_change_points == pytest.approx(q3.loc["merged", "accuracy"] - q3.loc["system2", "accuracy"])
+    assert readme.length_change_pct == pytest.approx(
+        100 * (q3.loc["merged", "mean_length"] / q3.loc["system2", "mean_length"] - 1), abs=0.05)
+    # beside ours: a contender of a family lands in that family's rows; a family without one says so
+    ours = pd.DataFrame({"model": ["System 2", "Ties-Merging", "TS s=2"], "accuracy": [80.0, 78.0, 70.0],
+                         "length_change_pct": [0.0, -40.0, -20.0]})
+    cs = [Contender("ties", "Ties-Merging", "merge", merge="ties"),
+          Contender("ts-2", "TS s=2", "decoding policy", policy={"stop_scale": 2.0})]
+    assert [family(c) for c in cs] == ["merge:ties", "policy:ts"]
+    got = reported_beside_ours(ours, cs, "toy").set_index("method")["this run (toy), vs its System 2"]
+    assert got["TIES-Merging"] == "Ties-Merging: -2.0 points, -40% length"
+    assert got["Temperature scaling of the stopping point (TS)"] == "TS s=2: -10.0 points, -20% length"
+    assert got["DPO"] == "not in this profile"

@@ -93,6 +93,17 @@ class Contender:
         return "merged" if self.merge else "system2"
 
 
+def family(c: Contender) -> str:
+    """The contender's method family, as ``data/paper/long_to_short_reported.csv`` names it: ``merge:<merge label>``,
+    ``trained:<method>``, or for System 2 with a decoding policy ``policy:budget_forcing`` (a maximum, a minimum or
+    both) or ``policy:ts`` (stop scaling alone)."""
+    if c.merge is not None:
+        return f"merge:{c.merge}"
+    if c.trained is not None:
+        return f"trained:{c.trained}"
+    return "policy:budget_forcing" if "think_budget" in c.policy or "think_min" in c.policy else "policy:ts"
+
+
 def policy_name(policy: dict) -> str:
     """A decoding policy in words: "budget forcing B=128", "budget forcing min=256", "TS s=2", or joined by " + "."""
     parts = []

@@ -349,7 +349,8 @@ def pareto(summary: pd.DataFrame, title: str = "", line: pd.DataFrame | None = N
     handles.append(Line2D([], [], ls="--", color="0.45", label="Pareto front"))
     if line is not None and len(line):
         handles.append(Line2D([], [], ls="-", color="0.75", label=line_label or "sweep"))
-    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=9)
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.11), ncol=min(len(handles), 4),
+              frameon=False, fontsize=9)
     lo_x, hi_x = ax.get_xlim()
     lo_y, hi_y = ax.get_ylim()  # room for the labels around the points
     ax.set_xlim(lo_x - 0.06 * (hi_x - lo_x), hi_x + 0.06 * (hi_x - lo_x))
