@@ -124,8 +124,12 @@ def micro_study(tmp_path_factory):
 
     # micro answers (almost) nothing right: call every second response right, so that DPO and SelfBudgeter have data
     mp.setattr(B, "correct", lambda text, gold: len(text) % 2 == 0)
+    from l2s_utils.organism import build
+
+    elsewhere = build("micro", progress=False).system1  # stands in for a model trained elsewhere (a path)
     prof = load_profile("smoke")
     prof["contenders"] = {
+        "given": {"trained": "dpo", "checkpoint": str(elsewhere), "name": "DPO (trained elsewhere)"},
         "ties": {"merge": "ties"}, "bf-8": {"think_budget": 8}, "ts-4": {"stop_scale": 4.0},
         "ties-bf": {"merge": "ties", "think_budget": 8},
         "tldr-short": {"trained": "tldr", "train": TINY}, "tldr-long": {"trained": "tldr", "level": "long", "train": TINY},
@@ -179,6 +183,9 @@ def test_contender_table_has_one_row_per_contender_with_kind_and_cost(micro_stud
         assert t.loc[lab, "setup"] == "training" and t.loc[lab, "setup_s"] > 0, lab
         assert "on CPU" in t.loc[lab, "cost"]
     assert t.loc["tldr-short", "setup_s"] == t.loc["tldr-long", "setup_s"]  # one training, two levels
+    assert t.loc["given", "kind"] == "trained baseline" and t.loc["given", "setup"] == "trained elsewhere"
+    assert t.loc["given", "setup_s"] != t.loc["given", "setup_s"]  # NaN: not measured here
+    assert t.loc["given", "cost"].startswith("trained elsewhere (not measured)")
 
 
 def test_contenders_rerun_from_the_caches(micro_study, monkeypatch):
@@ -201,7 +208,7 @@ def test_contenders_rerun_from_the_caches(micro_study, monkeypatch):
     cols = ["model", "id", "response", "correct", "tokens"]
     assert again[cols].equals(micro_study["rows"][cols])
     assert st.contender_summary(again).setup_s.equals(st.contender_summary(micro_study["rows"]).setup_s)
-    with pytest.raises(ValueError, match=r"no contender 'nope'; its contenders: bf-8, dpo"):
+    with pytest.raises(ValueError, match=r"no contender 'nope'; its contenders: bf-8, dpo, given"):
         st.contender_rows(["nope"])
     assert set(st.contender_rows(["bf-8"]).contender) == {"system1", "system2", "bf-8"}
 
