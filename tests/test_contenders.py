@@ -82,6 +82,7 @@ def _set(label, entry):
     (_set("t", {"trained": "dpo", "checkpoint": "a/b", "train": {"steps": 2}}), r"bad\.contenders\.t: 'checkpoint' names"),
     (_set("n", {"think_budget": 8, "name": "System 2"}), r"bad\.contenders\.n\.name: 'System 2' is reserved"),
     (_set("n", {"think_budget": 8, "name": ""}), r"bad\.contenders\.n\.name: must be a non-empty string"),
+    (_set("n", {"think_budget": 8, "name": "a/b"}), r"bad\.contenders\.n\.name: must be a non-empty string without '/'"),
     (lambda p: p.update(contenders={"a": {"think_budget": 8}, "b": {"think_budget": 8}}),
      r"bad\.contenders: a, b are all shown as 'Budget forcing B=8'; give them different names"),
 ])

@@ -224,8 +224,9 @@ def parse(prof: dict, merge_names: dict[str, str], where: str = "profile") -> li
             raise ContenderError(f"{w}: no merge, no trained model and no decoding policy: that is System 2 itself, "
                                  "which the table always has")
         name = entry.get("name")
-        if name is not None and (not isinstance(name, str) or not name.strip()):
-            raise ContenderError(f"{w}.name: must be a non-empty string, got {name!r}")
+        if name is not None and (not isinstance(name, str) or not name.strip() or re.search(r"[/\\\x00]", name)):
+            raise ContenderError(f"{w}.name: must be a non-empty string without '/' or '\\' (it names the "
+                                 f"contender's results folder), got {name!r}")
         pol = policy_name(policy)
         if name is None:
             if merge is not None:
