@@ -67,7 +67,8 @@ def _cmd_organism(args: argparse.Namespace) -> int:
             print(rep["norms"].round(3).to_string(index=False))
             print("barriers: " + ", ".join(f"{k} {v:.3f}" for k, v in rep["barrier"].items()))
             for c in rep["checks"]:
-                print(f"  [{'PASS' if c['passed'] else 'FAIL'}] {c['description']}: {c['value']}")
+                more = f" ({c['detail']})" if c.get("detail") else ""
+                print(f"  [{'PASS' if c['passed'] else 'FAIL'}] {c['description']}: {c['value']}{more}")
             out = (org.root / "premise.json" if org.source == "trained" else
                    (args.cache or O.default_cache()) / "organism" / f"{org.root.name}.shipped-premise.json")
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -212,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--force", action="store_true", help="retrain even if cached")
     o.add_argument("--cache", type=Path, default=None, help="cache directory (default ./cache or $L2S_CACHE_DIR)")
     o.add_argument("--premise", action="store_true", help="also evaluate System 1 / System 2 and check the premise")
-    o.add_argument("-n", type=int, default=50, help="test problems per level for --premise (default 50)")
+    o.add_argument("-n", type=int, default=40, help="test problems per level for --premise (default 40, the book's test set)")
     o.add_argument("--seed", type=int, default=None, help="training seed (default: the scale's, 0); the shipped "
                    "weights are seed 0")
     o.add_argument("--from-scratch", action="store_true",
