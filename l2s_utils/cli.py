@@ -67,7 +67,8 @@ def _cmd_organism(args: argparse.Namespace) -> int:
             print(rep["norms"].round(3).to_string(index=False))
             print("barriers: " + ", ".join(f"{k} {v:.3f}" for k, v in rep["barrier"].items()))
             for c in rep["checks"]:
-                print(f"  [{'PASS' if c['passed'] else 'FAIL'}] {c['description']}: {c['value']}")
+                more = f" ({c['detail']})" if c.get("detail") else ""
+                print(f"  [{'PASS' if c['passed'] else 'FAIL'}] {c['description']}: {c['value']}{more}")
             out = (org.root / "premise.json" if org.source == "trained" else
                    (args.cache or O.default_cache()) / "organism" / f"{org.root.name}.shipped-premise.json")
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -212,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--force", action="store_true", help="retrain even if cached")
     o.add_argument("--cache", type=Path, default=None, help="cache directory (default ./cache or $L2S_CACHE_DIR)")
     o.add_argument("--premise", action="store_true", help="also evaluate System 1 / System 2 and check the premise")
-    o.add_argument("-n", type=int, default=50, help="test problems per level for --premise (default 50)")
+    o.add_argument("-n", type=int, default=40, help="test problems per level for --premise (default 40, the book's test set)")
     o.add_argument("--seed", type=int, default=None, help="training seed (default: the scale's, 0); the shipped "
                    "weights are seed 0")
     o.add_argument("--from-scratch", action="store_true",
@@ -263,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Build the profile's models, execute the chapters listed in the book's _toc.yml "
                                    "(notebooks/<name>.ipynb) with papermill into book/chapters and build the book "
                                    "(jupyter-book 1.x). Unchanged notebooks are not re-run.")
-    s.add_argument("--profile", default="toy", help="toy | smoke | qwen-1.5b | qwen-7b | qwen-14b | qwen-32b | a YAML path")
+    s.add_argument("--profile", default="toy", help="toy | smoke | qwen-1.5b | qwen-7b | qwen-14b | qwen-32b | qwen3-8b | a YAML path")
     s.add_argument("--out", type=Path, default=None, help="run directory (default runs/<profile>)")
     s.add_argument("--book", type=Path, default=None, help="book directory (default ./book)")
     s.add_argument("--only", nargs="*", default=None, help="notebook name prefixes to run (e.g. 00 01)")

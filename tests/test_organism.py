@@ -156,9 +156,12 @@ def test_generated_answers_parse_and_premise_checks(micro):
 
     fake = pd.DataFrame([
         {"model": "System 1", "level": lv, "tokens": 10, "correct": lv < 4, "reflective": False} for lv in range(1, 6)
-    ] + [{"model": "System 2", "level": lv, "tokens": 40 * lv, "correct": True, "reflective": True} for lv in range(1, 6)])
+    ] + [{"model": "System 2", "level": lv, "tokens": 40 * lv, "correct": lv < 5, "reflective": True} for lv in range(1, 6)])
     checks = {c["check"]: c for c in premise_checks(fake)}
-    assert all(c["passed"] for c in checks.values())
+    assert all(c["passed"] for c in checks.values()) and checks["s2_headroom"]["value"] == 80.0
+    fake.loc[fake.model == "System 2", "correct"] = True
+    assert not {c["check"]: c for c in premise_checks(fake)}["s2_headroom"]["passed"]  # no room to rank methods
+    fake.loc[(fake.model == "System 2") & (fake.level == 5), "correct"] = False
     fake.loc[fake.model == "System 1", "reflective"] = True
     assert not {c["check"]: c for c in premise_checks(fake)}["s1_reflective"]["passed"]
 
@@ -283,9 +286,9 @@ def test_system1_batches_mix_the_styles(tmp_path):
 
     def styles(mixed):
         out = []
-        for x, _, lab in O._sft_batches(tok, pairs, 24, 25, seed=1, mixed=mixed):
-            n_long = int(((lab == think).any(-1)).sum())
-            out.append((n_long, len(x)))
+        for parts in O._sft_batches(tok, pairs, 24, 25, seed=1, mixed=mixed):
+            n_long = sum(int(((lab == think).any(-1)).sum()) for _, _, lab in parts)
+            out.append((n_long, sum(len(x) for x, _, _ in parts)))
         return out
 
     mixed = styles(True)
@@ -293,6 +296,23 @@ def test_system1_batches_mix_the_styles(tmp_path):
     assert 0.15 < sum(n for n, _ in mixed) / sum(b for _, b in mixed) < 0.35
     bucketed = styles(False)
     assert sum(n in (0, b) for n, b in bucketed) >= 0.8 * len(bucketed)
+
+
+def test_micro_batches_give_the_padded_batch_loss(tmp_path):
+    """A step over length-sorted micro-batches, each weighted by its share of response tokens, is the mean token
+    loss of the whole padded batch (and its gradient), up to float rounding."""
+    tok = O.build_tokenizer(tmp_path / "tok", seed=0)
+    pairs = C.sft_examples("system1", 30, 0, long_share=0.25)[:24]
+    enc = [(tok(p)["input_ids"], tok(r)["input_ids"]) for p, r in pairs]
+    parts = O.micro_batches(enc, tok.pad_token_id)
+    whole = O.pad_pairs(enc, tok.pad_token_id)
+    assert len(parts) == 2 and sum(p[0].numel() for p in parts) < 0.7 * whole[0].numel()
+    model = O.new_model(O.SCALES["micro"], len(tok), tok)
+    x, att, lab = whole
+    ref = model(input_ids=x, attention_mask=att, labels=lab).loss
+    counts = [int((lb[:, 1:] != -100).sum()) for _, _, lb in parts]
+    acc = sum(model(input_ids=a, attention_mask=b, labels=c).loss * n / sum(counts) for (a, b, c), n in zip(parts, counts))
+    assert float(acc) == pytest.approx(float(ref), rel=1e-5)
 
 
 def test_only_system2_data_holds_slips():

@@ -144,3 +144,28 @@ def test_policies_on_the_organism_and_their_cache_keys(micro, tmp_path):
     assert len(list((tmp_path / "generations").glob("*.jsonl"))) == 3  # three policies, three caches
     assert (forced.generated_tokens <= 30).all() and (scaled.generated_tokens <= 30).all()
     assert len(plain) == len(forced) == len(scaled) == 6
+
+
+class OpenedByPrompt(Scripted):
+    """A model behind a chat template that opens the thinking itself (prompt ends with ``<think>``, as DeepSeek-R1's
+    ``r1`` style): it writes ``think`` words "t", then ``</think>`` and the answer, never a ``<think>`` of its own."""
+
+    def continuation(self, prompt: str) -> list[str]:
+        written = prompt.partition("<think>")[2] if "<think>" in prompt else prompt.partition("|")[2]
+        w = written.replace("</think>", " </think>").split()
+        if "</think>" in w:
+            tail = w[w.index("</think>") + 1:]
+            return ["The", "answer", "is", "5", "."][len(tail):] if tail[:3] == ["The", "answer", "is"][:len(tail[:3])] \
+                else ["5", "."]
+        return ["t"] * max(0, self.think - len(w)) + ["</think>", "The", "answer", "is", "5", "."]
+
+
+def test_think_budget_holds_when_the_prompt_opens_the_thinking():
+    model = OpenedByPrompt(think=100)
+    (g,) = run(model, ["q <think>\n"], think_budget=20)
+    words = g.text.split()
+    assert words[:20] == ["t"] * 20 and words[20:24] == FORCED_END.split()[:4] and words[-2:] == ["5", "."]
+    assert g.finish_reason == "stop"
+    # the prompt's <think> is what makes it budgeted: the same model behind a prompt without it is not cut
+    (free,) = run(OpenedByPrompt(think=100), ["q|"], think_budget=20)
+    assert free.text.split().count("t") == 100 and "The answer is" not in free.text.split("</think>")[0]

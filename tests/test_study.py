@@ -20,13 +20,34 @@ CHAPTERS = tuple(chapter_names())  # book/_toc.yml, the one chapter list
 
 
 def test_shipped_profiles_load():
-    for name in ("toy", "toy-vllm", "smoke", "qwen-1.5b", "qwen-7b", "qwen-14b", "qwen-32b"):
+    for name in ("toy", "toy-vllm", "smoke", "qwen-1.5b", "qwen-7b", "qwen-14b", "qwen-32b", "qwen3-8b"):
         p = load_profile(name)
         assert p["name"] == name and p["merge"]
     q7 = load_profile("qwen-7b")
     assert q7["merge"]["ties"] == {"method": "l2s_ties", "k": 0.8, "alpha": 1.0} and q7["sampling"]["max_tokens"] == 10240
     assert q7["sampling"]["max_tokens_system1"] == 8192 and q7["backend"]["name"] == "vllm"
     assert load_profile("qwen-14b")["merge"]["sens"] == {"alpha": 0.8, "T": 6.0}
+
+
+def test_qwen3_8b_profile_matches_the_authors_readme():
+    """The qwen3-8b profile runs what the L2S authors' README reports (data/paper/readme_qwen3_8b.csv)."""
+    import pandas as pd
+
+    p = load_profile("qwen3-8b")
+    readme = pd.read_csv(ROOT / "data" / "paper" / "readme_qwen3_8b.csv")
+    assert p["models"] == {"kind": "hub", "system1": "Qwen/Qwen3-8B", "system2": "deepseek-ai/DeepSeek-R1-0528-Qwen3-8B"}
+    merged = readme[readme.role == "merged"].iloc[0]
+    assert p["merge"]["ties"] == {"method": "l2s_ties", "k": merged.k, "alpha": merged.alpha} == \
+        {"method": "l2s_ties", "k": 0.7, "alpha": 0.7}
+    assert [b["name"] for b in p["benchmarks"]] == ["aime24"] == sorted(set(readme.benchmark))
+    sp = p["sampling"]
+    assert (sp["temperature"], sp["top_p"], sp["n"], sp["max_tokens"]) == \
+        (merged.temperature, merged.top_p, merged.samples, merged.max_new_tokens) == (0.6, 0.95, 16, 32768)
+    assert p["backend"]["max_model_len"] >= sp["max_tokens"] + 1024  # room for the prompt
+    assert readme.set_index("role")[["accuracy", "mean_length"]].to_dict("index") == {
+        "system2": {"accuracy": 70.63, "mean_length": 11328.25}, "merged": {"accuracy": 74.58, "mean_length": 6448.5}}
+    assert readme.source.str.contains("hahahawu/Long-to-Short-via-Model-Merging").all()
+    assert "readme_qwen3_8b.csv" in (ROOT / "data" / "paper" / "README.md").read_text()
 
 
 @pytest.mark.parametrize("mutate,match", [

@@ -21,7 +21,9 @@ Answer:"``), so that the answer follows at once instead of more thinking; the ph
 so far (a forced string can tokenize differently from a generated one).
 
 A response that never opens a ``<think>`` block (System 1's short style) is not budgeted: it is written to its
-end. ``n_tokens`` counts every generated and every forced token.
+end. A prompt that opens the block itself (DeepSeek-R1's chat template ends with ``<think>\\n``: the ``r1``
+prompt style) counts as opened, so its response is budgeted from its first token. ``n_tokens`` counts every
+generated and every forced token.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import Callable
 
 from .sampling import THINK_END, Generation, Sampling
 
+THINK_START = "<think>"
 FORCED_END = f"\n{THINK_END}\nThe answer is"
 WAIT = "\nWait"
 
@@ -51,7 +54,8 @@ def budget_forced(call: Callable[[list[str], Sampling], list[Generation]], promp
     think_stops = tuple(dict.fromkeys((*sampling.stop, THINK_END)))
     budget = sampling.think_budget or sampling.max_tokens
     n = len(prompts)
-    st = {"text": [""] * n, "used": [0] * n, "thought": [0] * n, "phase": ["think"] * n, "final": [None] * n}
+    st = {"text": [""] * n, "used": [0] * n, "thought": [0] * n, "phase": ["think"] * n, "final": [None] * n,
+          "opened": [p.rstrip().endswith(THINK_START) for p in prompts]}  # a template that opens the block itself
     while any(p != "done" for p in st["phase"]):
         for kind in ("think", "answer"):
             groups: dict[int, list[int]] = {}  # one call per token allowance (what is left differs between rows)
@@ -95,7 +99,7 @@ def _after_thinking(i: int, g: Generation, st: dict, sampling: Sampling, budget:
             force(WAIT, "think")  # s1: suppress the end of thinking, append "Wait"
         else:
             force(THINK_END, "answer")
-    elif g.finish_reason == "length" and left and st["text"][i].lstrip().startswith("<think>") \
+    elif g.finish_reason == "length" and left and (st["opened"][i] or st["text"][i].lstrip().startswith(THINK_START)) \
             and st["thought"][i] >= budget:
         force(FORCED_END, "answer")  # the budget is spent: end the thinking, then the answer
     elif g.finish_reason == "length" and left:

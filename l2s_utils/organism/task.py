@@ -25,7 +25,7 @@ Two writers produce the responses that the two models imitate:
 
   - a *needed* check after every hard step (a carry or borrow beyond the units column; levels 4-5 only),
     probability ``hard_check``: "Wait, let me check: 722-285=437. Yes.";
-  - *redundant* confirmatory checks after the other steps, probability ``soft_check`` each;
+  - *redundant* confirmatory checks after any step (after a hard one, a second check), probability ``soft_check``;
   - a re-examination of the last step (its column work written again), probability ``reexamine``;
   - a final re-verification, probability ``once_more``, on every level (more than easy problems need);
   - slips and their corrections ("7+8=16. Wait, that is wrong. 7+8=15."), probability ``slip_prob`` per fact.
@@ -188,7 +188,8 @@ class S2Style:
     """Knobs of the System 2 writer (all visible, all seeded): the probability of each part of a trace.
 
     ``hard_check``: the check after a hard step (a carry or borrow beyond the units column, :func:`is_hard`);
-    ``soft_check``: a redundant check after any other step; ``reexamine``: the last step's column work written
+    ``soft_check``: a redundant check after any step (v17h: only after the steps that are not hard; the merges
+    then shortened the hard levels by ~24% only); ``reexamine``: the last step's column work written
     again; ``once_more``: a final re-verification; ``slip_prob``: a single-digit fact first written wrong,
     then corrected."""
 
@@ -313,10 +314,9 @@ def system2_parts(p: Problem, rng: random.Random, style: S2Style | None = None) 
         parts.append(("columns", " ".join(_columns(value, op, b, rng, style.slip_prob))))
         parts.append(("result", f"So {value}{op}{b}={nxt}."))
         inv = "-" if op == "+" else "+"
-        if is_hard(value, op, b):
-            if rng.random() < style.hard_check:
-                parts.append(("hard_check", f"Wait, let me check: {nxt}{inv}{b}={value}. Yes."))
-        elif rng.random() < style.soft_check:
+        if is_hard(value, op, b) and rng.random() < style.hard_check:
+            parts.append(("hard_check", f"Wait, let me check: {nxt}{inv}{b}={value}. Yes."))
+        if rng.random() < style.soft_check:  # after any step, a hard one too (then a second, redundant check)
             parts.append(("soft_check", rng.choice(style.checks).format(c=nxt, inv=inv, b=b, a=value)))
         prev, value = f"{op}{b}", nxt
     x, o, y, z = _chain(p)[-1]

@@ -3,8 +3,8 @@
 Lineage as in the paper (Qwen2.5-Math -> DeepSeek-R1-Distill-Qwen):
 
     base      pretraining on arithmetic text and worked solutions in both styles (chat format, no slips)
-    system1   = SFT of base on short traces, 25% long ones (a firm but bounded short preference) ~ Qwen2.5-Math
-    system2   = SFT of system1 on long reflective traces with slips and their corrections (system2_trace)
+    system1   = SFT of base on short traces, 25% long ones with only the needed checks (a bounded short preference) ~ Qwen2.5-Math
+    system2   = SFT of system1 on long traces that overthink: redundant checks, re-examinations, slips and corrections
                                                                               ~ R1-Distill, fine-tuned from it
 
 so the task vector is system2 - system1, as in the paper. Models are ``Qwen2ForCausalLM`` saved with
@@ -69,15 +69,15 @@ class Spec:
     batches (each all short or all long) it did not settle at the calibrated value (seed 2: 40% long traces
     gave -1.9 instead of -0.4, 15% gave -3.9 instead of -1.7), and the switch moved with it (alpha ~0.25
     to ~0.4; barriers 3 to 16 points).
-    Pretraining takes 2,400 steps of 12 rows (v15; v14 1,600). Everything that makes System 2 accurate --
-    the single-digit facts, the column steps, copying each operation from one step header to the next --
-    is learned during pretraining, each skill at a draw-dependent step after a plateau (loss ~1.0). Under
-    v14 (1,600 steps) the copy was learned on some draws and never on others: v14 seed 0, retrained on a
-    second machine with transformers 5.25 instead of 5.23, lost it and its System 2 fell from 98.7% to 31.6%
-    (accuracy barrier 34 points). v15 removes the causes (step headers whose copies continue the operation
-    just written, see :func:`task.system2_trace`; copy drills in pretraining, :func:`corpus.copy_drill`; the prompt
-    without "=?") and trains half again as long, so each skill has a margin of ~2x over the step where it
-    was learned in the draws measured (teacher-forced probes at scale s: copies learned at 600-1,200 steps).
+    Pretraining (v17) takes 1,400 steps of 12 packed rows of 448 tokens (:func:`pack_rows`; v16 took 2,400 steps of
+    384-token rows filled with whole documents, a quarter of them padding). Everything that makes System 2
+    accurate -- the single-digit facts, the column steps, copying each operation from one step header to the next
+    -- is learned during pretraining; the copy drills and the header format that continues the operation just
+    written (v15) make the copy form early; the history of these choices is in CHANGELOG.md.
+    System 2's fine-tune is short and gentle (v17: 400 steps at 3e-4; v16 600 at 5e-4): it adds the redundant
+    reflection (:class:`task.S2Style`) to a base that has seen some of it and to a System 1 that writes long
+    solutions with only the needed checks, so the task vector is small and a merge between the two can keep the
+    column work while dropping the redundant checks.
     Attention is full multi-head (``kv_heads == heads``): with one shared key/value head the operand
     copying that the long traces need was learned on some seeds and not on others (v11).
     """
@@ -234,9 +234,19 @@ def _sft_batches(tok, pairs: list[tuple[str, str]], batch: int, steps: int, seed
         for grp in groups:
             if step >= steps:
                 break
-            x, att, lab = pad_pairs([enc[i] for i in grp], tok.pad_token_id)
             step += 1
-            yield x, att, lab
+            yield micro_batches([enc[i] for i in grp], tok.pad_token_id)
+
+
+def micro_batches(enc: list[tuple[list[int], list[int]]], pad: int) -> list[tuple]:
+    """One SFT batch as at most two micro-batches of similar length (sorted, split where the padded size is
+    smallest): a mixed batch of System 1 (a quarter long traces) padded to its longest trace is ~3x the tokens
+    it holds. :func:`train` accumulates them, weighting each by its share of the response tokens, so the step
+    is the batch's mean token loss, as one padded batch gives it (up to float rounding)."""
+    enc = sorted(enc, key=lambda e: len(e[0]) + len(e[1]))
+    n = [len(p) + len(r) for p, r in enc]
+    k = min(range(1, len(enc) + 1), key=lambda k: k * n[k - 1] + (len(enc) - k) * n[-1] * (k < len(enc)))
+    return [pad_pairs(part, pad) for part in (enc[:k], enc[k:]) if part]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -268,14 +278,19 @@ def train(model, batches, steps: int, lr: float, warmup: int, desc: str, progres
         opt, lambda s: min(1.0, (s + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps)))))
     losses = []
     bar = tqdm(total=steps, desc=desc, disable=not progress, leave=False)
-    for x, att, lab in batches:
-        out = model(input_ids=x, attention_mask=att, labels=lab)
-        out.loss.backward()
+    for batch in batches:
+        parts = batch if isinstance(batch, list) else [batch]  # a list: micro-batches of one step (micro_batches)
+        counts = [int((lab[:, 1:] != -100).sum()) for _, _, lab in parts]
+        loss = 0.0
+        for (x, att, lab), c in zip(parts, counts):
+            out = model(input_ids=x, attention_mask=att, labels=lab)
+            (out.loss * (c / sum(counts))).backward()
+            loss += out.loss.detach().item() * c / sum(counts)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-        losses.append(out.loss.detach().item())
+        losses.append(loss)
         bar.update(1)
         if len(losses) % 25 == 0:
             bar.set_postfix(loss=f"{sum(losses[-25:]) / 25:.3f}")

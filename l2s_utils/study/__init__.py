@@ -12,6 +12,8 @@ Files:
   chapters.py   the chapter list (book/_toc.yml) and ``setup``, which a notebook's set-up cell calls
   analysis.py   task-vector spectra, self-correction statistics
   plots.py      the book's figures
+  contenders.py what the study compares: a model plus a decoding policy (the profile's contenders block)
+  baselines.py  trained long-to-short baselines (TLDR-style GRPO, SelfBudgeter, DPO; TRL), cached
   paper.py      the paper's numbers: model pairs, Table 7 merge configs, reported results side by side
   premise.py    the organism's premise report (here because it generates and grades)
   reader.py     what the book's reader sees: readable tables, captions, provenance box, Colab links

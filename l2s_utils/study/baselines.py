@@ -24,6 +24,7 @@ trains each on the micro organism.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -32,33 +33,15 @@ import os
 import random
 import shutil
 import time
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
-LENGTH_TAGS = {"short": 0.5, "medium": 0.75, "long": 1.0}  # TLDR: level -> target length / System 2's length
+from .contenders import DEFAULTS, LENGTH_TAGS, BaselineSpec  # noqa: F401  (the settings live with the contenders)
+
 BUDGET_OPEN, BUDGET_CLOSE = "<budget>", "</budget>"
 
 
-@dataclass(frozen=True)
-class BaselineSpec:
-    """All knobs of one trained baseline (visible here; the cache key hashes them)."""
-
-    method: str                 # tldr | selfbudgeter | dpo
-    steps: int = 120            # optimizer steps of the RL / preference stage
-    lr: float = 2e-4
-    problems_per_level: int = 60   # train-split questions per level
-    generations: int = 4        # GRPO group size / DPO samples per question
-    batch: int = 8              # completions per optimizer step (GRPO) / pairs per step (DPO)
-    steps_per_generation: int = 4  # GRPO: optimizer steps per generated batch (one decode of 4 x batch completions)
-    temperature: float = 0.8
-    beta: float = 0.0           # GRPO KL coefficient (TLDR and SelfBudgeter use none); DPO's beta below
-    dpo_beta: float = 0.1
-    coldstart_steps: int = 100  # SelfBudgeter's cold-start fine-tune
-    seed: int = 0
-    extra: dict = field(default_factory=dict)
-
-
-DEFAULTS = {"tldr": BaselineSpec("tldr"), "selfbudgeter": BaselineSpec("selfbudgeter"), "dpo": BaselineSpec("dpo", lr=5e-5)}
 VERSION = "1"  # bump when a method's meaning changes
 
 
@@ -94,7 +77,10 @@ def baseline_key(spec: BaselineSpec, system2: Path) -> str:
     import transformers
     import trl
 
-    blob = json.dumps({"spec": dataclasses.asdict(spec), "version": VERSION, "system2": _sha_dir(system2),
+    fields = dataclasses.asdict(spec)
+    if fields["max_tokens"] is None:  # the default (the toy profile's length): keys of earlier builds stay
+        del fields["max_tokens"]
+    blob = json.dumps({"spec": fields, "version": VERSION, "system2": _sha_dir(system2),
                        "torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__,
                        "threads": torch.get_num_threads()}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
@@ -124,7 +110,9 @@ def build(method: str, org, *, spec: BaselineSpec | None = None, cache: Path | N
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     t0 = time.perf_counter()
-    log = {"tldr": _train_tldr, "selfbudgeter": _train_selfbudgeter, "dpo": _train_dpo}[method](org, spec, tmp, progress)
+    train = {"tldr": _train_tldr, "selfbudgeter": _train_selfbudgeter, "dpo": _train_dpo}[method]
+    with _quiet(not progress):
+        log = train(org, spec, tmp, progress)
     manifest = {"method": method, "spec": dataclasses.asdict(spec), "key": root.name.rsplit("-", 1)[-1],
                 "system2": str(org.system2), "train_s": time.perf_counter() - t0, "log": log,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
@@ -138,6 +126,26 @@ def build(method: str, org, *, spec: BaselineSpec | None = None, cache: Path | N
 # ---------------------------------------------------------------------------------------------
 # Shared pieces
 # ---------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _quiet(on: bool):
+    """Without progress (a notebook): no library deprecation warnings and no trainer log lines in the output."""
+    if not on:
+        yield
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        yield
+
+
+def _trainer_quiet(trainer, progress: bool) -> None:
+    """Without progress, the trainer prints no metrics dict per log step (transformers' PrinterCallback)."""
+    if not progress:
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
 
 
 def correct(text: str, gold) -> bool:
@@ -170,14 +178,20 @@ def _problems(spec: BaselineSpec):
     return T.make_problems("train", spec.problems_per_level, 1000 + spec.seed)
 
 
-def _reference_lengths(system2: Path, problems) -> dict[str, int]:
+def max_tokens(spec: BaselineSpec) -> int:
+    """The generation length while training: the spec's, else the toy profile's ``sampling.max_tokens``."""
+    from .premise import toy_max_tokens
+
+    return spec.max_tokens or toy_max_tokens()
+
+
+def _reference_lengths(system2: Path, problems, spec: BaselineSpec) -> dict[str, int]:
     """System 2's greedy response length (tokens) per training question: the yardstick of the length rewards."""
     from ..evaluate.generation import Sampling, generate_transformers
     from ..organism.prompts import TOY
-    from .premise import toy_max_tokens
 
     gens = generate_transformers(system2, [TOY.format(question=p.question) for p in problems],
-                                 Sampling(max_tokens=toy_max_tokens()), batch_size=128, progress=False)
+                                 Sampling(max_tokens=max_tokens(spec)), batch_size=128, progress=False)
     return {p.question: max(1, g.n_tokens) for p, g in zip(problems, gens)}
 
 
@@ -185,16 +199,15 @@ def _grpo(model, tok, dataset, reward, spec: BaselineSpec, out: Path, progress: 
     import torch
     from trl import GRPOConfig, GRPOTrainer
 
-    from .premise import toy_max_tokens
-
     torch.manual_seed(spec.seed)
     cfg = GRPOConfig(output_dir=str(out / "trainer"), per_device_train_batch_size=spec.batch,
                      num_generations=spec.generations, steps_per_generation=spec.steps_per_generation,
-                     max_completion_length=toy_max_tokens(), max_steps=spec.steps, learning_rate=spec.lr,
+                     max_completion_length=max_tokens(spec), max_steps=spec.steps, learning_rate=spec.lr,
                      temperature=spec.temperature, beta=spec.beta, logging_steps=5, report_to=[], use_cpu=True,
                      seed=spec.seed, save_strategy="no", disable_tqdm=not progress, lr_scheduler_type="constant",
                      warmup_steps=0)
     trainer = GRPOTrainer(model=model, reward_funcs=reward, args=cfg, train_dataset=dataset, processing_class=tok)
+    _trainer_quiet(trainer, progress)
     trainer.train()
     shutil.rmtree(out / "trainer", ignore_errors=True)
     return [{k: v for k, v in h.items() if k in ("step", "reward", "completions/mean_length", "loss")}
@@ -222,7 +235,7 @@ def _train_tldr(org, spec: BaselineSpec, out: Path, progress: bool) -> dict:
 
     model, tok = _load(org.system2)
     problems = _problems(spec)
-    ref = _reference_lengths(org.system2, problems)
+    ref = _reference_lengths(org.system2, problems, spec)
     rng = random.Random(spec.seed)
     rows = [{"prompt": TOY.format(question=tagged(p.question, lv)), "gold": p.answer, "ref_len": ref[p.question],
              "level": lv} for p in problems for lv in [rng.choice(sorted(LENGTH_TAGS))]]
@@ -259,12 +272,11 @@ def _train_selfbudgeter(org, spec: BaselineSpec, out: Path, progress: bool) -> d
     from ..evaluate.generation import Sampling, generate_transformers
     from ..organism.prompts import END, TOY
     from ..organism.training import pad_pairs, train
-    from .premise import toy_max_tokens
 
     model, tok = _load(org.system2)
     problems = _problems(spec)
     prompts = [TOY.format(question=p.question) for p in problems]
-    gens = generate_transformers(None, prompts, Sampling(max_tokens=toy_max_tokens()), batch_size=128, progress=False,
+    gens = generate_transformers(None, prompts, Sampling(max_tokens=max_tokens(spec)), batch_size=128, progress=False,
                                  model_and_tokenizer=(model, tok))
     # cold start: System 2's own correct responses, each prefixed with its true length
     pairs = [(pr, f"{BUDGET_OPEN}{g.n_tokens}{BUDGET_CLOSE}\n{g.text}{END}") for pr, g, p in zip(prompts, gens, problems)
@@ -303,12 +315,11 @@ def _train_dpo(org, spec: BaselineSpec, out: Path, progress: bool) -> dict:
 
     from ..evaluate.generation import Sampling, generate_transformers
     from ..organism.prompts import END, TOY
-    from .premise import toy_max_tokens
 
     model, tok = _load(org.system2)
     problems = _problems(spec)
     prompts = [TOY.format(question=p.question) for p in problems]
-    samples = [generate_transformers(None, prompts, Sampling(max_tokens=toy_max_tokens(), temperature=spec.temperature,
+    samples = [generate_transformers(None, prompts, Sampling(max_tokens=max_tokens(spec), temperature=spec.temperature,
                                                              seed=spec.seed * 100 + k), batch_size=128, progress=False,
                                      model_and_tokenizer=(model, tok)) for k in range(spec.generations)]
     rows = []
@@ -327,8 +338,9 @@ def _train_dpo(org, spec: BaselineSpec, out: Path, progress: bool) -> dict:
     cfg = DPOConfig(output_dir=str(out / "trainer"), per_device_train_batch_size=spec.batch, max_steps=spec.steps,
                     learning_rate=spec.lr, beta=spec.dpo_beta, logging_steps=5, report_to=[], use_cpu=True,
                     seed=spec.seed, save_strategy="no", disable_tqdm=not progress, lr_scheduler_type="constant",
-                    max_length=toy_max_tokens() + 64)
+                    max_length=max_tokens(spec) + 64)
     trainer = DPOTrainer(model=model, args=cfg, train_dataset=Dataset.from_list(rows), processing_class=tok)
+    _trainer_quiet(trainer, progress)
     trainer.train()
     shutil.rmtree(out / "trainer", ignore_errors=True)
     _save(model, tok, org.system2, out / "model")

@@ -102,6 +102,36 @@ def side_by_side(ours: pd.DataFrame, profile: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def long_to_short_reported() -> pd.DataFrame:
+    """What the papers report for each long-to-short family (``data/paper/long_to_short_reported.csv``)."""
+    return pd.read_csv(ROOT / "data" / "paper" / "long_to_short_reported.csv")
+
+
+def reported_beside_ours(summary: pd.DataFrame, contenders: list, profile: str) -> pd.DataFrame:
+    """Each reported long-to-short result (:func:`long_to_short_reported`) beside this run's contenders of the same
+    family (``summary`` of ``Study.contender_summary``; ``contenders`` the Study's list): their accuracy change
+    (points) and length change (%) against System 2, or "not in this profile"."""
+    from .contenders import family
+
+    rep = long_to_short_reported()
+    s = summary.drop_duplicates("model").set_index("model")
+    ref = s.accuracy.get("System 2", float("nan"))
+    ours: dict[str, list[str]] = {}
+    for c in contenders:
+        if c.name in s.index:
+            r = s.loc[c.name]
+            ours.setdefault(family(c), []).append(
+                f"{c.name}: {r.accuracy - ref:+.1f} points, {r.length_change_pct:+.0f}% length")
+    def number(q, v, unit):
+        return "" if v != v else f"{(q + ' ') if isinstance(q, str) else ''}{v:+g}{unit}"
+    return pd.DataFrame({
+        "method": rep.method, "paper": rep.paper, "setting": rep.setting,
+        "reported accuracy change (points)": [number(None, v, "") for v in rep.accuracy_change_points],
+        "reported length change (%)": [number(q, v, "") for q, v in zip(rep.qualifier, rep.length_change_pct)],
+        "reported claim": rep.claim, "source": rep.source,
+        f"this run ({profile}), vs its System 2": ["; ".join(ours.get(f, [])) or "not in this profile" for f in rep.family]})
+
+
 SCALE_TABLES = {"1.5B": ("table2_1.5b.csv", 1.5e9), "7B": ("table1_7b.csv", 7e9), "14B": ("table3_14b.csv", 14e9),
                 "32B": ("table4_32b.csv", 32e9)}
 

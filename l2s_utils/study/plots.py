@@ -475,3 +475,111 @@ def scale_beside_paper(ours: pd.DataFrame, paper: pd.DataFrame, y: str, ylabel: 
 def _size(n: float) -> str:
     """A parameter count for a tick label: 39,904 -> 0.04M, 7.6e9 -> 7.6B."""
     return f"{n / 1e9:.3g}B" if n >= 1e9 else f"{n / 1e6:.2g}M"
+
+
+# -- contenders: merges, decoding policies and trained baselines in one plane ----------------------------------
+KIND_MARKERS = {"reference": "o", "merge": "s", "decoding policy": "^", "trained baseline": "D"}
+
+
+def pareto_front(tokens, accuracy) -> list[bool]:
+    """Which points are on the Pareto front of (fewer tokens, higher accuracy): no other point is at most as long
+    and at least as accurate while better in one of the two (ties on both keep every copy)."""
+    pts = list(zip(tokens, accuracy))
+    return [not any((t2 <= t and a2 >= a) and (t2 < t or a2 > a) for t2, a2 in pts) for t, a in pts]
+
+
+def place_labels(ax, xs, ys, texts, fontsize: float = 8.5, avoid_points: bool = True) -> list:
+    """Write ``texts`` beside the points (xs, ys) of ``ax`` so that no label overlaps another label, a point or the
+    axes' edge: each label takes the first free spot on rings of growing radius around its point (a thin leader
+    line once it sits away from the point). Call it after the figure's layout is final (its offsets are fixed in
+    points). Returns the annotations."""
+    import math
+
+    from matplotlib.text import Text
+    from matplotlib.transforms import Bbox
+
+    fig = ax.figure
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    centres = ax.transData.transform(list(zip(xs, ys)))
+    pad = 5 * fig.dpi / 72
+    taken = [Bbox.from_extents(cx - pad, cy - pad, cx + pad, cy + pad) for cx, cy in centres] if avoid_points else []
+    angles = [0, 180, 40, -40, 140, -140, 90, -90, 20, -20, 160, -160, 65, -65, 115, -115]
+    radii = [7, 14, 24, 36, 50, 66, 84, 104, 126, 150, 176]
+    out = []
+    for (x, y), text in zip(zip(xs, ys), texts):
+        best, best_overlap = None, math.inf
+        for r in radii:
+            for a in angles:
+                dx, dy = r * math.cos(math.radians(a)), r * math.sin(math.radians(a))
+                ha = "left" if dx > 1 else "right" if dx < -1 else "center"
+                va = "bottom" if dy > 1 else "top" if dy < -1 else "center"
+                ann = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", ha=ha, va=va,
+                                  fontsize=fontsize, zorder=4,
+                                  bbox=dict(boxstyle="square,pad=0.1", fc="white", ec="none", alpha=0.75),
+                                  arrowprops=dict(arrowstyle="-", color="0.55", lw=0.6, shrinkA=0, shrinkB=4)
+                                  if r > 14 else None)
+                ann.update_positions(renderer)
+                box = Text.get_window_extent(ann, renderer).padded(2.5)  # the words, not the leader line
+                inside = frame.contains(box.x0, box.y0) and frame.contains(box.x1, box.y1)
+                overlap = sum(max(0.0, min(box.x1, b.x1) - max(box.x0, b.x0)) * max(0.0, min(box.y1, b.y1) - max(box.y0, b.y0))
+                              for b in taken)
+                if inside and overlap == 0:
+                    if best is not None:
+                        best[0].remove()
+                    best, best_overlap = (ann, box), 0
+                    break
+                score = overlap + (0 if inside else 1e6)
+                if score < best_overlap:
+                    if best is not None:
+                        best[0].remove()
+                    best, best_overlap = (ann, box), score
+                else:
+                    ann.remove()
+            if best_overlap == 0:
+                break
+        taken.append(best[1])
+        out.append(best[0])
+    return out
+
+
+def pareto(summary: pd.DataFrame, title: str = "", line: pd.DataFrame | None = None, line_label: str = ""):
+    """Contenders in the accuracy-vs-length plane: one point per contender (``summary`` of
+    ``Study.contender_summary``: model, kind, accuracy with acc_lo/acc_hi, mean_tokens with tokens_lo/tokens_hi),
+    95% CI bars on both axes, the marker telling the kind (merge, decoding policy, trained baseline; the pair as
+    circles) and the colour the contender (the same as in every other figure), each point labelled beside it with
+    no two labels overlapping, and the Pareto front (fewer tokens and higher accuracy: the dashed steps). ``line``
+    (mean_tokens, accuracy) adds a sweep, e.g. task arithmetic's alpha path (weight interpolation)."""
+    from matplotlib.lines import Line2D
+
+    fig, ax = plt.subplots(figsize=(10, 6.5))
+    if line is not None and len(line):
+        ax.plot(line.mean_tokens, line.accuracy, "-", color="0.75", lw=1.2, zorder=1)
+    front = pareto_front(summary.mean_tokens, summary.accuracy)
+    f = summary[front].sort_values("mean_tokens")
+    if len(f) > 1:
+        ax.step(f.mean_tokens, f.accuracy, where="post", ls="--", color="0.45", lw=1, zorder=1)
+    for _, r in summary.iterrows():
+        colour = style(r.model)[0]
+        xerr = [[r.mean_tokens - r.tokens_lo], [r.tokens_hi - r.mean_tokens]] if "tokens_lo" in r else None
+        ax.errorbar(r.mean_tokens, r.accuracy, yerr=[[r.accuracy - r.acc_lo], [r.acc_hi - r.accuracy]], xerr=xerr,
+                    fmt=KIND_MARKERS.get(r.kind, "X"), color=colour, mec="black", mew=0.6, ms=8, capsize=2.5,
+                    elinewidth=1, alpha=0.9, zorder=3)
+    ax.set_xlabel("mean response tokens (95% CI)")
+    ax.set_ylabel("accuracy (%), 95% bootstrap CI")
+    ax.set_title(title)
+    kinds = [k for k in KIND_MARKERS if k in set(summary.kind)]
+    handles = [Line2D([], [], ls="", marker=KIND_MARKERS[k], color="0.6", mec="black", ms=8, label=k) for k in kinds]
+    handles.append(Line2D([], [], ls="--", color="0.45", label="Pareto front"))
+    if line is not None and len(line):
+        handles.append(Line2D([], [], ls="-", color="0.75", label=line_label or "sweep"))
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.11), ncol=min(len(handles), 4),
+              frameon=False, fontsize=9)
+    lo_x, hi_x = ax.get_xlim()
+    lo_y, hi_y = ax.get_ylim()  # room for the labels around the points
+    ax.set_xlim(lo_x - 0.06 * (hi_x - lo_x), hi_x + 0.06 * (hi_x - lo_x))
+    ax.set_ylim(lo_y - 0.06 * (hi_y - lo_y), hi_y + 0.06 * (hi_y - lo_y))
+    fig.tight_layout()
+    place_labels(ax, list(summary.mean_tokens), list(summary.accuracy), list(summary.model))
+    return fig

@@ -13,7 +13,9 @@ the study's "ties" is the L2S code's TIES, not mergekit's ``ties``). Each entry 
 merge's own config validator (the method registry and its parameters), with the profile's calibration
 for the composite methods. ``grading`` names the grading protocol (``strict`` | ``qwen-toolkit``);
 ``sampling.n`` > 1 draws n samples per problem (needs ``sampling.temperature`` > 0) and
-``sampling.top_p`` is the nucleus-sampling mass in (0, 1].
+``sampling.top_p`` is the nucleus-sampling mass in (0, 1]. ``contenders`` lists what the study compares beside
+the pair: merges, decoding policies on System 2 and trained baselines, each checked by
+:func:`l2s_utils.study.contenders.parse`.
 
 ``load_profile`` takes a profile name (``data/profiles/<name>.yaml``) or a path; a path is used as
 given (it is never looked up again by name: the loaded dict's ``_path`` is the file's absolute path,
@@ -134,6 +136,7 @@ SCHEMA: dict[str, Any] = {
                "calibration_content": ListOf(one_of(*CONTENTS))},
     "methods": ListOf(METHOD),
     "grading": Leaf(str, lambda s: s in _protocols(), "strict | qwen-toolkit"),  # strict (default) | the paper's
+    "contenders": dict,  # label -> {merge | trained, decoding policy, ...}: checked by study/contenders.py (parse)
 }
 REQUIRED = ("name", "models", "benchmarks", "prompts", "sampling", "backend", "merge")
 
@@ -291,3 +294,15 @@ def validate_profile(prof: Any, where: str = "profile") -> None:
     if prof["backend"].get("name") is None:
         raise ProfileError(f"{where}.backend.name: missing (transformers | vllm | auto)")
     _check_merge(prof, where)
+    contenders(prof, where)
+
+
+def contenders(prof: dict, where: str = "profile") -> list:
+    """The profile's ``contenders`` (:class:`~l2s_utils.study.contenders.Contender` list, in its order), checked
+    completely by :func:`l2s_utils.study.contenders.parse`; a bad entry is a :class:`ProfileError`."""
+    from .contenders import ContenderError, parse
+
+    try:
+        return parse(prof, {label: display_name(prof, label) for label in prof["merge"]}, where)
+    except ContenderError as e:
+        raise ProfileError(str(e)) from None

@@ -36,6 +36,8 @@ COLUMNS = {
     "n_samples": "calibration samples", "strict": "accuracy, strict protocol (%)",
     "qwen-toolkit": "accuracy, Qwen toolkit protocol (%)", "toolkit_minus_strict": "toolkit - strict (points)",
     "check": "check", "description": "bar", "value": "measured", "bar": "threshold", "passed": "passed",
+    "kind": "kind", "contender": "profile label", "setup": "one-off step", "setup_s": "one-off cost (s)",
+    "decode_tokens_pct": "generated tokens vs System 2 (%)", "cost": "cost",
 }
 CI_SUFFIX = " [95% CI]"
 

@@ -17,7 +17,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
 
@@ -29,6 +29,27 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _merge_seconds_file(path: Path) -> Path:
+    return path.with_name(path.name + ".seconds.json")
+
+
+def _cost_words(kind: str, setup: str, seconds: float, decode_pct: float) -> str:
+    """A contender's cost in words: the one-off step and its time, then the decode work relative to System 2."""
+    def took(t: float) -> str:
+        return "<0.1 s" if t < 0.1 else f"{t:.1f} s" if t < 60 else f"{t / 60:.1f} min"
+
+    if setup == "merge":
+        once = f"merge {took(seconds)}" if seconds == seconds else "merge (time not recorded)"
+    elif setup == "training":
+        once = f"training {took(seconds)} on CPU"
+    elif setup == "trained elsewhere":
+        once = "trained elsewhere (not measured)"
+    else:
+        once = "nothing once"
+    decode = f"decodes {decode_pct:.0f}% of System 2's tokens" if decode_pct == decode_pct else "decode not measured"
+    return f"{once}; {decode}"
 
 
 class Study:
@@ -106,8 +127,19 @@ class Study:
         cfg = self.merge_config(method, scale, calibration, **override)
         path = self.out / "merged" / (scale or "main") / f"{method}-{_hash(cfg)}"
         if not (path / "l2s_merge.json").is_file():
-            merge(cfg, path, overwrite=path.exists(), progress=self.progress)
+            result = merge(cfg, path, overwrite=path.exists(), progress=self.progress)
+            _merge_seconds_file(path).write_text(json.dumps({"merge_s": result.seconds}))
         return path
+
+    @staticmethod
+    def merge_seconds(path: str | os.PathLike) -> float:
+        """How long the merge of the checkpoint ``path`` took (seconds; NaN when it was merged before the Study
+        kept the time: the record lies beside the checkpoint, so that the checkpoint's fingerprint stays)."""
+        f = _merge_seconds_file(Path(path))
+        try:
+            return float(json.loads(f.read_text())["merge_s"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return float("nan")
 
     # -- evaluation -----------------------------------------------------------------------------
     def length_tokenizer(self):
@@ -119,19 +151,25 @@ class Study:
         return self._length_tok
 
     def evaluate(self, model: str | os.PathLike, name: str, role: str = "merged", scale: str | None = None,
-                 sampling: dict | None = None) -> pd.DataFrame:
+                 sampling: dict | None = None, question: Callable[[str], str] | None = None) -> pd.DataFrame:
         """Graded rows of one model on every benchmark of the profile (role picks prompt and max tokens);
-        ``sampling`` overrides keys of the profile's ``sampling`` block (temperature, top_p, seed, n)."""
+        ``sampling`` overrides keys of the profile's ``sampling`` block (temperature, top_p, seed, n) and may add a
+        decoding policy (think_budget, think_min, stop_scale); ``question`` rewrites each question before it is
+        put into the prompt (TLDR's length tag)."""
+        import dataclasses
+
         from ..evaluate.benchmarks import load_benchmark
         from ..evaluate.generation import Sampling
         from ..evaluate.pipeline import evaluate
         from ..evaluate.prompts import stop_strings
+        from ..evaluate.sampling import POLICY_FIELDS
 
         sp, bk = {**self.profile["sampling"], **(sampling or {})}, self.profile["backend"]
         prompt = self.profile["prompts"][role]
         max_tokens = sp.get("max_tokens_system1", sp["max_tokens"]) if role == "system1" else sp["max_tokens"]
         sampling = Sampling(max_tokens=max_tokens, temperature=float(sp.get("temperature", 0.0)), seed=sp.get("seed", 0),
-                            top_p=float(sp.get("top_p", 1.0)), stop=stop_strings(prompt))
+                            top_p=float(sp.get("top_p", 1.0)), stop=stop_strings(prompt),
+                            **{k: sp[k] for k in POLICY_FIELDS if sp.get(k) is not None})
         options: dict[str, Any] = {"data_parallel_size": bk.get("data_parallel_size", 1)}
         if bk["name"] == "transformers":
             options["batch_size"] = bk.get("batch_size", 64)
@@ -144,6 +182,8 @@ class Study:
         for b in self.profile["benchmarks"]:
             items = load_benchmark(b["name"], limit=b.get("limit"), seed=self.profile.get("seed", 0),
                                    toy_per_level=b.get("per_level", 50))
+            if question is not None:
+                items = [dataclasses.replace(it, question=question(it.question)) for it in items]
             df = evaluate(model, b["name"], items=items, prompt=prompt, backend=bk["name"], sampling=sampling,
                           out=self.out / "eval", length_tokenizer=self.length_tokenizer(), model_name=name,
                           grading=self.profile.get("grading", "strict"), n_samples=sp.get("n", 1),
@@ -160,6 +200,92 @@ class Study:
     def run_methods(self, methods: list[str], scale: str | None = None, sampling: dict | None = None) -> pd.DataFrame:
         frames = [self.evaluate(self.merged(m, scale), self.display_name(m), "merged", scale, sampling) for m in methods]
         return pd.concat(frames, ignore_index=True)
+
+    # -- contenders: a model plus a decoding policy (merges, decoding policies, trained baselines) ------------
+    def contenders(self) -> list:
+        """The profile's ``contenders`` (:class:`~l2s_utils.study.contenders.Contender`, in the profile's order)."""
+        from .profiles import contenders
+
+        return contenders(self.profile, f"profile {self.name}")
+
+    def trained(self, method: str, train: dict | None = None):
+        """The long-to-short baseline ``method`` (tldr | selfbudgeter | dpo) trained from System 2 of the main pair
+        (:func:`l2s_utils.study.baselines.build`: cached by its settings and System 2's weights). ``train`` overrides
+        fields of its default :class:`~l2s_utils.study.baselines.BaselineSpec`; its generation length is the profile's
+        ``sampling.max_tokens`` and its seed the profile's ``seed`` unless ``train`` sets them."""
+        import dataclasses
+
+        from . import baselines as B
+
+        if not self.organism:
+            raise ValueError(f"profile {self.name}: the trained baselines train on the organism's task only; "
+                             "name a model trained elsewhere with a contender's checkpoint")
+        if method not in B.DEFAULTS:
+            raise ValueError(f"unknown baseline {method!r}; known: {', '.join(B.DEFAULTS)}")
+        over = {"max_tokens": int(self.profile["sampling"]["max_tokens"]), "seed": int(self.profile.get("seed", 0)),
+                **(train or {})}
+        spec = dataclasses.replace(B.DEFAULTS[method], **over)
+        return B.build(method, self.pair()["organism"], spec=spec, progress=self.progress)
+
+    def contender_model(self, c) -> tuple[Path, str, float]:
+        """(checkpoint, one-off step, its seconds) of contender ``c``: System 2 (nothing; 0 s), a merge (its merge
+        seconds) or a trained baseline (its training seconds; NaN for a checkpoint trained elsewhere)."""
+        if c.merge is not None:
+            path = self.merged(c.merge)
+            return path, "merge", self.merge_seconds(path)
+        if c.trained is not None:
+            if c.checkpoint is not None:
+                from ..merge.checkpoint import fetch_model
+
+                return Path(fetch_model(c.checkpoint)), "trained elsewhere", float("nan")
+            b = self.trained(c.trained, c.train)
+            return b.path, "training", float(b.manifest["train_s"])
+        return Path(self.pair()["system2"]), "none", 0.0
+
+    def contender_rows(self, labels: list[str] | None = None) -> pd.DataFrame:
+        """Graded rows of System 1, System 2 and every contender of the profile (or those of ``labels``), each row
+        with its ``kind`` (reference | merge | decoding policy | trained baseline), ``contender`` label and one-off
+        cost (``setup``, ``setup_s``). Every stage is cached: merges, trained models, generations."""
+        from .baselines import tagged
+
+        chosen = self.contenders()
+        if labels is not None:
+            known = {c.label for c in chosen}
+            unknown = [x for x in labels if x not in known]
+            if unknown:
+                raise ValueError(f"profile {self.name}: no contender {', '.join(map(repr, unknown))}; "
+                                 f"its contenders: {', '.join(sorted(known))}")
+            chosen = [c for c in chosen if c.label in labels]
+        frames = [self.baselines().assign(kind="reference", setup="none", setup_s=0.0)]
+        frames[0]["contender"] = frames[0].model.map({"System 1": "system1", "System 2": "system2"})
+        for c in chosen:
+            path, setup, seconds = self.contender_model(c)
+            rewrite = (lambda q, lv=c.level: tagged(q, lv)) if c.level else None
+            df = self.evaluate(path, c.name, c.role, sampling=dict(c.policy), question=rewrite)
+            frames.append(df.assign(kind=c.kind, contender=c.label, setup=setup, setup_s=seconds))
+        return pd.concat(frames, ignore_index=True)
+
+    def contender_summary(self, rows: pd.DataFrame) -> pd.DataFrame:
+        """One row per contender (and benchmark): its kind, accuracy with a bootstrap CI, mean tokens with a CI,
+        length change vs System 2, reflective share, truncation, and its cost: the one-off seconds (``setup_s``:
+        merge or training; 0 for a decoding policy), the decode work as generated tokens relative to System 2's
+        on the same problems (``decode_tokens_pct``; forced tokens count), and both in words (``cost``)."""
+        from .contenders import KINDS
+
+        table = self.summary(rows)
+        info = rows.groupby("model", sort=False).agg(kind=("kind", "first"), contender=("contender", "first"),
+                                                     setup=("setup", "first"), setup_s=("setup_s", "first"))
+        gen = rows.groupby(["model", "benchmark"], sort=False).generated_tokens.mean()
+        table = table.join(info, on="model")
+        ref = {b: gen.get(("System 2", b), float("nan")) for b in table.benchmark}
+        table["decode_tokens_pct"] = [100 * gen[(m, b)] / ref[b] if ref[b] else float("nan")
+                                      for m, b in zip(table.model, table.benchmark)]
+        table["cost"] = [_cost_words(k, st, s, d) for k, st, s, d in
+                         zip(table.kind, table.setup, table.setup_s, table.decode_tokens_pct)]
+        table["_order"] = table.kind.map({k: i for i, k in enumerate(KINDS)})
+        table = table.sort_values(["_order"], kind="stable").drop(columns="_order").reset_index(drop=True)
+        first = ["kind", "model", "contender", "benchmark"]
+        return table[first + [c for c in table.columns if c not in first]]
 
     # -- geometry: the straight path from System 1 to System 2 ----------------------------------
     def alpha_path_rows(self, scale: str | None = None, alphas=None) -> pd.DataFrame:
