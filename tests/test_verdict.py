@@ -110,3 +110,21 @@ def test_every_results_chapter_opens_with_its_verdict():
         first = "".join(next(c for c in cells[setup + 1:] if c["cell_type"] == "code")["source"])
         assert f'v.save(st.out, "{name}"' in first and "display(v)" in first, name
         assert first.index("display(v)") < (first.find("reader.table") % 10**6), name  # the box before any table
+
+
+def test_contenders_rule_against_the_reported_cuts():
+    """TLDR (reported about -50%): -40% at System 2's accuracy is reproduced; SelfBudgeter (up to -74.5%): -10% at
+    a 30-point loss is not; a profile without trained baselines is not measured."""
+    from l2s_utils.study.contenders import Contender
+
+    s = _summary(TLDR_short=(-40.0, 88.0), SB=(-10.0, 60.0), BF=(-60.0, 50.0))
+    cs = [Contender("tldr", "TLDR short", "trained baseline", trained="tldr"),
+          Contender("sb", "SB", "trained baseline", trained="selfbudgeter"),
+          Contender("bf", "BF", "decoding policy", policy={"think_budget": 64})]
+    v = verdict.contenders(s, cs, "toy")
+    rows = {r["method"]: r for r in v.rows}
+    assert set(rows) == {"TLDR (length-regularised GRPO)", "SelfBudgeter"}
+    assert rows["TLDR (length-regularised GRPO)"]["shortens"] == "yes" and rows["SelfBudgeter"]["shortens"] == "no"
+    assert rows["SelfBudgeter"]["keeps accuracy"] == "no"
+    assert v.outcome == "partly reproduced" and "nan" not in v.html()
+    assert verdict.contenders(s, cs[2:], "toy").outcome == "not measured"

@@ -30,6 +30,13 @@ computed from the numbers. The rules, each a function below:
   System 2's (the paper, GSM8K: 98.3% -> 56.7%). Both: **reproduced**; one: **partly**; neither: **not
   reproduced**.
 
+- :func:`contenders` (long-to-short without merging), per trained baseline with a reported length cut
+  (``data/paper/long_to_short_reported.csv``: TLDR about -50%, SelfBudgeter up to -74.5%, DPO -15% in Table 1):
+  the family's shortest contender that keeps accuracy (else its most accurate) *shortens* when its length change
+  is at most half the reported cut and the upper end of its interval is below 0, and *keeps accuracy* when the
+  upper end of its accuracy interval reaches System 2's accuracy minus 5 points (the papers report "minimal" or
+  no loss). Per family and for the chapter as for :func:`merges`; **not measured** when the profile trains none.
+
 Lengths' intervals are System 2's mean length divided into the bootstrap interval of the method's mean length
 (System 2's own uncertainty left out).
 """
@@ -246,6 +253,52 @@ def merges(summary: pd.DataFrame, profile: str, methods=None, title: str = "merg
         reason = (f"{n_short} of {n} merges shorten by at least half the paper's cut and {n_keep} of {n} keep the paper's "
                   f"share of System 2's accuracy; {sum(o == 'reproduced' for o in outcomes)} do both.")
     return Verdict(title, claim, measured, outcome, reason[0].upper() + reason[1:], profile, rows, kind="merges")
+
+
+def contenders(summary: pd.DataFrame, contender_list: list, profile: str) -> Verdict:
+    """Trained long-to-short baselines against their papers' reported length cuts (the rule in the module's docstring).
+    ``summary``: ``Study.contender_summary`` (one benchmark); ``contender_list``: ``Study.contenders()``."""
+    from .contenders import family
+    from .paper import long_to_short_reported
+
+    title = "trained long-to-short methods shorten at about System 2's accuracy"
+    rep = long_to_short_reported()
+    rep = rep[rep.family.str.startswith("trained:") & rep.length_change_pct.notna()].drop_duplicates("family")
+    s = summary.drop_duplicates("model").set_index("model")
+    s2a = float(s.accuracy["System 2"])
+    ours = _ours(summary.drop_duplicates("model"))
+    rows, outcomes = [], []
+    for _, r in rep.iterrows():
+        names = [c.name for c in contender_list if family(c) == r.family and c.name in ours.index]
+        if not names:
+            continue
+        keep = [m for m in names if s.acc_hi[m] >= s2a - KEEP_POINTS]
+        m = min(keep, key=lambda x: ours.length[x]) if keep else max(names, key=lambda x: s.accuracy[x])
+        o = ours.loc[m]
+        shortens = o.length <= r.length_change_pct / 2 and o.len_hi < 0
+        keeps = bool(keep)
+        outcomes.append("reproduced" if shortens and keeps else "partly reproduced" if shortens or keeps
+                        else "not reproduced")
+        rows.append({"method": r.method, "paper: length": f"{r.qualifier + ' ' if isinstance(r.qualifier, str) else ''}"
+                     f"{signed(r.length_change_pct)}", "ours": m,
+                     "ours: length [95% CI]": f"{signed(o.length)} [{signed(o.len_lo, suffix='')}, {signed(o.len_hi, suffix='')}]",
+                     "ours: accuracy [95% CI]": f"{num(s.accuracy[m])}% [{num(s.acc_lo[m])}, {num(s.acc_hi[m])}]",
+                     "shortens": "yes" if shortens else "no", "keeps accuracy": "yes" if keeps else "no"})
+    if not rows:
+        return Verdict(title, "TLDR (Zhang et al. 2025) and SelfBudgeter (Li et al. 2025) report 50-74% shorter "
+                       "responses at about the same accuracy.", "-", "not measured",
+                       "This profile trains no baseline that a paper reports a length cut for.", profile, kind="contenders")
+    claim = ("Length-regularised RL and preference training shorten a long-thinking model at about its accuracy: "
+             + "; ".join(f"{r['method']} {r['paper: length']}" for r in rows) + " (the papers' own settings).")
+    measured = (f"System 2: {num(s2a)}%. " + "; ".join(f"{r['ours']}: {r['ours: length [95% CI]'].split(' [')[0]} length "
+                                                        f"at {r['ours: accuracy [95% CI]'].split(' [')[0]}" for r in rows) + ".")
+    outcome = _combine(outcomes)
+    n = len(rows)
+    n_short = sum(r["shortens"] == "yes" for r in rows)
+    n_keep = sum(r["keeps accuracy"] == "yes" for r in rows)
+    reason = (f"{n_short} of {n} trained baselines shorten by at least half their paper's cut and {n_keep} of {n} keep "
+              f"System 2's accuracy within {KEEP_POINTS:g} points.")
+    return Verdict(title, claim, measured, outcome, reason, profile, rows, kind="contenders")
 
 
 def _spearman(x, y) -> float:
