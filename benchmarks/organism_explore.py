@@ -57,6 +57,9 @@ def main() -> int:
            "table": table.to_dict(orient="records"), "barrier": rep["barrier"],
            "path": rep["path"][["alpha", "accuracy", "mean_tokens", "reflective"]].to_dict(orient="records"),
            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    # the report in the form `l2s organism --premise` writes (shipping carries it beside the weights)
+    (org.root / "premise.json").write_text(json.dumps({k: (v.to_dict(orient="records") if hasattr(v, "to_dict") else v)
+                                                       for k, v in rep.items() if k != "rows"}, indent=1, default=float))
     with OUT.open("a") as f:
         f.write(json.dumps(rec, default=float) + "\n")
     print(f"{rec['passed']} of {rec['bars']} bars; train {org.manifest['timings']['total_s']:.0f} s, eval {t_eval:.0f} s")
