@@ -81,6 +81,15 @@ class Problem:
         return f"toy-L{self.level}-{self.question}"
 
 
+def levels_table():
+    """The levels as a table (level, operations, operands, values up to), for the book."""
+    import pandas as pd
+
+    return pd.DataFrame([{"level": k, "operations": lv.ops,
+                          "operands": f"10..99 or 100..{lv.largest}" if lv.mixed else f"1..{lv.largest}",
+                          "values up to": lv.cap} for k, lv in LEVELS.items()])
+
+
 def split_of(question: str) -> str:
     h = int.from_bytes(hashlib.sha256(question.encode()).digest()[:4], "little") % 100
     for name, (lo, hi) in SPLITS.items():
