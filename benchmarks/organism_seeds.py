@@ -40,7 +40,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--scale", default=O.MAIN_SCALE)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("-n", type=int, default=50, help="test problems per level")
+    ap.add_argument("-n", type=int, default=40, help="test problems per level (40: the book's test set)")
     ap.add_argument("--out", type=Path, default=None)
     a = ap.parse_args()
     out = a.out or O.SHIPPED_DIR / f"seeds-{a.scale}.json"

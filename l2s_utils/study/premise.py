@@ -419,8 +419,16 @@ def seeds_table(scale: str | None = None):
     doc = json.loads(f.read_text())
     if doc.get("recipe") != O.recipe_hash(O.SCALES[scale]):
         return None
+    def value(r, key):
+        return next((c["value"] for c in r["checks"] if c["check"] == key), None)
+
     return pd.DataFrame([{"seed": r["seed"], "System 1 accuracy (%)": r["accuracy"]["System 1"],
                           "System 2 accuracy (%)": r["accuracy"]["System 2"],
                           "levels 4-5 gap (points)": r["hard_gap"], "accuracy barrier (points)": r["barrier"],
-                          "bars passed": f"{r['passed']} of {r['bars']}", "training time (s)": round(r["train_s"])}
+                          "TA shorter (%)": value(r, "ta_shorter"), "TIES shorter (%)": value(r, "ties_shorter"),
+                          "easy - hard shortening (points)": value(r, "ta_adaptive"),
+                          "bars passed": f"{r['passed']} of {r['bars']}",
+                          "failed": ", ".join(c["check"] for c in r["checks"] if not c["passed"]) or "none",
+                          "training time (s)": round(r["train_s"]),
+                          "threads": (r.get("environment") or {}).get("threads")}
                          for r in doc["seeds"]])
