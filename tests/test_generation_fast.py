@@ -19,6 +19,9 @@ def micro(tmp_path_factory):
 
 
 def _same(model_and_tok, prompts, max_tokens, batch_size):
+    from l2s_utils.evaluate.generation import fast_decoder_ok
+
+    assert fast_decoder_ok()  # else both calls run model.generate and the comparison proves nothing
     fast = generate_transformers(None, prompts, Sampling(max_tokens=max_tokens), batch_size=batch_size, progress=False,
                                  model_and_tokenizer=model_and_tok, decoder="fast")
     ref = generate_transformers(None, prompts, Sampling(max_tokens=max_tokens), batch_size=batch_size, progress=False,

