@@ -110,14 +110,12 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     import torch
 
-    from l2s_utils.evaluate.benchmarks import load_benchmark
     from l2s_utils.evaluate.prompts import build_prompt
     from l2s_utils.study.premise import toy_max_tokens, toy_test_set
 
     torch.set_num_threads(2)
     max_tokens = args.max_tokens or toy_max_tokens()
-    items = load_benchmark("toy", toy_per_level=toy_test_set(), seed=0)
-    prompts = [build_prompt(it.question, "toy") for it in items]
+    prompts = [build_prompt(p.question, "toy") for p in toy_test_set()]  # the book's toy test set
     gflops = matmul_gflops()
     out = {"machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__} "
                       f"({torch.backends.cpu.get_cpu_capability()})", "matmul_gflops": gflops,

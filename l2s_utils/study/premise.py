@@ -69,6 +69,16 @@ def toy_max_tokens(profile: str = "toy") -> int:
     return int(load_profile(profile)["sampling"]["max_tokens"])
 
 
+def toy_test_set(profile: str = "toy", seed: int | None = None) -> list:
+    """The book's toy test set: the profile's ``toy`` benchmark size per level from the test split (seed: the
+    profile's)."""
+    from .profiles import load_profile
+
+    prof = load_profile(profile)
+    per_level = next(int(b.get("per_level", 40)) for b in prof["benchmarks"] if b["name"] == "toy")
+    return T.make_problems("test", per_level, prof["seed"] if seed is None else seed)
+
+
 def evaluate_toy(model_path: Path, problems: list, *, max_tokens: int | None = None, batch_size: int = 128,
                  progress: bool = True, model_and_tokenizer=None):
     """Greedy generations of one model on toy problems, graded: one dict per problem."""
