@@ -87,7 +87,7 @@ def test_the_driver_and_the_cli_run_the_toc_in_its_order(tmp_path, monkeypatch):
 
 
 TEXT = {".py", ".md", ".yml", ".yaml", ".toml", ".txt", ".cfg", ".ipynb", ""}
-SKIP_DIRS = {".git", "runs", "_build", "chapters", "_static", "__pycache__", "data", ".pytest_cache", "node_modules"}
+SKIP_DIRS = {"_generated", ".git", "runs", "_build", "chapters", "_static", "__pycache__", "data", ".pytest_cache", "node_modules"}
 
 
 def _sources() -> list[Path]:
