@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from l2s_utils.organism import training as O  # noqa: E402
-from l2s_utils.study.premise import premise_report  # noqa: E402
+from l2s_utils.study.premise import premise_report, report_json  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "organism-explore.jsonl"
 
@@ -58,8 +58,7 @@ def main() -> int:
            "path": rep["path"][["alpha", "accuracy", "mean_tokens", "reflective"]].to_dict(orient="records"),
            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     # the report in the form `l2s organism --premise` writes (shipping carries it beside the weights)
-    (org.root / "premise.json").write_text(json.dumps({k: (v.to_dict(orient="records") if hasattr(v, "to_dict") else v)
-                                                       for k, v in rep.items() if k != "rows"}, indent=1, default=float))
+    (org.root / "premise.json").write_text(json.dumps(report_json(rep), indent=1, default=float))
     with OUT.open("a") as f:
         f.write(json.dumps(rec, default=float) + "\n")
     print(f"{rec['passed']} of {rec['bars']} bars; train {org.manifest['timings']['total_s']:.0f} s, eval {t_eval:.0f} s")

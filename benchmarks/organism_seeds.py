@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from l2s_utils.organism import training as O  # noqa: E402
-from l2s_utils.study.premise import premise_report, seed_record  # noqa: E402
+from l2s_utils.study.premise import premise_report, report_json, seed_record  # noqa: E402
 
 
 def measure(scale: str, seed: int, n: int) -> dict:
@@ -32,8 +32,7 @@ def measure(scale: str, seed: int, n: int) -> dict:
         if rep.get("n_per_level", n) == n:
             return seed_record(org, rep)
     rep = premise_report(org, n_per_level=n, progress=False, smallest=scale == O.LADDER[0])
-    rep = {k: (v.to_dict(orient="records") if hasattr(v, "to_dict") else v) for k, v in rep.items() if k != "rows"}
-    return seed_record(org, rep)
+    return seed_record(org, report_json(rep))
 
 
 def main() -> int:

@@ -57,7 +57,7 @@ def _cmd_organism(args: argparse.Namespace) -> int:
         for stage in ("base", "system1", "system2"):
             print(f"  {stage:<8} {getattr(org, stage)}")
         if args.premise:
-            from .study.premise import premise_report
+            from .study.premise import premise_report, report_json
 
             rep = premise_report(org, n_per_level=args.n, progress=not args.quiet, smallest=scale == O.LADDER[0])
             print(rep["table"].round(1).to_string(index=False))
@@ -72,8 +72,7 @@ def _cmd_organism(args: argparse.Namespace) -> int:
             out = (org.root / "premise.json" if org.source == "trained" else
                    (args.cache or O.default_cache()) / "organism" / f"{org.root.name}.shipped-premise.json")
             out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps({k: (v.to_dict(orient="records") if hasattr(v, "to_dict") else v)
-                                       for k, v in rep.items() if k != "rows"}, indent=1, default=float))
+            out.write_text(json.dumps(report_json(rep), indent=1, default=float))
             n_fail = sum(not c["passed"] for c in rep["checks"])
             print(f"  premise report: {out} ({len(rep['checks']) - n_fail} of {len(rep['checks'])} bars passed)")
             failed = failed or n_fail > 0

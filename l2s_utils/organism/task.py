@@ -267,9 +267,6 @@ def column_steps(a: int, op: str, b: int) -> list[tuple[str, int, str, int, int]
     return out
 
 
-_column_steps = column_steps  # the name before v17
-
-
 def is_hard(a: int, op: str, b: int) -> bool:
     """A step that carries or borrows beyond the units column (the tens or hundreds column regroups). With values
     up to 99 (levels 1-3) no step is hard; levels 4-5 have hard steps."""
@@ -343,7 +340,7 @@ def system2_trace(p: Problem, rng: random.Random, style: S2Style | None = None) 
     :func:`system2_parts`, one step (header, columns, result, its check) per line."""
     lines: list[str] = []
     for kind, text in system2_parts(p, rng, style):
-        if kind == "header" or kind in ("reexamine", "final"):
+        if kind in ("header", "reexamine", "final"):
             lines.append(text)
         else:
             lines[-1] += " " + text

@@ -123,14 +123,11 @@ def premise_report(org: Organism, n_per_level: int = 40, seed: int = 0, max_toke
         df["model"] = {0.0: "System 1", 1.0: "System 2"}.get(a, f"TA alpha={a:g}")
         df["alpha"] = a
         frames.append(df)
-    model.load_state_dict(ties_state(org), strict=True)
-    df = pd.DataFrame(evaluate_toy(None, problems, max_tokens=max_tokens, progress=progress,
-                                   model_and_tokenizer=(model, tok)))
-    df["model"], df["alpha"] = "TIES", float("nan")
-    frames.append(df)
     rows = pd.concat(frames, ignore_index=True)
-    ties_rows = rows[rows.model == "TIES"]
-    rows = rows[rows.model != "TIES"]
+    model.load_state_dict(ties_state(org), strict=True)
+    ties_rows = pd.DataFrame(evaluate_toy(None, problems, max_tokens=max_tokens, progress=progress,
+                                          model_and_tokenizer=(model, tok)))
+    ties_rows["model"], ties_rows["alpha"] = "TIES", float("nan")
     losses = held_out_losses(model, tok, s1, s2, (0.0, *alphas, 1.0), seed=seed)
     margins = style_margins(model, tok, s1, s2, (0.0, *alphas, 1.0), problems)
     path = alpha_path(rows, losses).merge(margins, on="alpha")
@@ -152,6 +149,11 @@ def premise_report(org: Organism, n_per_level: int = 40, seed: int = 0, max_toke
             "checks": premise_checks(rows[rows.model.isin(["System 1", "System 2"])], barrier=bars["accuracy"],
                                      smallest=smallest, merges=merges),
             "n_per_level": n_per_level}
+
+
+def report_json(rep: dict) -> dict:
+    """A premise report in its stored form (``premise.json``): tables as records, the per-problem rows left out."""
+    return {k: (v.to_dict(orient="records") if hasattr(v, "to_dict") else v) for k, v in rep.items() if k != "rows"}
 
 
 def ties_state(org: Organism) -> dict:
