@@ -49,7 +49,7 @@ def micro(tmp_path_factory):
 
 
 @pytest.mark.parametrize("method", ["tldr", "selfbudgeter", "dpo"])
-def test_each_baseline_trains_on_micro_and_is_cached(method, micro, tmp_path, monkeypatch):
+def test_each_baseline_trains_on_micro_and_is_cached(method, micro, tmp_path, monkeypatch, capfd):
     from l2s_utils.study import premise
 
     monkeypatch.setattr(premise, "toy_max_tokens", lambda profile="toy": 48)  # micro writes short, broken traces
@@ -57,7 +57,9 @@ def test_each_baseline_trains_on_micro_and_is_cached(method, micro, tmp_path, mo
     monkeypatch.setattr(B, "correct", lambda text, gold: len(text) % 2 == 0)
     spec = dataclasses.replace(B.DEFAULTS[method], steps=2, problems_per_level=2, batch=4, generations=2,
                                steps_per_generation=2, coldstart_steps=2)
-    got = B.build(method, micro, spec=spec, cache=tmp_path)
+    got = B.build(method, micro, spec=spec, cache=tmp_path, progress=False)
+    printed = capfd.readouterr()
+    assert "dataset" not in printed.err + printed.out  # quiet (a notebook): no dataset-preparation progress bars
     assert (got.path / "config.json").is_file() and list(got.path.glob("*.safetensors"))
     assert got.manifest["train_s"] > 0 and got.manifest["spec"]["steps"] == 2
     again = B.build(method, micro, spec=spec, cache=tmp_path)

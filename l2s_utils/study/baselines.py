@@ -130,14 +130,22 @@ def build(method: str, org, *, spec: BaselineSpec | None = None, cache: Path | N
 
 @contextlib.contextmanager
 def _quiet(on: bool):
-    """Without progress (a notebook): no library deprecation warnings and no trainer log lines in the output."""
+    """Without progress (a notebook): no library deprecation warnings, dataset progress bars or trainer log lines."""
     if not on:
         yield
         return
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        yield
+    from datasets.utils import logging as ds_logging
+
+    was = ds_logging.is_progress_bar_enabled()
+    ds_logging.disable_progress_bar()  # the trainers' dataset preparation ("Tokenizing train dataset: 100%|...")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            yield
+    finally:
+        if was:
+            ds_logging.enable_progress_bar()
 
 
 def _trainer_quiet(trainer, progress: bool) -> None:
