@@ -302,3 +302,22 @@ def test_reported_numbers_match_their_sources_and_sit_beside_ours():
     assert got["TIES-Merging"] == "Ties-Merging: -2.0 points, -40% length"
     assert got["Temperature scaling of the stopping point (TS)"] == "TS s=2: -10.0 points, -20% length"
     assert got["DPO"] == "not in this profile"
+
+
+def test_seed_ranking_calls_an_order_that_flips_between_seeds_a_tie():
+    """Hand-made records: A beats everyone on every seed; B and C swap places between seeds (a tie); D is last on
+    every seed but equals C on seed 1 (not beaten on every seed: tied with C, so it joins that tier)."""
+    from l2s_utils.study.contenders import seed_ranking, seed_spread
+
+    acc = {0: {"A": 90, "B": 80, "C": 70, "D": 60}, 1: {"A": 91, "B": 70, "C": 75, "D": 50},
+           2: {"A": 95, "B": 85, "C": 72, "D": 72}}
+    per_seed = {s: [{"model": m, "accuracy": float(v), "mean_tokens": 100.0 + v, "length_change_pct": -v / 10,
+                     "kind": "merge"} for m, v in a.items()] for s, a in acc.items()}
+    assert seed_ranking(per_seed) == [["A"], ["B", "C", "D"]]
+    acc[2]["D"] = 71
+    per_seed[2] = [{**r, "accuracy": float(acc[2][r["model"]])} for r in per_seed[2]]
+    assert seed_ranking(per_seed) == [["A"], ["B", "C"], ["D"]]
+    sp = {r["model"]: r for r in seed_spread(per_seed)}
+    assert sp["B"]["accuracy"] == (80 + 70 + 85) / 3 and (sp["B"]["accuracy_min"], sp["B"]["accuracy_max"]) == (70, 85)
+    assert sp["A"]["mean_tokens_max"] == 195.0 and sp["D"]["seeds"] == 3
+    assert seed_ranking({0: per_seed[0]}) == [["A"], ["B"], ["C"], ["D"]]  # one seed: no ties but exact ones

@@ -57,6 +57,10 @@ def test_qwen3_8b_profile_matches_the_authors_readme():
     (lambda p: p["merge"].update(tie={}), r"profile bad\.merge\.tie: unknown merge_method"),
     (lambda p: p["models"].update(kind="cloud"), r"models\.kind: must be 'organism' or 'hub'"),
     (lambda p: p["backend"].update(tensor_parallel_size=True), r"tensor_parallel_size: must be int"),
+    (lambda p: p["models"].update(seed=-1), r"models\.seed: must be"),
+    (lambda p: p["models"].update(seed="one"), r"models\.seed: must be int"),
+    (lambda p: p.update(models={"kind": "hub", "system1": "a", "system2": "b", "seed": 1}),
+     r"models\.seed: the organism's training seed; a 'hub' profile trains no organism"),
 ])
 def test_bad_profiles_name_the_key(tmp_path, mutate, match):
     prof = yaml.safe_load((ROOT / "data" / "profiles" / "smoke.yaml").read_text())

@@ -245,3 +245,38 @@ def parse(prof: dict, merge_names: dict[str, str], where: str = "profile") -> li
             others = [d.label for d in out if d.name == c.name]
             raise ContenderError(f"{where}: {', '.join(others)} are all shown as {c.name!r}; give them different names")
     return out
+
+
+# -- across organism seeds (benchmarks/contenders_seeds.py) ---------------------------------------
+
+def seed_ranking(per_seed: dict[int, list[dict]], key: str = "accuracy") -> list[list[str]]:
+    """Models ordered by ``key`` (higher first), in tiers: a model joins the tier above it when their order is not
+    the same on every seed (one seed puts it above, another below or equal) -- a flip between seeds is a tie."""
+    seeds = sorted(per_seed)
+    value = {s: {r["model"]: r[key] for r in per_seed[s]} for s in seeds}
+    models = [m for m in value[seeds[0]] if all(m in value[s] for s in seeds)]
+    mean = {m: sum(value[s][m] for s in seeds) / len(seeds) for m in models}
+    order = sorted(models, key=lambda m: -mean[m])
+    tiers: list[list[str]] = []
+    for m in order:
+        if tiers and any(not all(value[s][a] > value[s][m] for s in seeds) for a in tiers[-1]):
+            tiers[-1].append(m)
+        else:
+            tiers.append([m])
+    return tiers
+
+
+def seed_spread(per_seed: dict[int, list[dict]]) -> list[dict]:
+    """Per model: mean, min and max over seeds of accuracy, mean tokens and length change vs System 2."""
+    seeds = sorted(per_seed)
+    by = {s: {r["model"]: r for r in per_seed[s]} for s in seeds}
+    out = []
+    for m in by[seeds[0]]:
+        if not all(m in by[s] for s in seeds):
+            continue
+        row = {"model": m, "kind": by[seeds[0]][m].get("kind"), "seeds": len(seeds)}
+        for k in ("accuracy", "mean_tokens", "length_change_pct"):
+            vals = [by[s][m][k] for s in seeds]
+            row.update({k: sum(vals) / len(vals), f"{k}_min": min(vals), f"{k}_max": max(vals)})
+        out.append(row)
+    return out

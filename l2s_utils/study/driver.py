@@ -54,7 +54,7 @@ def organism_models(prof: dict, progress: bool = False, verbose: bool = False) -
 
     models = []
     for scale in dict.fromkeys([prof["models"]["scale"], *(prof["models"].get("ladder") or [])]):
-        org = O.build(scale, progress=progress)
+        org = O.build(scale, progress=progress, seed=prof["models"].get("seed"))
         models.append({"scale": scale, "source": org.source, "sha256": org.manifest.get("sha256")})
         if verbose:
             where = "shipped weights" if org.source == "shipped" else "trained here"

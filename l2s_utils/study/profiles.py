@@ -110,7 +110,7 @@ METHOD = Leaf(str, lambda s: s in _methods(), "a merge method (l2s merge --list)
 SCHEMA: dict[str, Any] = {
     "name": STR, "description": STR, "seed": INT0, "allow_pickle": BOOL, "geometry": BOOL,
     "models": {"kind": Leaf(str, lambda s: s in ("organism", "hub"), "'organism' or 'hub'"), "scale": STR,
-               "ladder": ListOf(STR), "system1": STR, "system2": STR, "pairs": dict},
+               "ladder": ListOf(STR), "seed": INT0, "system1": STR, "system2": STR, "pairs": dict},
     "benchmarks": ListOf({"name": Leaf(str, lambda s: s in _benchmarks(), "a benchmark name"),
                           "limit": INT1, "per_level": INT1}),
     "prompts": {"system1": STYLE, "system2": STYLE, "merged": STYLE},
@@ -275,6 +275,8 @@ def validate_profile(prof: Any, where: str = "profile") -> None:
                 key = "scale" if i == 0 else f"ladder[{i - 1}]"
                 raise ProfileError(f"{where}.models.{key}: must be an organism scale ({' | '.join(_scales())}), got {s!r}")
     else:
+        if models.get("seed") is not None:
+            raise ProfileError(f"{where}.models.seed: the organism's training seed; a 'hub' profile trains no organism")
         for k in ("system1", "system2"):
             if not models.get(k):
                 raise ProfileError(f"{where}.models.{k}: required for kind 'hub' (a hub id or local path)")

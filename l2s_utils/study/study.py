@@ -99,7 +99,7 @@ class Study:
             if self.organism:
                 from ..organism import training as O
 
-                org = O.build(key, progress=self.progress)
+                org = O.build(key, progress=self.progress, seed=m.get("seed"))
                 self._pairs[key] = {"system1": org.system1, "system2": org.system2, "organism": org}
             else:
                 from ..merge.checkpoint import fetch_model
