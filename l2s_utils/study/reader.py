@@ -336,3 +336,36 @@ def set_repository(url: str, branch: str = "main", root: Path = ROOT) -> list[Pa
     for f, t in updates.items():  # validated everything first: all files or none
         f.write_text(t)
     return list(updates)
+
+
+# -- records of runs over organism seeds ---------------------------------------------------------
+
+SEEDS_RECORD = ROOT / "benchmarks" / "results" / "contenders-seeds.json"
+
+
+def contenders_over_seeds(st, path: Path = SEEDS_RECORD):
+    """Chapter 07's comparison over organism seeds, from the record ``benchmarks/contenders_seeds.py`` writes: per
+    model the mean and range over seeds of accuracy, mean tokens and length change vs that seed's System 2, then the
+    ranking (an order that flips between seeds is a tie). Only a record of this profile and of today's organism
+    counts; otherwise one sentence says how to make it."""
+    import json
+
+    from IPython.display import HTML, Markdown
+
+    from ..organism.training import ORGANISM_VERSION
+
+    doc = json.loads(path.read_text()) if path.is_file() else None
+    if doc is None or doc.get("profile") != st.name or doc.get("organism_version") != ORGANISM_VERSION:
+        return Markdown(f"*No record over organism seeds for profile `{st.name}` and organism v{ORGANISM_VERSION}: "
+                        "`python benchmarks/contenders_seeds.py` writes it (it trains and evaluates every contender on "
+                        "seeds 0-2 of the main pair).*")
+    rng = lambda r, k, d=1, s="": f"{r[k]:.{d}f}{s} ({r[k + '_min']:.{d}f} to {r[k + '_max']:.{d}f})"  # noqa: E731
+    df = pd.DataFrame([{"kind": r["kind"], "model": r["model"], "accuracy % (min to max)": rng(r, "accuracy"),
+                        "mean tokens (min to max)": rng(r, "mean_tokens", 0),
+                        "vs System 2 % (min to max)": rng(r, "length_change_pct")} for r in doc["spread"]])
+    tiers = "; ".join(f"{i}. {' = '.join(t)}" for i, t in enumerate(doc["ranking"], 1))
+    cap = (f"Seeds {', '.join(map(str, doc['seeds']))} of the main pair (profile {doc['profile']}, organism v"
+           f"{doc['organism_version']}; {doc['machine']}; {doc['created'][:10]}; {doc['wall_s'] / 60:.0f} min): mean over "
+           "seeds, range in brackets; each seed's own System 2 is the length reference")
+    return HTML(table_html(df, cap) + f"<p><strong>Ranking by accuracy</strong> (tied where the order flips between "
+                                      f"seeds): {html.escape(tiers)}.</p>")
