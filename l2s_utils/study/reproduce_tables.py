@@ -153,12 +153,14 @@ def svd(doc: dict) -> str:
 def device(doc: dict) -> str:
     """Generation (tokens, seconds, tokens/s, accuracy) and merges (seconds) on the CPU and on CUDA, same
     machine, same run, with how many responses / outputs agree (``benchmarks/device_bench.py --write``)."""
-    g, n = doc["generation"], doc["generation"]["n"]
     speed = lambda d: f"{d['tokens']:,} tokens in {d['seconds']:.1f} s ({d['tokens'] / d['seconds']:,.0f} tokens/s)"  # noqa: E731
     lines = [f"{doc['device']}, torch {doc['torch']}; CPU with {doc['threads']} threads.", "",
-             "| what | CPU | CUDA | agreement |", "|---|---|---|---|",
-             f"| generation: {g['what']}, {n} toy prompts, greedy | {speed(g['cpu'])} | {speed(g['cuda'])} | "
-             f"{g['identical']}/{n} responses identical; accuracy {g['cpu']['accuracy']:.1f}% / {g['cuda']['accuracy']:.1f}% |"]
-    for m in doc["merges"]:
+             "| what | CPU | CUDA | agreement |", "|---|---|---|---|"]
+    if g := doc.get("generation"):
+        n = g["n"]
+        lines.append(f"| generation: {g['what']}, {n} toy prompts, greedy | {speed(g['cpu'])} | {speed(g['cuda'])} | "
+                     f"{g['identical']}/{n} responses identical; accuracy {g['cpu']['accuracy']:.1f}% / "
+                     f"{g['cuda']['accuracy']:.1f}% |")
+    for m in doc.get("merges", []):
         lines.append(f"| merge, {m['method']} | {m['cpu_s']:.1f} s | {m['cuda_s']:.1f} s | {m['outputs']} |")
     return "\n".join(lines) + "\n"
