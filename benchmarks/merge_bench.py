@@ -1,6 +1,9 @@
 """Merge benchmark: l2s vs mergekit, side by side, on a synthetic Qwen2 pair (bf16, sharded).
 
-    .venv/bin/python benchmarks/merge_bench.py [--shape 1b|7b] [--layers N] [--methods a,b] [--workdir DIR] [--keep]
+    .venv/bin/python benchmarks/merge_bench.py [--shape 1b|7b] [--layers N] [--methods a,b] [--workdir DIR] [--keep] [--write]
+
+``--write`` stores the record as ``benchmarks/results/merge_bench-<shape>.json``, which the book's Reproduce page
+renders (``l2s_utils.study.reproduce``).
 
 Shapes: ``1b`` (default) is a 1.12B-parameter Qwen2 (hidden 2048, 22 layers, vocab 32000, 2.25 GB bf16);
 ``7b`` is Qwen2.5-7B's shape (hidden 3584, intermediate 18944, vocab 152064, untied, 28 heads / 4 KV
@@ -157,6 +160,7 @@ def main() -> None:
     ap.add_argument("--l2s-root", type=Path, default=ROOT, help="checkout of this repository to measure")
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--keep", action="store_true", help="keep the inputs and merged outputs")
+    ap.add_argument("--write", action="store_true", help="store the record in benchmarks/results/merge_bench-<shape>.json")
     args = ap.parse_args()
     methods = [m for m in args.methods.split(",") if m]
     unknown = [m for m in methods if m not in CASES]
@@ -231,8 +235,25 @@ def main() -> None:
     print(f"\nRSS right after the imports (counted in peak RSS): l2s {imp['l2s']} GB, mergekit {mk_imp} GB. "
           f"Model: {size / 1e9:.2f} GB bf16.")
     print(f"({os.cpu_count()} CPU cores; torch {torch.__version__}; inputs in page cache; workdir {work})")
+    if args.write:
+        write_record(args.shape, layers, nparams, size, rows)
     if not args.keep and args.workdir is None:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def write_record(shape: str, layers: int, nparams: int, size: int, rows: list) -> Path:
+    """``benchmarks/results/merge_bench-<shape>.json``: per method l2s's run and mergekit's runs (seconds, cpu,
+    rss, rss_imports in bytes) with the agreement of the outputs."""
+    import platform
+
+    doc = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "shape": shape, "layers": layers, "params": nparams,
+           "model_gb": size / 1e9, "imports_gb": max(r[1]["rss_imports"] for r in rows) / 1e9,
+           "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}",
+           "rows": [{"method": name, "l2s": ours, "mergekit": [{"method": t, "run": r, "outputs": a} for t, r, a in mk]}
+                    for name, ours, mk in rows]}
+    f = ROOT / "benchmarks" / "results" / f"merge_bench-{shape}.json"
+    f.write_text(json.dumps(doc, indent=1) + "\n")
+    return f
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """Twin / LoRE at real shapes: time, memory and error of the rank-r SVD against the exact SVD.
 
-    .venv/bin/python benchmarks/svd_bench.py [--shapes 3584x3584,18944x3584,152064x3584] [--rank 8] [--exact-max 70000000]
+    .venv/bin/python benchmarks/svd_bench.py [--shapes 3584x3584,18944x3584,152064x3584] [--rank 8] [--exact-max 70000000] [--write]
+
+``--write`` stores the record as ``benchmarks/results/svd_bench.json``, which the book's Reproduce page renders.
 
 For each shape, a synthetic task-vector residual A (m x n, fp32) in two spectra: ``noise`` (i.i.d. Gaussian, a
 flat spectrum: the worst case for any subspace method) and ``lowrank`` (rank-32 signal with a decaying
@@ -14,6 +16,9 @@ full spectrum (SVT); one exact SVD of the shape is timed, the cost of each delta
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import platform
 import resource
 import sys
 import time
@@ -46,8 +51,10 @@ def main() -> None:
     ap.add_argument("--rank", type=int, default=8)
     ap.add_argument("--iterations", type=int, default=4)
     ap.add_argument("--exact-max", type=int, default=70_000_000, help="largest matrix (elements) for the exact SVD")
+    ap.add_argument("--write", action="store_true", help="store the record in benchmarks/results/svd_bench.json")
     args = ap.parse_args()
     g = torch.Generator().manual_seed(0)
+    rows = []
     print("| shape | spectrum | randomized (s) | exact SVD (s) | rel. diff of A_r | residual ratio |")
     print("|---|---|---|---|---|---|")
     for spec in args.shapes.split(","):
@@ -59,19 +66,28 @@ def main() -> None:
             t = time.perf_counter()
             v = M.top_right_subspace(chunks, n, args.rank, iterations=args.iterations, seed=1)
             t_rand = time.perf_counter() - t
-            ex = "-"
-            diff = ratio = "-"
+            row = {"shape": f"{m} x {n}", "spectrum": kind, "randomized_s": t_rand, "exact_s": None, "rel_diff": None,
+                   "residual_ratio": None}
             if m * n <= args.exact_max:
                 t = time.perf_counter()
                 exact = M.svd_lowrank_exact(a, args.rank)
-                ex = f"{time.perf_counter() - t:.1f}"
+                row["exact_s"] = time.perf_counter() - t
                 approx = (a @ v) @ v.t()
-                diff = f"{float((approx - exact).norm() / exact.norm()):.1e}"
-                ratio = f"{float((a - approx).norm() / (a - exact).norm()):.5f}"
+                row["rel_diff"] = float((approx - exact).norm() / exact.norm())
+                row["residual_ratio"] = float((a - approx).norm() / (a - exact).norm())
                 del exact, approx
-            print(f"| {m}x{n} | {kind} | {t_rand:.1f} | {ex} | {diff} | {ratio} |", flush=True)
+            rows.append(row)
+            cell = lambda x, f: "-" if x is None else format(x, f)  # noqa: E731
+            print(f"| {m}x{n} | {kind} | {t_rand:.1f} | {cell(row['exact_s'], '.1f')} | {cell(row['rel_diff'], '.1e')} "
+                  f"| {cell(row['residual_ratio'], '.5f')} |", flush=True)
             del a
-    print(f"\npeak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9:.2f} GB "
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
+    if args.write:
+        doc = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "rank": args.rank, "oversample": 8,
+               "iterations": args.iterations, "peak_rss_gb": peak, "rows": rows,
+               "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}"}
+        (Path(__file__).resolve().parent / "results" / "svd_bench.json").write_text(json.dumps(doc, indent=1) + "\n")
+    print(f"\npeak RSS {peak:.2f} GB "
           f"(the matrices themselves are held here for the comparison; the engine streams them); "
           f"rank {args.rank}, oversample 8, {args.iterations} power iterations; torch {torch.__version__}")
 

@@ -142,7 +142,8 @@ def _cmd_study(args: argparse.Namespace) -> int:
 
     chapters = chapter_names(args.book or BOOK)  # the book's _toc.yml, in its order
     notebooks = tuple(n for n in chapters if not args.only or any(n.startswith(o) for o in args.only))
-    run_study(args.profile, out=args.out, book=args.book, notebooks=notebooks, progress=not args.quiet)
+    run_study(args.profile, out=args.out, book=args.book, notebooks=notebooks, progress=not args.quiet,
+              record=args.record or None)
     return 0
 
 
@@ -268,6 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--book", type=Path, default=None, help="book directory (default ./book)")
     s.add_argument("--only", nargs="*", default=None, help="notebook name prefixes to run (e.g. 00 01)")
     s.add_argument("--quiet", action="store_true")
+    s.add_argument("--record", action="store_true",
+                   help="also store the run's record (runs/<profile>/study-run.json) as benchmarks/results/study-<profile>.json, "
+                        "which the Reproduce page shows (or set L2S_STUDY_RECORD=1)")
     s.set_defaults(func=_cmd_study)
 
     r = sub.add_parser("set-repository", help="record the repository's GitHub URL (Colab links, notebooks' clone URL)",

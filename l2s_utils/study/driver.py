@@ -9,7 +9,9 @@
    code are unchanged since its last successful run is not executed again (a stamp file records the hash);
    a failing cell stops the study with the notebook and cell named;
 3. writes what the intro shows of the run (:func:`write_intro`: every chapter's verdict and the headline
-   figure, from the files the chapters saved under ``out/verdicts``);
+   figure, from the files the chapters saved under ``out/verdicts``), the run's record (``out/study-run.json``,
+   :mod:`l2s_utils.study.runrecord`; with ``record`` also ``benchmarks/results/study-<profile>.json``) and the
+   Reproduce page's fragments from the stored records (:mod:`l2s_utils.study.reproduce`);
 4. builds the book with jupyter-book 1.x (offline; ``execute_notebooks: off``) and prints the path of
    ``index.html``.
 """
@@ -26,6 +28,7 @@ import time
 from pathlib import Path
 
 from .chapters import chapter_names
+from . import reproduce, runrecord
 from .profiles import PROFILE_DIR, ProfileError, load_profile, resolve_profile_path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -286,18 +289,30 @@ def notebook_profile(prof: dict) -> str:
 
 
 def run_study(profile: str = "toy", out: str | Path | None = None, book: str | Path | None = None,
-              notebooks=None, progress: bool = True) -> Path:
-    """The whole study: models, the chapters (default: those of ``book``'s ``_toc.yml``), the book."""
+              notebooks=None, progress: bool = True, record: bool | None = None) -> Path:
+    """The whole study: models, the chapters (default: those of ``book``'s ``_toc.yml``), the book. ``record``
+    (default: ``L2S_STUDY_RECORD`` set) also stores the run's record in ``benchmarks/results``."""
     prof = load_profile(profile)
     out = Path(out) if out else ROOT / "runs" / prof["name"]
     book = Path(book) if book else ROOT / "book"
     notebooks = chapter_names(book) if notebooks is None else notebooks
     t0 = time.perf_counter()
+    before = runrecord.generation_records(out)
     organism_models(prof, progress, verbose=True)
     report = run_notebooks(notebook_profile(prof), out, book / "chapters", notebooks, progress, prof)
-    write_intro(out, book, chapter_names(book) if (book / "_toc.yml").is_file() else notebooks, prof["name"])
+    chapters = chapter_names(book) if (book / "_toc.yml").is_file() else notebooks
+    write_intro(out, book, chapters, prof["name"])
+    generated = runrecord.generated_since(out, before)
+    publish = runrecord.publish_requested() if record is None else record
+    rec = runrecord.make(prof["name"], report, time.perf_counter() - t0, generated, out, chapters)
+    runrecord.save(rec, out, publish)
+    reproduce.write(book)
+    t1 = time.perf_counter()
     index = build_book(book)
+    rec["book_seconds"] = round(time.perf_counter() - t1, 1)  # after the page was rendered: the next build shows it
+    runrecord.save(rec, out, publish)
     for r in report:
         print(f"[l2s study] {r['notebook']}: {r['status']} ({r['seconds']} s)")
-    print(f"[l2s study] done in {time.perf_counter() - t0:.0f} s. The book: {index}")
+    print(f"[l2s study] done in {rec['seconds'] + rec['book_seconds']:.0f} s, {generated['tokens']:,} tokens generated "
+          f"({generated['responses']:,} responses; record: {out / runrecord.RECORD}). The book: {index}")
     return index

@@ -1,0 +1,166 @@
+"""Markdown tables of the stored run records (:mod:`l2s_utils.study.reproduce` picks the files).
+
+Every number is formatted from the record as it is; what each one means is said in each function.
+"""
+
+from __future__ import annotations
+
+from .profiles import PROFILE_DIR
+
+FIRST = ("toy", "toy-vllm")  # the CPU profiles first; "smoke" is the tests' profile, not a study to reproduce
+
+
+def profiles() -> list[str]:
+    names = sorted(p.stem for p in PROFILE_DIR.glob("*.yaml") if p.stem != "smoke")
+    return [n for n in FIRST if n in names] + [n for n in names if n not in FIRST]
+
+
+def machine_text(m: dict) -> str:
+    """CPU cores, architecture, the GPU when there was one, torch."""
+    gpu = f", {m['gpu']}" if m.get("gpu") else ""
+    return f"{m.get('cpu_count', '?')} CPU cores ({m.get('machine', '?')}){gpu}; torch {m.get('torch', '?')}"
+
+
+def _model(r: dict | None) -> str:
+    return "-" if r is None else f"{r['accuracy']:.1f}% at {r['mean_tokens']:,.0f} tokens"
+
+
+def best_merge(results: list[dict]) -> dict | None:
+    """The most accurate model other than System 1 and System 2 (fewer mean tokens break a tie)."""
+    merges = [r for r in results if r["model"] not in ("System 1", "System 2")]
+    return min(merges, key=lambda r: (-r["accuracy"], r["mean_tokens"]), default=None)
+
+
+STUDY_HEAD = ("| profile | System 1 | System 2 | most accurate merge | wall time | tokens generated | chapters | "
+              "machine | commit | record |\n|---|---|---|---|---|---|---|---|---|---|\n")
+STUDY_NOTE = ("System 1, System 2, merge: accuracy and mean response tokens over the run's merge chapters "
+              "(mean over benchmarks where there are several). Wall time: the study (models, chapters, intro), then "
+              "the book's build where recorded. Tokens generated: the generation-cache records this run added "
+              "(generations served from the cache count nothing). A chapter left *unchanged* was not executed "
+              "(its stamp matched): its seconds are 0, so a run with unchanged chapters is not a cold run.\n")
+
+
+def study_row(doc: dict, source: str) -> str:
+    by = {r["model"]: r for r in doc.get("results", [])}
+    best = best_merge(doc.get("results", []))
+    ch = doc.get("chapters", [])
+    run = sum(c["status"] == "executed" for c in ch)
+    chapters = f"{run} of {len(ch)} executed" + (f", {len(ch) - run} unchanged" if run < len(ch) else "")
+    wall = f"{doc['seconds']:,.0f} s" + (f" + {doc['book_seconds']:,.0f} s book" if doc.get("book_seconds") else "")
+    gen = doc.get("generated", {})
+    commit = (doc.get("commit") or "-")[:10] + (" (uncommitted changes)" if doc.get("dirty") else "")
+    merge = "-" if best is None else f"{best['model']}: {_model(best)}"
+    cells = [f"`{doc['profile']}`", _model(by.get("System 1")), _model(by.get("System 2")), merge, wall,
+             f"{gen.get('tokens', 0):,} ({gen.get('responses', 0):,} responses)", chapters,
+             machine_text(doc.get("machine", {})), commit, source]
+    return "| " + " | ".join(cells) + " |"
+
+
+def readme_line(doc: dict, date: str) -> str:
+    """One README line per stored study run: its wall time, chapters executed, tokens generated, machine, date."""
+    ch = doc.get("chapters", [])
+    run = sum(c["status"] == "executed" for c in ch)
+    return (f"- `{doc['profile']}`: the study took {doc['seconds']:,.0f} s ({run} of {len(ch)} chapters executed), "
+            f"{doc.get('generated', {}).get('tokens', 0):,} tokens generated; {machine_text(doc.get('machine', {}))}; "
+            f"{date} (`benchmarks/results/study-{doc['profile']}.json`).")
+
+
+def _speed(r: dict | None) -> str:
+    return "-" if not r else f"{r['tokens_per_s']:,.0f} ({r['ms_per_step']:.1f})"
+
+
+def _vllm(v: dict | None) -> str:
+    if v is None:
+        return "not run (no `.venv-vllm`)"
+    if "error" in v:
+        return "failed (see `benchmarks/generation_bench.py`)"
+    return f"{v['tokens_per_s']:,.0f} (engine start {v['start_s']:.0f} s)"
+
+
+def generation(doc: dict) -> str:
+    """Per model and batch: tokens/s and ms per decoding step of the fast decoder and model.generate, their ratio,
+    the responses identical between the two, vLLM's tokens/s, and the compute limit (2 x parameters FLOPs per
+    token at the measured matmul throughput)."""
+    n = doc["prompts"]
+    lines = [f"{n} toy prompts, greedy, at most {doc['max_tokens']:,} new tokens; float32 matmul "
+             f"{doc['matmul_gflops']:,.0f} GFLOP/s.", "",
+             "| model | batch | fast decoder: tokens/s (ms/step) | model.generate: tokens/s (ms/step) | fast / generate "
+             "| identical responses | vLLM: tokens/s | compute limit (tokens/s) |", "|---|---|---|---|---|---|---|---|"]
+    for r in doc["runs"]:
+        g = r.get("generate")
+        ratio = f"{r['fast']['tokens_per_s'] / g['tokens_per_s']:.2f}x" if g else "-"
+        same = f"{r['identical']}/{n}" if "identical" in r else "-"
+        lines.append(f"| {r['model']} | {r['batch']} | {_speed(r['fast'])} | {_speed(g)} | {ratio} | {same} | "
+                     f"{_vllm(r.get('vllm'))} | {r['compute_limit_tokens_per_s']:,.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def vllm_agreement(doc: dict) -> str:
+    """Per model: responses token-identical (count), answers / finish reasons that agree (%), accuracy (%) and
+    tokens/s of each backend, vLLM's engine start, the largest logit gap at a divergence."""
+    n = doc["n_prompts"]
+    lines = [f"vLLM dtype `{doc['vllm_dtype']}`: {n} toy prompts, greedy, at most {doc['max_tokens']:,} new tokens.", "",
+             "| model | responses token-identical | answers agree | finish reasons agree | accuracy transformers / vLLM "
+             "| tokens/s transformers / vLLM | vLLM engine start | largest logit gap at a divergence |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, m in doc["models"].items():
+        gap = m.get("max_abs_logit_gap")
+        lines.append(f"| {name} | {round(m['token_identical_pct'] * n / 100)}/{n} | {m['answer_agreement_pct']:.1f}% | "
+                     f"{m['finish_agreement_pct']:.1f}% | {m['accuracy_pct']['transformers']:.1f} / "
+                     f"{m['accuracy_pct']['vllm']:.1f} | {m['tokens_per_s']['transformers']:,.0f} / "
+                     f"{m['tokens_per_s']['vllm']:,.0f} | {m['seconds']['vllm_engine_start']:.0f} s | "
+                     + ("-" if gap is None else f"{gap:.3f}") + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _merge_cells(r: dict | None, model_bytes: float) -> str:
+    if r is None:
+        return "- | - | -"
+    return f"{r['seconds']:.1f} | {r['cpu']:.1f} | {r['rss'] / 1e9:.2f} ({r['rss'] / model_bytes:.1%})"
+
+
+def merges(doc: dict) -> str:
+    """Per method: wall and CPU seconds, peak RSS in GB (and over one model's size) of l2s and of mergekit's
+    method of the same family, and whether the outputs agree (``benchmarks/merge_bench.py --write``)."""
+    size = doc["model_gb"] * 1e9
+    lines = [f"Synthetic Qwen2 pair, `{doc['shape']}` shape with {doc['layers']} layers: {doc['params'] / 1e9:.2f}B "
+             f"parameters, {doc['model_gb']:.2f} GB bf16 per model. Peak RSS includes the imports (l2s: "
+             f"{doc['imports_gb']:.2f} GB).", "",
+             "| method | l2s wall s | l2s CPU s | l2s peak GB (/ model) | mergekit | wall s | CPU s | peak GB (/ model) "
+             "| outputs |", "|---|---|---|---|---|---|---|---|---|"]
+    for row in doc["rows"]:
+        for i, mk in enumerate(row["mergekit"]):
+            ours = _merge_cells(row["l2s"], size) if i == 0 else "| |"
+            lines.append(f"| {row['method'] if i == 0 else ''} | {ours} | {mk['method']} | "
+                         f"{_merge_cells(mk['run'], size)} | {mk['outputs']} |")
+    return "\n".join(lines) + "\n"
+
+
+def svd(doc: dict) -> str:
+    """Per shape and spectrum: seconds of the randomized rank-r subspace and of the exact SVD, the relative
+    difference of the two rank-r approximations and the ratio of their residual norms (1 = as good as exact)."""
+    cell = lambda v, f: "not run" if v is None else format(v, f)  # noqa: E731
+    lines = [f"Rank {doc['rank']}, oversampling {doc['oversample']}, {doc['iterations']} power iterations, fp32; the "
+             f"process peaked at {doc['peak_rss_gb']:.2f} GB (it holds the test matrices).", "",
+             "| shape | spectrum | randomized (s) | exact SVD (s) | relative difference of $A_r$ | residual ratio |",
+             "|---|---|---|---|---|---|"]
+    for r in doc["rows"]:
+        lines.append(f"| {r['shape']} | {r['spectrum']} | {r['randomized_s']:.1f} | {cell(r['exact_s'], '.1f')} | "
+                     f"{cell(r['rel_diff'], '.1e')} | {cell(r['residual_ratio'], '.4f')} |")
+    return "\n".join(lines) + "\n"
+
+
+def device(doc: dict) -> str:
+    """Generation (tokens, seconds, tokens/s, accuracy) and merges (seconds) on the CPU and on CUDA, same
+    machine, same run, with how many responses / outputs agree (``benchmarks/device_bench.py --write``)."""
+    speed = lambda d: f"{d['tokens']:,} tokens in {d['seconds']:.1f} s ({d['tokens'] / d['seconds']:,.0f} tokens/s)"  # noqa: E731
+    lines = [f"{doc['device']}, torch {doc['torch']}; CPU with {doc['threads']} threads.", "",
+             "| what | CPU | CUDA | agreement |", "|---|---|---|---|"]
+    if g := doc.get("generation"):
+        n = g["n"]
+        lines.append(f"| generation: {g['what']}, {n} toy prompts, greedy | {speed(g['cpu'])} | {speed(g['cuda'])} | "
+                     f"{g['identical']}/{n} responses identical; accuracy {g['cpu']['accuracy']:.1f}% / "
+                     f"{g['cuda']['accuracy']:.1f}% |")
+    for m in doc.get("merges", []):
+        lines.append(f"| merge, {m['method']} | {m['cpu_s']:.1f} s | {m['cuda_s']:.1f} s | {m['outputs']} |")
+    return "\n".join(lines) + "\n"
