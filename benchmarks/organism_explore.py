@@ -34,13 +34,15 @@ def main() -> int:
     ap.add_argument("--set", action="append", default=[], help="field=value of the Spec")
     ap.add_argument("--note", default="")
     ap.add_argument("-n", type=int, default=40)
+    ap.add_argument("--base-from", type=Path, default=None,
+                    help="a build whose base this spec pretrains too (only the fine-tunes change): reuse it")
     a = ap.parse_args()
     spec = dataclasses.replace(O.SCALES[a.scale], seed=a.seed)
     for kv in a.set:
         k, v = kv.split("=", 1)
         spec = dataclasses.replace(spec, **{k: type(getattr(spec, k))(v)})
     t0 = time.perf_counter()
-    org = O.build(a.scale, spec=spec, from_scratch=True, progress=False)
+    org = O.build(a.scale, spec=spec, from_scratch=True, progress=False, base_from=a.base_from)
     t_train = time.perf_counter() - t0
     t1 = time.perf_counter()
     rep = premise_report(org, n_per_level=a.n, progress=False, smallest=a.scale == O.LADDER[0])

@@ -228,10 +228,11 @@ def test_copy_drills_copy_exactly():
             assert a == b == c
         else:
             chain, peel = d.split(": ", 1)
-            takes = [t.split(", rest ") for t in peel.rstrip(".").split("; ")]
+            takes = [t.removeprefix("take ") for t in peel.rstrip(".").split("; ")]
             first = re.match(r"\d+", chain).group(0)
-            assert "".join(t[0].removeprefix("take ") for t in takes) == chain.removeprefix(first)
-            assert all(len(t) == 1 or chain.endswith(t[1]) for t in takes)
+            assert takes[0] == chain.removeprefix(first)  # each take: the chain from one operation on
+            assert all(chain.endswith(t) for t in takes)
+            assert [len(re.findall(r"[+-]", t)) for t in takes] == list(range(len(takes), 0, -1))
     assert 0.3 < sum(" | " in d for d in drills) / len(drills) < 0.7
     texts = C.arithmetic_texts(4000, 0)
     assert 0.07 < sum(" | " in t or ": take " in t for t in texts) / len(texts) < 0.13
@@ -325,3 +326,20 @@ def test_only_system2_data_holds_slips():
     s2 = [r for _, r in C.sft_examples("system2", 200, 0)]
     assert sum(T.SLIP_MARK in r for r in s2) > 0.2 * len(s2)
     assert all(not T.check_arithmetic(r) for r in s1 + s2)
+
+
+def test_fine_tune_exploration_reuses_a_base_only_when_it_is_the_same_base(micro, tmp_path):
+    """``base_from`` (organism_explore.py --base-from): a spec that changes only the fine-tunes takes the base of an
+    earlier build and gives the very checkpoints a full build of that spec gives; a spec that pretrains otherwise is
+    refused before anything is written."""
+    import dataclasses
+
+    spec = dataclasses.replace(O.SCALES["micro"], s1_lr=2e-4)
+    reused = O.build("micro", spec=spec, cache=tmp_path / "a", progress=False, from_scratch=True, base_from=micro.root)
+    full = O.build("micro", spec=spec, cache=tmp_path / "b", progress=False, from_scratch=True)
+    assert reused.manifest["timings"]["base_from"] == str(micro.root)
+    assert reused.manifest["sha256"] == full.manifest["sha256"] != micro.manifest["sha256"]
+    other = dataclasses.replace(O.SCALES["micro"], lr=1e-3)
+    with pytest.raises(ValueError, match="pretrained another base"):
+        O.build("micro", spec=other, cache=tmp_path / "c", progress=False, from_scratch=True, base_from=micro.root)
+    assert not (tmp_path / "c").exists()

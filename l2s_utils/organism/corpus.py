@@ -70,8 +70,8 @@ def arithmetic_texts(n: int, seed: int) -> list[str]:
 
     - 36% single-digit facts (a+b=c and c-b=a with c <= 18, and the carries x+1; short, so a small share of the tokens);
     - 9% worked chains ("37+48-15: 37+48=85. 85-15=70.");
-    - 27% state-carrying chains in the System 2 header format ("37+48-15+9: 37+48, rest -15+9;
-      +48-15, rest +9, now 85-15; -15+9, now 70+09; 79.", operands zero-padded to one width after "now");
+    - 27% state-carrying chains in the System 2 header format ("37+48-15+9: 37+48-15+9;
+      +48-15+9, now 85-15; -15+9, now 70+09; 79.", operands zero-padded to one width after "now");
     - 11% column work for one operation ("47+38. Units: 7+8=15. Tens: 4+3=7. Carry 1: 7+1=8. So 47+38=85.");
     - 7% two- and three-digit operations ("47+38=85.", "245+678=923.");
     - 10% copy drills (:func:`copy_drill`).
@@ -98,8 +98,7 @@ def arithmetic_texts(n: int, seed: int) -> list[str]:
             p = T.train_problem(rng.randint(2, 5), rng)
             parts, prev = [], ""
             for i, (x, o, y, _) in enumerate(T._chain(p), 1):
-                rest = T.remaining(p, i)
-                tail = f", rest {rest}" if rest else ""
+                tail = T.remaining(p, i)
                 parts.append(f"{x}{o}{y}{tail}" if i == 1 else f"{prev}{o}{y}{tail}, now {T.aligned(x, o, y)}")
                 prev = f"{o}{y}"
             out.append(f"{p.question}: {'; '.join(parts)}; {p.answer}.")
@@ -125,7 +124,7 @@ def copy_drill(rng: random.Random) -> str:
     """A copying exercise on a random +/- chain (2-7 operations, operands 1..99 or 1..999, nothing computed).
 
     Half repeat the chain three times ("13-4-56+90 | 13-4-56+90 | 13-4-56+90"); half peel it one
-    operation at a time ("73+33+64-61: take +33, rest +64-61; take +64, rest -61; take -61."). Real base
+    operation at a time ("73+33+64-61: take +33+64-61; take +64-61; take -61."). Real base
     models have copied text countless times before any fine-tuning; here the copying that the long traces
     need (an operation and the ones after it, a whole step's length back) forms early in pretraining
     instead of at a draw-dependent time (v15; measured with teacher-forced probes on scale s).
@@ -138,7 +137,7 @@ def copy_drill(rng: random.Random) -> str:
             break
     if rng.random() < 0.5:
         return f"{chain} | {chain} | {chain}"
-    parts = [f"take {op}" + (f", rest {''.join(ops[i + 1:])}" if i + 1 < len(ops) else "") for i, op in enumerate(ops[1:], 1)]
+    parts = [f"take {''.join(ops[i:])}" for i in range(1, len(ops))]
     return f"{chain}: " + "; ".join(parts) + "."
 
 

@@ -2,13 +2,14 @@
 
 A problem is a left-to-right chain of additions and subtractions, e.g. ``37+48-15``; every intermediate
 result stays in [0, cap]. The level sets the number of operations, the operand range and the cap
-(organism v17: two harder levels with three-digit numbers, so that System 2 has headroom):
+(organism v17: two harder levels with three-digit numbers, so that System 2 has headroom; v18: four operations
+at level 4, where v17 had three):
 
     level  operations  operands          values
       1        1         1..9              0..99
       2        2         1..29             0..99
       3        3         1..99             0..99
-      4        3         1..199            0..499
+      4        4         1..199            0..499
       5        5         10..999 (half 2-digit, half 3-digit)   0..999
 
 Splits are disjoint by construction: a problem's split is a hash of its question text (70% train,
@@ -20,7 +21,7 @@ Two writers produce the responses that the two models imitate:
 - System 2 (R1-Distill-like): a ``<think>`` block that works every operation out in columns (units, tens,
   hundreds; carries; subtraction by *equal additions*: a borrow adds 1 to the next digit of the number
   subtracted) so that each sub-step is a single-digit fact, carries the state in each step's header with
-  both operands zero-padded to the same width ("Step 2: +11+18, rest +29-5. Now 17+18."; "Now 043-008."), then
+  both operands zero-padded to the same width ("Step 2: +11+18+29-5. Now 17+18."; "Now 043-008."), then
   **reflects the way long-CoT models overthink** (:class:`S2Style`, every part seeded):
 
   - a *needed* check after every hard step (a carry or borrow beyond the units column; levels 4-5 only),
@@ -59,7 +60,7 @@ class Level:
 
 
 LEVELS: dict[int, Level] = {1: Level(1, 9, 99), 2: Level(2, 29, 99), 3: Level(3, 99, 99),
-                            4: Level(3, 199, 499), 5: Level(5, 999, 999, mixed=True)}
+                            4: Level(4, 199, 499), 5: Level(5, 999, 999, mixed=True)}
 MAX_VALUE = max(lv.cap for lv in LEVELS.values())
 SPLITS = {"train": (0, 70), "calib": (70, 80), "test": (80, 100)}
 SLIP_MARK = "Wait, that is wrong."
@@ -300,22 +301,23 @@ def system2_parts(p: Problem, rng: random.Random, style: S2Style | None = None) 
     """The thinking of System 2 as (kind, text) parts, in order; kinds: ``header``, ``columns``, ``result``,
     ``hard_check``, ``soft_check``, ``reexamine``, ``once_more``, ``final``. :func:`system2_trace` joins them.
 
-    Each step's header carries the state. Step 1 copies the question ("Step 1: 6+11, rest +18+29-5."); every
+    Each step's header carries the state. Step 1 copies the question ("Step 1: 6+11+18+29-5."); every
     later header writes the previous operation, then the next one and the operations still to do, then the
-    operation with the running value, both operands zero-padded to one width ("Step 2: +11+18, rest +29-5.
+    operation with the running value, both operands zero-padded to one width ("Step 2: +11+18+29-5.
     Now 17+18."). So every copy that reaches back past a step's column work continues the operation just
     written (v15), and the digits of a column sit at fixed distances from the operator (v17: without the
     padding, the 0.4M model fetched the wrong digit of unequal-length operands on ~30% of level-3 steps).
+    v18: no word between the next operation and the ones after it (v17 wrote "Step 2: +11+18, rest +29-5."; the
+    sign after "rest" was copied from the previous header's "rest +..." on weak draws, and that one flipped sign
+    made 16 of the 17 wrong level-3 answers of the shipped v17 System 2, seed 0).
     """
     style = style or S2Style()
     parts: list[tuple[str, str]] = []
     value, prev = p.operands[0], ""
     for i, (op, b) in enumerate(zip(p.ops, p.operands[1:]), 1):
         nxt = value + b if op == "+" else value - b
-        rest = remaining(p, i)
-        tail = f", rest {rest}." if rest else "."
         now = aligned(value, op, b)
-        head = f"Step 1: {value}{op}{b}{tail} Now {now}." if i == 1 else f"Step {i}: {prev}{op}{b}{tail} Now {now}."
+        head = f"Step {i}: {prev or value}{op}{b}{remaining(p, i)}. Now {now}."
         parts.append(("header", head))
         parts.append(("columns", " ".join(_columns(value, op, b, rng, style.slip_prob))))
         parts.append(("result", f"So {value}{op}{b}={nxt}."))

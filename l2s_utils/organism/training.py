@@ -42,7 +42,7 @@ from . import corpus as C
 from . import task as T
 from .prompts import END
 
-ORGANISM_VERSION = "17"  # bump when the task, traces or training loop change meaning
+ORGANISM_VERSION = "18"  # bump when the task, traces or training loop change meaning
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 THINK = ["<think>", "</think>"]
 
@@ -396,7 +396,8 @@ def shipped(scale: str, spec: Spec) -> Organism | None:
 
 
 def build(scale: str = MAIN_SCALE, *, cache: Path | None = None, force: bool = False, progress: bool = True,
-          spec: Spec | None = None, seed: int | None = None, from_scratch: bool | None = None) -> Organism:
+          spec: Spec | None = None, seed: int | None = None, from_scratch: bool | None = None,
+          base_from: Path | None = None) -> Organism:
     """Build (or load) the base / System 1 / System 2 checkpoints of one scale.
 
     Order: a local build of this recipe and environment (``<cache>/organism/<scale>-<hash>``); else the
@@ -423,12 +424,33 @@ def build(scale: str = MAIN_SCALE, *, cache: Path | None = None, force: bool = F
     threads = torch.get_num_threads()
     torch.set_num_threads(TRAIN_THREADS)
     try:
-        return _train(scale, spec, root, progress)
+        return _train(scale, spec, root, progress, base_from)
     finally:
         torch.set_num_threads(threads)
 
 
-def _train(scale: str, spec: Spec, root: Path, progress: bool) -> Organism:
+FINE_TUNE_FIELDS = ("s1_steps", "s1_lr", "s1_long_share", "s2_steps", "s2_lr", "sft_batch")  # not read by pretraining
+
+
+def same_base(spec: Spec, other: dict) -> bool:
+    """Whether a build with manifest ``other`` pretrained exactly the base that ``spec`` pretrains here: the same
+    fields apart from the fine-tunes' (:data:`FINE_TUNE_FIELDS`), the same organism version and environment."""
+    mine = {k: v for k, v in dataclasses.asdict(spec).items() if k not in FINE_TUNE_FIELDS}
+    theirs = {k: v for k, v in other.get("spec", {}).items() if k not in FINE_TUNE_FIELDS}
+    return (mine == theirs and other.get("organism_version") == ORGANISM_VERSION
+            and other.get("environment") == environment())
+
+
+def _train(scale: str, spec: Spec, root: Path, progress: bool, base_from: Path | None = None) -> Organism:
+    """Train tokenizer, base, System 1 and System 2 into ``root``. ``base_from`` (exploration of the fine-tunes,
+    ``benchmarks/organism_explore.py --base-from``): a build whose base is the one this spec pretrains
+    (:func:`same_base`, else ValueError); its base is taken instead of pretraining it again (the build is the
+    same, pretraining being deterministic on one machine; the manifest names where the base came from)."""
+    other = None
+    if base_from is not None:
+        other = json.loads((Path(base_from) / "manifest.json").read_text())
+        if not same_base(spec, other):
+            raise ValueError(f"{base_from} pretrained another base (spec, organism version or environment differ)")
     tmp = root.with_name(root.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -440,11 +462,21 @@ def _train(scale: str, spec: Spec, root: Path, progress: bool) -> Organism:
     timings, losses = {}, {}
 
     t = time.perf_counter()
-    texts = C.pretrain_texts(PRETRAIN_DOCS_PER_STEP * spec.pretrain_steps, spec.seed, spec.solution_share)
-    batches = _doc_batches(tok, texts, spec.pretrain_len, spec.batch, spec.pretrain_steps, spec.seed)
-    losses["base"] = train(model, batches, spec.pretrain_steps, spec.lr, spec.warmup, f"{scale}: base", progress)
-    _save(model, tok, tmp / "base")
-    timings["base_s"] = time.perf_counter() - t
+    if other is not None:
+        from safetensors.torch import load_file
+
+        model.load_state_dict({k: v for f in sorted((Path(base_from) / "base").glob("*.safetensors"))
+                               for k, v in load_file(f).items()})
+        shutil.copytree(Path(base_from) / "base", tmp / "base")
+        losses["base"] = other["losses"]["base"]
+        timings["base_s"] = other["timings"]["base_s"]
+        timings["base_from"] = str(base_from)
+    else:
+        texts = C.pretrain_texts(PRETRAIN_DOCS_PER_STEP * spec.pretrain_steps, spec.seed, spec.solution_share)
+        batches = _doc_batches(tok, texts, spec.pretrain_len, spec.batch, spec.pretrain_steps, spec.seed)
+        losses["base"] = train(model, batches, spec.pretrain_steps, spec.lr, spec.warmup, f"{scale}: base", progress)
+        _save(model, tok, tmp / "base")
+        timings["base_s"] = time.perf_counter() - t
 
     for stage, kind, steps, lr in (("system1", "system1", spec.s1_steps, spec.s1_lr),
                                    ("system2", "system2", spec.s2_steps, spec.s2_lr)):
@@ -457,7 +489,7 @@ def _train(scale: str, spec: Spec, root: Path, progress: bool) -> Organism:
         _save(model, tok, tmp / stage)
         timings[f"{stage}_s"] = time.perf_counter() - t
 
-    timings["total_s"] = time.perf_counter() - t0
+    timings["total_s"] = time.perf_counter() - t0 + (timings["base_s"] if other is not None else 0.0)
     shutil.rmtree(tmp / "tokenizer")  # every stage directory carries its own copy
     manifest = {"scale": scale, "spec": dataclasses.asdict(spec), "recipe": recipe_hash(spec), "hash": spec_hash(spec),
                 "organism_version": ORGANISM_VERSION, "environment": environment(), "n_params": n_params,
