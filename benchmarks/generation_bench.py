@@ -73,19 +73,28 @@ def transformers_run(path: Path, prompts: list[str], max_tokens: int, batch: int
 
 VLLM_SCRIPT = r'''
 import json, sys, time
-from vllm import LLM, SamplingParams
-path, prompts, max_tokens, batch = sys.argv[1], json.load(open(sys.argv[2])), int(sys.argv[3]), int(sys.argv[4])
-t0 = time.perf_counter()
-llm = LLM(model=path, dtype="float32", enforce_eager=True, max_num_seqs=batch, seed=0)
-start = time.perf_counter() - t0
-tok = llm.get_tokenizer()
-stops = [tok.convert_tokens_to_ids(s) for s in ("<|im_end|>", "<|endoftext|>")]
-sp = SamplingParams(temperature=0.0, max_tokens=max_tokens, stop_token_ids=stops)
-t = time.perf_counter()
-outs = llm.generate(prompts, sp, use_tqdm=False)
-wall = time.perf_counter() - t
-toks = sum(len(o.outputs[0].token_ids) for o in outs)
-print(json.dumps({"start_s": start, "wall_s": wall, "tokens": toks, "tokens_per_s": toks / wall}))
+
+
+def main():  # under the main guard: vLLM starts its engine core with multiprocessing's spawn, which re-imports this file
+    from vllm import LLM, SamplingParams
+
+    path, prompts, max_tokens, batch = sys.argv[1], json.load(open(sys.argv[2])), int(sys.argv[3]), int(sys.argv[4])
+    t0 = time.perf_counter()
+    llm = LLM(model=path, dtype="float32", enforce_eager=True, max_num_seqs=batch, seed=0)
+    start = time.perf_counter() - t0
+    tok = llm.get_tokenizer()
+    stops = [tok.convert_tokens_to_ids(s) for s in ("<|im_end|>", "<|endoftext|>")]
+    sp = SamplingParams(temperature=0.0, max_tokens=max_tokens, stop_token_ids=stops)
+    t = time.perf_counter()
+    outs = llm.generate(prompts, sp, use_tqdm=False)
+    wall = time.perf_counter() - t
+    toks = sum(len(o.outputs[0].token_ids) for o in outs)
+    texts = [o.outputs[0].text for o in outs]
+    print(json.dumps({"start_s": start, "wall_s": wall, "tokens": toks, "tokens_per_s": toks / wall, "texts": texts}))
+
+
+if __name__ == "__main__":
+    main()
 '''
 
 
@@ -141,6 +150,8 @@ def main(argv=None) -> int:
                     row["generate"] = {k: v for k, v in ref.items() if k != "texts"}
                     row["identical"] = sum(a == b for a, b in zip(fast["texts"], ref["texts"]))
                 row["vllm"] = vllm_run(path, prompts, max_tokens, batch)
+                if row["vllm"] and "texts" in row["vllm"]:  # vLLM's greedy responses against the fast decoder's
+                    row["vllm_identical"] = sum(a == b for a, b in zip(row["vllm"].pop("texts"), fast["texts"]))
                 out["runs"].append(row)
                 g = row.get("generate", {})
                 v = row["vllm"] or {}
@@ -148,7 +159,8 @@ def main(argv=None) -> int:
                       f"({g.get('ms_per_step', float('nan')):5.1f} ms/step) | fast {row['fast']['tokens_per_s']:7.0f} tok/s "
                       f"({row['fast']['ms_per_step']:5.1f} ms/step, x{row['fast']['tokens_per_s'] / g['tokens_per_s'] if g else float('nan'):.2f}, "
                       f"identical {row.get('identical', '-')}/{len(prompts)}) | vLLM "
-                      + (f"{v['tokens_per_s']:7.0f} tok/s (start {v['start_s']:.0f} s)" if "tokens_per_s" in v else
+                      + (f"{v['tokens_per_s']:7.0f} tok/s (start {v['start_s']:.0f} s, identical "
+                         f"{row.get('vllm_identical', '-')}/{len(prompts)})" if "tokens_per_s" in v else
                          "not run" if not v else "error") + f" | limit {limit:,.0f} tok/s", flush=True)
     if args.write:
         args.json = str(ROOT / "benchmarks" / "results" / "generation_bench.json")
