@@ -209,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     o = sub.add_parser("organism", help="build (or load) the toy System 1 / System 2 pair",
                        description="Train the model organism of one scale (cached; a second call loads it) "
                                    "and print the checkpoint paths.")
-    o.add_argument("--scale", default="s", help="micro | xs | s (main) | m | l | ladder (all study scales)")
+    o.add_argument("--scale", default="s", help="micro | xxs | xs | s (main) | m | l | ladder (the study's scales: xxs, xs, s, m)")
     o.add_argument("--force", action="store_true", help="retrain even if cached")
     o.add_argument("--cache", type=Path, default=None, help="cache directory (default ./cache or $L2S_CACHE_DIR)")
     o.add_argument("--premise", action="store_true", help="also evaluate System 1 / System 2 and check the premise")

@@ -343,3 +343,14 @@ def test_fine_tune_exploration_reuses_a_base_only_when_it_is_the_same_base(micro
     with pytest.raises(ValueError, match="pretrained another base"):
         O.build("micro", spec=other, cache=tmp_path / "c", progress=False, from_scratch=True, base_from=micro.root)
     assert not (tmp_path / "c").exists()
+
+
+def test_cli_help_names_every_scale_and_the_ladder():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "l2s_utils.cli", "organism", "--help"], capture_output=True, text=True,
+                         check=True).stdout
+    text = " ".join(out.split())
+    assert all(f" {s} " in text or f" {s}," in text or f"{s})" in text for s in O.SCALES), text
+    assert ", ".join(O.LADDER) in text

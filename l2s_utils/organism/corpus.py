@@ -68,7 +68,9 @@ def pretrain_texts(n: int, seed: int, solution_share: float = 0.0) -> list[str]:
 def arithmetic_texts(n: int, seed: int) -> list[str]:
     """Arithmetic text, as a math base model would have seen it.
 
-    - 36% single-digit facts (a+b=c and c-b=a with c <= 18, and the carries x+1; short, so a small share of the tokens);
+    - 36% sheets of 1-8 single-digit facts (a+b=c and c-b=a with c <= 18, and the carries x+1: :func:`single_fact`;
+      v18: one fact per document left the facts ~2% of the tokens, and System 1 wrote level-1 facts off by one on
+      some draws: level 1 at 58.8% on seed 0);
     - 9% worked chains ("37+48-15: 37+48=85. 85-15=70.");
     - 27% state-carrying chains in the System 2 header format ("37+48-15+9: 37+48-15+9;
       +48-15+9, now 85-15; -15+9, now 70+09; 79.", operands zero-padded to one width after "now");
@@ -84,12 +86,7 @@ def arithmetic_texts(n: int, seed: int) -> list[str]:
     while len(out) < n:
         r = rng.random()
         if r < 0.36:
-            a, b = rng.randint(0, 9), rng.randint(0, 9)
-            if rng.random() < 0.15:
-                x = rng.randint(0, 18)
-                out.append(f"{x}+1={x + 1}.")
-            else:
-                out.append(f"{a}+{b}={a + b}." if rng.random() < 0.5 else f"{a + b}-{b}={a}.")
+            out.append(" ".join(single_fact(rng) for _ in range(rng.randint(1, 8))))
         elif r < 0.45:
             p = T.train_problem(rng.randint(1, 5), rng)
             steps = " ".join(f"{x}{o}{y}={z}." for x, o, y, z in T._chain(p))
@@ -118,6 +115,15 @@ def arithmetic_texts(n: int, seed: int) -> list[str]:
         else:
             out.append(copy_drill(rng))
     return out
+
+
+def single_fact(rng: random.Random) -> str:
+    """One single-digit fact: a+b=c or c-b=a (c <= 18), or a carry x+1 (15%)."""
+    if rng.random() < 0.15:
+        x = rng.randint(0, 18)
+        return f"{x}+1={x + 1}."
+    a, b = rng.randint(0, 9), rng.randint(0, 9)
+    return f"{a}+{b}={a + b}." if rng.random() < 0.5 else f"{a + b}-{b}={a}."
 
 
 def copy_drill(rng: random.Random) -> str:
