@@ -178,3 +178,15 @@ def test_the_study_writes_its_record_and_the_page_fragments(tmp_path, monkeypatc
     assert rec["machine"]["cpu_count"] and "book_seconds" in rec and rec["created"][:2] == "20"
     assert sorted(p.name for p in (tmp_path / "book" / "_generated").glob("reproduce-*.md")) == sorted(reproduce.FRAGMENTS)
     assert not (runrecord.RESULTS / "study-smoke.json").exists()  # stored only when asked (--record)
+
+
+def test_gitinfo_reads_this_checkout_and_answers_none_outside_git(tmp_path):
+    from l2s_utils.study import gitinfo
+
+    sha, dirty = gitinfo.head()
+    if sha is not None:  # CI runs in a clone; a tarball has no .git
+        assert len(sha) == 40 and dirty in (True, False)
+        assert gitinfo.describe().startswith(sha[:10])
+    assert gitinfo.head(tmp_path) == (None, None)
+    assert gitinfo.describe(tmp_path).startswith("unknown")
+    assert gitinfo.file_date(tmp_path / "nothing.txt", tmp_path) is None

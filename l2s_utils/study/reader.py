@@ -16,11 +16,12 @@ from __future__ import annotations
 import html
 import math
 import re
-import subprocess
 import time
 from pathlib import Path
 
 import pandas as pd
+
+from . import gitinfo
 
 ROOT = Path(__file__).resolve().parents[2]
 BOOK_CONFIG = ROOT / "book" / "_config.yml"
@@ -231,17 +232,8 @@ def header(st, notebook: str):
 
 # -- provenance -----------------------------------------------------------------------------------
 def commit() -> str:
-    """The repository's commit (short hash, "+ local changes" when the work tree differs), or "unknown"."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short=10", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              timeout=10)
-        if head.returncode != 0:
-            return "unknown (not a git checkout)"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
-                               text=True, timeout=10)
-        return head.stdout.strip() + (" + local changes" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown (git not available)"
+    """The repository's commit (short hash, "+ local changes" when the work tree differs), or "unknown ..."."""
+    return gitinfo.describe(ROOT)
 
 
 def repository() -> dict:

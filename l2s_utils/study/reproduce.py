@@ -16,10 +16,10 @@ the records of ``benchmarks/results`` as they are. Sources:
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
+from . import gitinfo
 from . import reproduce_tables as tables
 from .runrecord import RESULTS, ROOT
 
@@ -36,13 +36,9 @@ def record_date(doc: dict, path: Path) -> str:
     """The record's ``created`` date; for a record without one, the date of the commit that last changed it."""
     if doc.get("created"):
         return str(doc["created"])[:10]
-    try:
-        r = subprocess.run(["git", "-C", str(ROOT), "log", "-1", "--format=%cs", "--", str(path)],
-                           capture_output=True, text=True, timeout=20)
-        if r.returncode == 0 and r.stdout.strip():
-            return f"{r.stdout.strip()} (committed; the file records no date)"
-    except (OSError, subprocess.SubprocessError):
-        pass
+    committed = gitinfo.file_date(path, ROOT)
+    if committed:
+        return f"{committed} (committed; the file records no date)"
     return "date not recorded"
 
 

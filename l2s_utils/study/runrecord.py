@@ -22,8 +22,9 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 from pathlib import Path
+
+from . import gitinfo
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -73,19 +74,6 @@ def machine() -> dict:
             "torch": env["torch"], "transformers": env["transformers"], "cpu_capability": env["cpu_capability"]}
 
 
-def git_commit(root: Path = ROOT) -> tuple[str | None, bool | None]:
-    """The commit checked out at ``root`` and whether the work tree has changes (``None`` outside git)."""
-    try:
-        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=20)
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.SubprocessError):
-        return None, None
-    if head.returncode:
-        return None, None
-    return head.stdout.strip(), bool(dirty.stdout.strip()) if dirty.returncode == 0 else None
-
-
 def results(out: Path, chapters) -> list[dict]:
     """Accuracy (%) and mean tokens per model of the merge chapters' summaries (first chapter wins a model),
     each the mean over the summary's benchmarks."""
@@ -112,7 +100,7 @@ def results(out: Path, chapters) -> list[dict]:
 
 def make(profile: str, report: list[dict], seconds: float, generated: dict, out: Path, chapters) -> dict:
     """The record of a finished run (fields: the module's docstring)."""
-    commit, dirty = git_commit()
+    commit, dirty = gitinfo.head(ROOT)
     return {"profile": profile, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "commit": commit, "dirty": dirty, "machine": machine(), "chapters": report,
             "seconds": round(seconds, 1), "generated": generated, "results": results(out, chapters)}
