@@ -52,6 +52,7 @@ def block(root: Path = O.SHIPPED_DIR) -> str:
             lines.append(_row(str(r["seed"]), None, r["path"], r["checks"], r["train_s"],
                               (r.get("environment") or {}).get("threads", "?")))
         lines.append("")
+    lines += _budget_line()
     rows = []
     for scale in O.LADDER:
         org = O.shipped(scale, O.SCALES[scale])
@@ -65,6 +66,21 @@ def block(root: Path = O.SHIPPED_DIR) -> str:
     lines += ["The shipped ladder (seed 0; `data/organism/<scale>-<recipe>/premise.json`):", "",
               "| scale | parameters | " + HEAD, "|---" * (len(HEAD.split("|")) + 1) + "|", *rows, END]
     return "\n".join(lines)
+
+
+def _budget_line(explore: Path = ROOT / "benchmarks" / "results" / "organism-explore.jsonl") -> list[str]:
+    """The main pair's training time from nothing on 2 threads (the 2-idle-core budget: 600 s), from the latest
+    exploration record of today's recipe built with 2 threads."""
+    recipe = O.recipe_hash(O.SCALES[O.MAIN_SCALE])
+    recs = [json.loads(x) for x in explore.read_text().splitlines() if x.strip()] if explore.is_file() else []
+    recs = [r for r in recs if r.get("recipe") == recipe and r.get("threads") == 2 and r.get("scale") == O.MAIN_SCALE]
+    if not recs:
+        return ["No record of the main pair trained from nothing with 2 threads for today's recipe (budget 600 s).", ""]
+    r, t = recs[-1], recs[-1]["train_s"]
+    verdict = "within" if t["total_s"] <= 600 else "over"
+    return [f"The main pair from nothing on 2 idle cores (2 threads, seed {r['seed']}): {t['total_s']:,.0f} s of training "
+            f"(base {t['base_s']:,.0f}, System 1 {t['system1_s']:,.0f}, System 2 {t['system2_s']:,.0f}), {verdict} the "
+            f"600 s budget (`benchmarks/results/organism-explore.jsonl`, \"{r['name']}\", {r['created'][:10]}).", ""]
 
 
 def write(readme: Path = ROOT / "README.md") -> None:
