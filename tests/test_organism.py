@@ -275,7 +275,8 @@ def test_seed_record_and_seeds_table(tmp_path, monkeypatch):
     assert P.seeds_table() is None  # a record of another recipe describes another organism
     f.write_text(json.dumps({"recipe": O.recipe_hash(spec), "seeds": [rec]}))
     t = P.seeds_table()
-    assert list(t["seed"]) == [1] and t["bars passed"].iloc[0] == "2 of 3" and t["training time (s)"].iloc[0] == 480
+    assert list(t["seed"]) == [1] and t["bars passed"].iloc[0] == "2 of 3 (fails: s1_level1)"
+    assert t["training"].iloc[0] == "480 s (threads not recorded)"
 
 
 def test_system1_batches_mix_the_styles(tmp_path):

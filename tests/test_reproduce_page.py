@@ -28,8 +28,8 @@ def test_a_study_record_is_formatted_as_it_is(tmp_path):
     text = reproduce.study_runs(tmp_path)
     row = next(line for line in text.splitlines() if line.startswith("| `toy`"))
     assert ("| `toy` | 25.8% at 61 tokens | 59.8% at 375 tokens | TA: 60.3% at 230 tokens | 1,234 s + 30 s book "
-            "| 123,456 (1,500 responses) | 1 of 2 executed, 1 unchanged | 2 CPU cores (x86_64); torch 2.13.0+cpu "
-            "| 0123456789 | `") in row  # TA and TIES tie on accuracy: fewer tokens wins
+            "(1 of 2 executed, 1 unchanged) | 123,456 (1,500 responses) | 2 CPU cores (x86_64); torch 2.13.0+cpu; "
+            "commit 0123456789; `") in row  # TA and TIES tie on accuracy: fewer tokens wins
     assert "2026-12-09" in row and "study-toy.json" in row
     # every other built-in profile has no record: the page says so, with the command that measures it
     assert "`qwen-7b` (`l2s study --profile qwen-7b --record`)" in text and "Not measured yet" in text
@@ -190,3 +190,21 @@ def test_gitinfo_reads_this_checkout_and_answers_none_outside_git(tmp_path):
     assert gitinfo.head(tmp_path) == (None, None)
     assert gitinfo.describe(tmp_path).startswith("unknown")
     assert gitinfo.file_date(tmp_path / "nothing.txt", tmp_path) is None
+
+
+def test_tables_let_a_value_and_its_interval_wrap_and_settings_stand_side_by_side():
+    """A value with its interval may break between the two (never inside either); settings of a few things are one
+    column per thing, so the table stays narrow."""
+    import pandas as pd
+
+    from l2s_utils.study import reader
+
+    h = reader.table_html(pd.DataFrame({"model": ["A"], "accuracy": ["61.0 [54.0, 68.0]"], "range": ["4 (1 to 9)"]}))
+    assert '<span style="white-space:nowrap">61.0</span> <span style="white-space:nowrap">[54.0, 68.0]</span>' in h
+    assert '<span style="white-space:nowrap">(1 to 9)</span>' in h
+    t = reader.settings([{"name": "tldr", "steps": 48, "lr": 0.0002, "beta": None},
+                         {"name": "dpo", "steps": 60, "lr": 1e-4, "minutes": 1.148}], "name")
+    assert list(t.columns) == ["setting", "tldr", "dpo"]
+    assert t.set_index("setting").to_dict("index") == {
+        "steps": {"tldr": "48", "dpo": "60"}, "lr": {"tldr": "0.0002", "dpo": "0.0001"},
+        "beta": {"tldr": "-", "dpo": "-"}, "minutes": {"tldr": "-", "dpo": "1.15"}}

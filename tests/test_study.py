@@ -208,7 +208,9 @@ async function l2sProbe() {
     var main = document.querySelector('main') || document.body;
     var wide = t.scrollWidth > t.clientWidth + 2 || t.scrollWidth > t.parentElement.clientWidth + 2
                || t.getBoundingClientRect().right > main.getBoundingClientRect().right + 2;
-    if (!box && wide) clipped.push(i + ': ' + (t.innerText || '').slice(0, 60));
+    // a table wider than the text column hides columns: clipped, or behind a sideways scrollbar a reader misses
+    var hidden = box ? box.scrollWidth > box.clientWidth + 2 : wide;
+    if (hidden) clipped.push(i + ': ' + (t.innerText || '').slice(0, 60).replace(/\s+/g, ' '));
   });
   // the text a reader sees: no code, no folded cell, no rendered math
   var skip = 'pre, code, script, style, mjx-container, .MathJax, details:not([open]) > :not(summary), .cell_input';
@@ -235,8 +237,8 @@ window.addEventListener('load', function () { setTimeout(l2sProbe, 50); });
 
 
 def test_every_page_in_a_browser_reads_cleanly(smoke_book):
-    """In headless Chromium, after the bundled MathJax has typeset: no table clipped (wider than its box without a
-    scroll container), and in the text a reader sees no "nan", no "-0.0", no placeholder, no raw TeX."""
+    """In headless Chromium, after the bundled MathJax has typeset: no table wider than the text column (clipped, or
+    scrolled sideways inside its box: either way a reader does not see every column), and in the text a reader sees no "nan", no "-0.0", no placeholder, no raw TeX."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     if chromium is None:
         pytest.skip("no chromium (.ci/run installs Debian's chromium; install it to run this check)")

@@ -110,7 +110,8 @@ def long_to_short_reported() -> pd.DataFrame:
 def reported_beside_ours(summary: pd.DataFrame, contenders: list, profile: str) -> pd.DataFrame:
     """Each reported long-to-short result (:func:`long_to_short_reported`) beside this run's contenders of the same
     family (``summary`` of ``Study.contender_summary``; ``contenders`` the Study's list): their accuracy change
-    (points) and length change (%) against System 2, or "not in this profile"."""
+    (points) and length change (%) against System 2, or "not in this profile". The papers' one-line claims stay in
+    ``long_to_short_reported.csv`` (they restate the two numbers)."""
     from .contenders import family
 
     rep = long_to_short_reported()
@@ -125,10 +126,10 @@ def reported_beside_ours(summary: pd.DataFrame, contenders: list, profile: str) 
     def number(q, v, unit):
         return "" if v != v else f"{(q + ' ') if isinstance(q, str) else ''}{v:+g}{unit}"
     return pd.DataFrame({
-        "method": rep.method, "paper": rep.paper, "setting": rep.setting,
+        "method": rep.method, "paper (source)": [f"{p} ({s})" for p, s in zip(rep.paper, rep.source)],
+        "setting": rep.setting,
         "reported accuracy change (points)": [number(None, v, "") for v in rep.accuracy_change_points],
         "reported length change (%)": [number(q, v, "") for q, v in zip(rep.qualifier, rep.length_change_pct)],
-        "reported claim": rep.claim, "source": rep.source,
         f"this run ({profile}), vs its System 2": ["; ".join(ours.get(f, [])) or "not in this profile" for f in rep.family]})
 
 

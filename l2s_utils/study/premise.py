@@ -412,6 +412,15 @@ def premise_checks(rows, barrier: float | None = None, smallest: bool = False, m
     return out
 
 
+def _bars(r: dict) -> str:
+    failed = [c["check"] for c in r["checks"] if not c["passed"]]
+    return f"{r['passed']} of {r['bars']}" + (f" (fails: {', '.join(failed)})" if failed else "")
+
+
+def _threads(n) -> str:
+    return "threads not recorded" if n is None else f"{n} thread{'' if n == 1 else 's'}"
+
+
 def seeds_table(scale: str | None = None):
     """The recorded robustness table of ``scale`` (default: the main scale) across training seeds, or None.
 
@@ -439,8 +448,6 @@ def seeds_table(scale: str | None = None):
                           "levels 4-5 gap (points)": r["hard_gap"], "accuracy barrier (points)": r["barrier"],
                           "TA shorter (%)": value(r, "ta_shorter"), "TIES shorter (%)": value(r, "ties_shorter"),
                           "easy - hard shortening (points)": value(r, "ta_adaptive"),
-                          "bars passed": f"{r['passed']} of {r['bars']}",
-                          "failed": ", ".join(c["check"] for c in r["checks"] if not c["passed"]) or "none",
-                          "training time (s)": round(r["train_s"]),
-                          "threads": (r.get("environment") or {}).get("threads")}
+                          "bars passed": _bars(r),
+                          "training": f"{r['train_s']:,.0f} s ({_threads((r.get('environment') or {}).get('threads'))})"}
                          for r in doc["seeds"]])

@@ -155,19 +155,44 @@ def table_html(df: pd.DataFrame, caption: str | None = None, digits: int | None 
     def align(v: str) -> str:  # numbers (and "61.0 [54.0, 68.0]") right, text left
         return "right" if re.fullmatch(r"[-+0-9.,\[\] ]+|-", v) else "left"
 
-    # a column of long texts (a check's description, a path) wraps, so that the table fits the text column
-    wraps = [t[c].str.len().max() > 28 and not t[c].map(lambda v: align(str(v)) == "right").all() for c in t.columns]
-    long_cell = cell.replace("white-space:nowrap;", "white-space:normal;min-width:12em;overflow-wrap:anywhere;")
+    # a column of long texts (a check's description, a path, a contender's name) wraps, so that the table fits the
+    # text column; so does a value with its interval ("61.0 [54.0, 68.0]", "42.6 (26.3 to 52.6)"), between the value
+    # and the interval only
+    wraps = [t[c].str.len().max() > 18 and not t[c].map(lambda v: align(str(v)) == "right").all() for c in t.columns]
+    long_cell = cell.replace("white-space:nowrap;", "white-space:normal;min-width:8em;overflow-wrap:anywhere;")
+    ci_cell = cell.replace("white-space:nowrap;", "white-space:normal;")
+
+    def td(v, wrap: bool) -> str:
+        v = str(v)
+        m = re.fullmatch(r"(\S+) ([\[(][^\])]*[\])])", v)
+        style, text = (long_cell if wrap else cell), html.escape(v)
+        if m and not wrap:  # the value, then its interval on the next line when the column is narrow
+            style = ci_cell
+            text = " ".join(f'<span style="white-space:nowrap">{html.escape(x)}</span>' for x in m.groups())
+        return f'<td style="{style}text-align:{align(v)}">{text}</td>'
+
     head = "".join(f'<th style="{head_cell}text-align:left;border-bottom:2px solid #999">{html.escape(str(c))}</th>'
                    for c in t.columns)
-    body = "".join("<tr>" + "".join(f'<td style="{long_cell if w else cell}text-align:{align(str(v))}">'
-                                    f'{html.escape(str(v))}</td>' for v, w in zip(row, wraps)) + "</tr>"
-                   for row in t.itertuples(index=False))
+    body = "".join("<tr>" + "".join(td(v, w) for v, w in zip(row, wraps)) + "</tr>" for row in t.itertuples(index=False))
     cap = (f'<caption style="caption-side:top;text-align:left;font-style:italic">{html.escape(caption)}</caption>'
            if caption else "")
     return (f'<div class="l2s-table" style="overflow-x:auto;max-width:100%;margin:0.5em 0 1em 0">'
             f'<table class="l2s-data" style="border-collapse:collapse;font-size:0.88em">{cap}<thead><tr>{head}</tr>'
             f'</thead><tbody>{body}</tbody></table></div>')
+
+
+def settings(records: list[dict], key: str) -> pd.DataFrame:
+    """Settings of a few things side by side, one column per thing (named by ``records[i][key]``) and one row per
+    setting: a table that stays narrow however many settings there are. Numbers to 3 significant digits, a setting
+    a thing does not have as "-"."""
+    def show(v) -> str:
+        if v is None or (isinstance(v, float) and v != v):
+            return "-"
+        return f"{v:.3g}" if isinstance(v, float) else str(v)
+    names = [str(r[key]) for r in records]
+    fields = [k for k in dict.fromkeys(k for r in records for k in r) if k != key]
+    return pd.DataFrame({"setting": [f.replace("_", " ") for f in fields],
+                         **{n: [show(r.get(f)) for f in fields] for n, r in zip(names, records)}})
 
 
 def sampled(df: pd.DataFrame) -> pd.DataFrame:

@@ -31,8 +31,8 @@ def best_merge(results: list[dict]) -> dict | None:
     return min(merges, key=lambda r: (-r["accuracy"], r["mean_tokens"]), default=None)
 
 
-STUDY_HEAD = ("| profile | System 1 | System 2 | most accurate merge | wall time | tokens generated | chapters | "
-              "machine | commit | record |\n|---|---|---|---|---|---|---|---|---|---|\n")
+STUDY_HEAD = ("| profile | System 1 | System 2 | most accurate merge | wall time (chapters) | tokens generated | "
+              "machine, commit, record |\n|---|---|---|---|---|---|---|\n")
 STUDY_NOTE = ("System 1, System 2, merge: accuracy and mean response tokens over the run's merge chapters "
               "(mean over benchmarks where there are several). Wall time: the study (models, chapters, intro), then "
               "the book's build where recorded. Tokens generated: the generation-cache records this run added "
@@ -50,9 +50,9 @@ def study_row(doc: dict, source: str) -> str:
     gen = doc.get("generated", {})
     commit = (doc.get("commit") or "-")[:10] + (" (uncommitted changes)" if doc.get("dirty") else "")
     merge = "-" if best is None else f"{best['model']}: {_model(best)}"
-    cells = [f"`{doc['profile']}`", _model(by.get("System 1")), _model(by.get("System 2")), merge, wall,
-             f"{gen.get('tokens', 0):,} ({gen.get('responses', 0):,} responses)", chapters,
-             machine_text(doc.get("machine", {})), commit, source]
+    cells = [f"`{doc['profile']}`", _model(by.get("System 1")), _model(by.get("System 2")), merge,
+             f"{wall} ({chapters})", f"{gen.get('tokens', 0):,} ({gen.get('responses', 0):,} responses)",
+             f"{machine_text(doc.get('machine', {}))}; commit {commit}; {source}"]
     return "| " + " | ".join(cells) + " |"
 
 

@@ -53,10 +53,11 @@ def _names(m: Method) -> str:
 
 
 def methods_table() -> str:
-    """The book's table: one row per registered method (display name, names, the models the study gives it,
-    how the engine runs it, paper, code file, summary)."""
-    return _table(("Method", "`merge_method`", "Models (L2S study)", "Runs", "Paper", "Code", "What it does"),
-                  [(m.display, _names(m), _models(m), _runs(m), m.paper, _code(m), m.summary) for m in all_methods()])
+    """The book's table: one row per registered method (display name and names, the models the study gives it and
+    how the engine runs it, paper and code file, summary); five columns, so that it fits the book's text column."""
+    return _table(("Method (`merge_method`)", "Models (L2S study); runs", "Paper; code", "What it does"),
+                  [(f"{m.display} ({_names(m)})", f"{_models(m)}; {_runs(m)}", f"{m.paper}; {_code(m)}", m.summary)
+                   for m in all_methods()])
 
 
 def code_table() -> str:
