@@ -443,11 +443,11 @@ def seeds_table(scale: str | None = None):
     def value(r, key):
         return next((c["value"] for c in r["checks"] if c["check"] == key), None)
 
-    return pd.DataFrame([{"seed": r["seed"], "System 1 accuracy (%)": r["accuracy"]["System 1"],
-                          "System 2 accuracy (%)": r["accuracy"]["System 2"],
-                          "levels 4-5 gap (points)": r["hard_gap"], "accuracy barrier (points)": r["barrier"],
+    return pd.DataFrame([{"seed": r["seed"], "System 1 (%)": r["accuracy"]["System 1"],
+                          "System 2 (%)": r["accuracy"]["System 2"],
+                          "levels 4-5 gap (points)": r["hard_gap"], "barrier (points)": r["barrier"],
                           "TA shorter (%)": value(r, "ta_shorter"), "TIES shorter (%)": value(r, "ties_shorter"),
-                          "easy - hard shortening (points)": value(r, "ta_adaptive"),
+                          "easy - hard (points)": value(r, "ta_adaptive"),
                           "bars passed": _bars(r),
                           "training": f"{r['train_s']:,.0f} s ({_threads((r.get('environment') or {}).get('threads'))})"}
                          for r in doc["seeds"]])
