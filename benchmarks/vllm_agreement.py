@@ -25,6 +25,7 @@ Every response that differs is listed with its first diverging token, so each di
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import tempfile
@@ -71,7 +72,8 @@ def run(per_level: int = PER_LEVEL, out_json: str | None = None, dtype: str = "c
     sampling = Sampling(max_tokens=toy_max_tokens(), stop=stop_strings("toy"))
     report = {"n_prompts": len(items), "max_tokens": toy_max_tokens(), "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
               "torch": torch.__version__, "transformers": backend_version("transformers"), "vllm": backend_version("vllm"), "vllm_dtype": dtype,
-              "models": {}}
+              "models": {}, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "organism": {"scale": "s", "dir": org.root.name, "version": org.manifest.get("organism_version")}}
     for name, path in models.items():
         tok = AutoTokenizer.from_pretrained(path)
         res, times = {}, {}
