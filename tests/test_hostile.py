@@ -627,7 +627,7 @@ def test_generation_key_per_sample_and_never_per_grading(tiny, tmp_path, fake_ge
     files = pipeline.generation_files_fingerprint(tiny["base"])
     version = pipeline.backend_version("transformers")
     expect = {pipeline.cache_key(one.model_fingerprint.iloc[0], "transformers", dataclasses.replace(s, seed=3 + k),
-                                 files, version) for k in range(3)}
+                                 files, version, {"top_k": 0}) for k in range(3)}
     assert first < keys and keys == expect
     assert set(df.grading) == {"qwen-toolkit"} and sorted(df["sample"].unique()) == [0, 1, 2]
     again = pipeline.evaluate(tiny["base"], "toy", sampling=s, n_samples=3, grading="strict", **kw)

@@ -51,13 +51,18 @@ def test_generation_record_table():
            "runs": [{"model": "System 2", "batch": 128, "compute_limit_tokens_per_s": 291190.9,
                      "fast": {"tokens_per_s": 4838.6, "ms_per_step": 11.056},
                      "generate": {"tokens_per_s": 1424.0, "ms_per_step": 37.57}, "identical": 194,
+                     "fast_whole_batch": {"tokens_per_s": 2419.3, "ms_per_step": 22.11},
+                     "sampled_fast": {"tokens_per_s": 3000.0, "ms_per_step": 9.0},
+                     "sampled_generate": {"tokens_per_s": 1500.0, "ms_per_step": 18.0}, "sampled_identical": 194,
                      "vllm": {"error": "Traceback ... RuntimeError: Engine core initialization failed"}},
                     {"model": "System 1", "batch": 32, "compute_limit_tokens_per_s": 1000.0,
                      "fast": {"tokens_per_s": 100.0, "ms_per_step": 2.0}, "vllm": None}]}
     t = tables.generation(doc)
-    assert ("| System 2 | 128 | 4,839 (11.1) | 1,424 (37.6) | 3.40x | 194/194 | failed (see "
-            "`benchmarks/generation_bench.py`) | 291,191 |") in t  # 4838.6 / 1424.0 = 3.398
-    assert "| System 1 | 32 | 100 (2.0) | - | - | - | not run (no `.venv-vllm`) | 1,000 |" in t
+    assert "| System 2 | 128 | 4,839 (11.1) | 2,419 (22.1) | 1,424 (37.6) | 3.40x | 194/194 |" in t  # 4838.6 / 1424 = 3.398
+    assert ("| System 2 | 128 | 3,000 (9.0) | 1,500 (18.0) | 194/194 | failed (see `benchmarks/generation_bench.py`) "
+            "| 291,191 |") in t
+    assert "| System 1 | 32 | 100 (2.0) | - | - | - | - |" in t  # an older record without the whole-batch run
+    assert "| System 1 | 32 | - | - | - | not run (no `.venv-vllm`) | 1,000 |" in t
     assert "Traceback" not in t and "340 GFLOP/s" in t and "at most 1,024 new tokens" in t
 
 

@@ -3,8 +3,11 @@
 - ``transformers``: batched greedy (or sampled) decoding with left padding, batches ordered by prompt
   length, KV cache, stop token ids and stop strings, ``max_tokens`` new tokens; CPU or GPU. Greedy decoding
   runs :func:`greedy_decode` (the model's own forward, called with exactly the inputs ``model.generate`` passes,
-  on a key/value cache that grows in place instead of by concatenation): the same tokens as ``generate``,
-  several times faster at the organism's sizes; sampling runs ``model.generate``.
+  on a key/value cache that grows in place instead of by concatenation, finished rows dropped from the batch):
+  the same tokens as ``generate``, several times faster at the organism's sizes; sampling runs the same loop with
+  ``generate``'s sampling step (the same random draws, hence the same tokens). Sampling means temperature and
+  top-p only, as vLLM and the paper's toolkit: ``top_k=0`` is passed to ``generate``, which would otherwise add its
+  global default top-k of 50.
 - ``vllm``: see :func:`generate_vllm` (imported only when used).
 
 Each result carries the response text (cut at the first stop string, stop token excluded), the number
@@ -99,26 +102,50 @@ def growing_layer_class():
         def get_seq_length(self) -> int:
             return self.n
 
+        def keep_rows(self, keep):
+            """Keep only these rows of the batch (``greedy_decode`` drops the finished ones)."""
+            self.kbuf, self.vbuf = self.kbuf[keep], self.vbuf[keep]
+            self.keys, self.values = self.kbuf[..., :self.n, :], self.vbuf[..., :self.n, :]
+
     return GrowingLayer
+
+
+COMPACT_SHARE = 0.25  # drop finished rows from a greedy batch once they are this share of the rows still computed
 
 
 @torch.inference_mode()
 def greedy_decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int,
-                  stop_ids: set[int], pad_id: int, bias: tuple[int, float] | None = None) -> torch.Tensor:
-    """Greedy decoding of a left-padded batch: the new tokens, [batch, steps] (pad after a row's stop token).
+                  stop_ids: set[int], pad_id: int, bias: tuple[int, float] | None = None,
+                  sample: tuple[float, float] | None = None, compact: bool = True) -> torch.Tensor:
+    """Greedy (or sampled) decoding of a left-padded batch: the new tokens, [batch, steps] (pad after a row's stop).
 
-    Token for token what ``model.generate(do_sample=False)`` returns: the model is called with the inputs
-    ``generate`` passes it (prefill with position ids from the attention mask and ``logits_to_keep=1``, then one
-    token per step with the mask grown by one), the batch keeps its shape to the end (a finished row is fed the
-    pad token, as ``generate`` does), and the next token is the argmax of the float32 logits. What differs is
-    only the bookkeeping around the model: no logits processors or stopping criteria, and a cache that grows
-    in place (:func:`growing_layer_class`). ``tests/test_generation_fast.py`` checks the equality on the toy test set.
+    Token for token what ``model.generate`` returns: the model is called with the inputs ``generate`` passes it
+    (prefill with position ids from the attention mask and ``logits_to_keep=1``, then one token per step with the
+    mask grown by one), and the next token is the argmax of the float32 logits. What differs is the bookkeeping
+    around the model: no logits processors or stopping criteria objects, a cache that grows in place
+    (:func:`growing_layer_class`), and -- greedy only -- finished rows leave the batch: ``generate`` keeps feeding
+    them the pad token to the end, so a batch whose longest answer is 1,000 tokens computes every row 1,000 times.
+    Once the finished rows are :data:`COMPACT_SHARE` of those still computed, they are dropped from the inputs, the
+    mask and every layer's cache (a row's logits do not depend on the other rows of the batch: measured identical
+    on the toy test set, ``tests/test_generation_fast.py``). ``compact=False`` keeps the batch's shape.
     ``bias`` = (token id, b) adds b to that token's logit at every step (``generate``'s ``sequence_bias``).
+    ``sample`` = (temperature, top_p): ``generate``'s multinomial sampling (``do_sample=True``, ``top_k=0``): the
+    float32 logits divided by the temperature (its ``TemperatureLogitsWarper``), nucleus filtering when top_p < 1
+    (its ``TopPLogitsWarper``), softmax, ``torch.multinomial`` over every row of the batch -- finished rows too, so
+    that the random stream is consumed exactly as ``generate`` consumes it (hence no compaction when sampling).
     """
     from transformers.cache_utils import Cache
 
     B, L = input_ids.shape
     dev = input_ids.device
+    warpers = []
+    if sample is not None:
+        from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
+
+        warpers.append(TemperatureLogitsWarper(sample[0]))
+        if sample[1] < 1.0:
+            warpers.append(TopPLogitsWarper(sample[1]))
+        compact = False
     grow = growing_layer_class()
     cache = Cache(layers=[grow(min(max_new_tokens, 256)) for _ in range(model.config.num_hidden_layers)])
     mask = torch.zeros((B, L + max_new_tokens), dtype=attention_mask.dtype, device=dev)
@@ -128,6 +155,7 @@ def greedy_decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
                 use_cache=True, return_dict=True)
     pos = pos[:, -1:]
     stops = torch.tensor(sorted(stop_ids), device=dev, dtype=torch.long)
+    rows = torch.arange(B, device=dev)  # the original row of each row still computed
     done = torch.zeros(B, dtype=torch.bool, device=dev)
     pad = torch.full((B,), pad_id, dtype=torch.long, device=dev)
     new = torch.full((B, max_new_tokens), pad_id, dtype=torch.long, device=dev)
@@ -135,11 +163,23 @@ def greedy_decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
         logits = out.logits[:, -1].float()
         if bias is not None:
             logits[:, bias[0]] += bias[1]
-        nxt = torch.where(done, pad, logits.argmax(-1))
-        new[:, i] = nxt
+        if warpers:
+            for w in warpers:
+                logits = w(None, logits)
+            pick = torch.multinomial(torch.nn.functional.softmax(logits, dim=-1), num_samples=1).squeeze(1)
+        else:
+            pick = logits.argmax(-1)
+        nxt = torch.where(done, pad[:len(rows)], pick)
+        new[rows, i] = nxt
         done |= torch.isin(nxt, stops)
-        if i + 1 == max_new_tokens or bool(done.all()):
+        n_done = int(done.sum())
+        if i + 1 == max_new_tokens or n_done == len(rows):
             return new[:, :i + 1]
+        if compact and n_done >= max(1, COMPACT_SHARE * len(rows)):
+            keep = (~done).nonzero().squeeze(1)
+            for layer in cache.layers:
+                layer.keep_rows(keep)
+            rows, mask, pos, nxt, done = rows[keep], mask[keep], pos[keep], nxt[keep], done[keep]
         mask[:, L + i] = 1
         pos = pos + 1
         out = model(input_ids=nxt[:, None], cache=cache, position_ids=pos, attention_mask=mask[:, :L + i + 1],
@@ -188,9 +228,9 @@ def generate_transformers(model_path: str | os.PathLike, prompts: list[str], sam
                           decoder: str = "fast") -> list[Generation]:
     """Batched generation; ``on_batch(indices, generations)`` is called after every batch (the cache appends there).
 
-    ``decoder``: ``"fast"`` (greedy: :func:`greedy_decode`) or ``"generate"`` (always ``model.generate``; the
-    reference the fast path is tested against). Sampling always uses ``model.generate``, and so does greedy decoding
-    under a transformers version the fast path is not known to match (:func:`fast_decoder_ok`).
+    ``decoder``: ``"fast"`` (:func:`greedy_decode`, greedy or sampled) or ``"generate"`` (always ``model.generate``;
+    the reference the fast path is tested against). Under a transformers version the fast path is not known to
+    match (:func:`fast_decoder_ok`) ``model.generate`` runs.
     """
     if decoder not in ("fast", "generate"):
         raise ValueError(f"decoder must be 'fast' or 'generate', got {decoder!r}")
@@ -206,7 +246,8 @@ def generate_transformers(model_path: str | os.PathLike, prompts: list[str], sam
     gen_kwargs = dict(max_new_tokens=sampling.max_tokens, eos_token_id=sorted(stop_ids) or None,
                       pad_token_id=tok.pad_token_id)
     if sampling.temperature > 0:
-        gen_kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p)
+        # top_k=0: no top-k filtering (generate's global default is 50; vLLM and the paper's toolkit have none)
+        gen_kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
         torch.manual_seed(sampling.seed)
     else:
         gen_kwargs.update(do_sample=False)
@@ -222,9 +263,10 @@ def generate_transformers(model_path: str | os.PathLike, prompts: list[str], sam
         for j, i in enumerate(idx):
             ids[j, L - len(enc[i]):] = torch.tensor(enc[i])
             att[j, L - len(enc[i]):] = 1
-        if decoder == "fast" and not sampling.temperature > 0 and fast_decoder_ok():
+        if decoder == "fast" and fast_decoder_ok():
+            sample = (sampling.temperature, sampling.top_p) if sampling.temperature > 0 else None
             new = greedy_decode(model, ids.to(model.device), att.to(model.device), sampling.max_tokens, stop_ids,
-                                tok.pad_token_id, bias=bias).tolist()
+                                tok.pad_token_id, bias=bias, sample=sample).tolist()
         else:
             out = model.generate(input_ids=ids.to(model.device), attention_mask=att.to(model.device), **gen_kwargs)
             new = out[:, L:].tolist()

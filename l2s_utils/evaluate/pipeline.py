@@ -215,8 +215,10 @@ def cached_generate(model: str | os.PathLike, prompts: list[str], sampling: Samp
     replica loses only the batch it was generating, the others finish, and the next run generates only
     what is missing. ``part_file=True`` makes this process write to its own part file (the workers do).
     """
-    key = cache_key(fingerprint, backend, sampling, generation_files_fingerprint(model), backend_version(backend),
-                    _generation_options(options))
+    opts = _generation_options(options)
+    if backend == "transformers" and sampling.temperature > 0:
+        opts["top_k"] = 0  # sampled without generate's default top-k 50 since 2026-12-07: older samples are not reused
+    key = cache_key(fingerprint, backend, sampling, generation_files_fingerprint(model), backend_version(backend), opts)
     if isinstance(data_parallel_size, bool) or not isinstance(data_parallel_size, int) or data_parallel_size < 1:
         raise ValueError(f"data_parallel_size must be an int >= 1, got {data_parallel_size!r}")
     cache_dir.mkdir(parents=True, exist_ok=True)

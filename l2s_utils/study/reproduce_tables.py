@@ -78,20 +78,31 @@ def _vllm(v: dict | None) -> str:
 
 
 def generation(doc: dict) -> str:
-    """Per model and batch: tokens/s and ms per decoding step of the fast decoder and model.generate, their ratio,
-    the responses identical between the two, vLLM's tokens/s, and the compute limit (2 x parameters FLOPs per
-    token at the measured matmul throughput)."""
+    """Two tables per model and batch. Greedy: tokens/s and ms per decoding step of the fast decoder (as the study runs
+    it: finished rows leave the batch), of the same decoder with the batch kept whole, and of model.generate; the ratio
+    fast / generate and the responses identical between the two. Sampled and vLLM: the fast decoder's and
+    model.generate's sampled tokens/s and the samples identical between them, vLLM's greedy tokens/s, and the compute
+    limit (2 x parameters FLOPs per token at the measured matmul throughput)."""
     n = doc["prompts"]
-    lines = [f"{n} toy prompts, greedy, at most {doc['max_tokens']:,} new tokens; float32 matmul "
-             f"{doc['matmul_gflops']:,.0f} GFLOP/s.", "",
-             "| model | batch | fast decoder: tokens/s (ms/step) | model.generate: tokens/s (ms/step) | fast / generate "
-             "| identical responses | vLLM: tokens/s | compute limit (tokens/s) |", "|---|---|---|---|---|---|---|---|"]
+    lines = [f"{n} toy prompts, at most {doc['max_tokens']:,} new tokens; float32 matmul "
+             f"{doc['matmul_gflops']:,.0f} GFLOP/s. Tokens/s (ms per decoding step).", "",
+             "Greedy:", "",
+             "| model | batch | fast decoder | fast, batch kept whole | model.generate | fast / generate "
+             "| identical responses |", "|---|---|---|---|---|---|---|"]
     for r in doc["runs"]:
         g = r.get("generate")
         ratio = f"{r['fast']['tokens_per_s'] / g['tokens_per_s']:.2f}x" if g else "-"
         same = f"{r['identical']}/{n}" if "identical" in r else "-"
-        lines.append(f"| {r['model']} | {r['batch']} | {_speed(r['fast'])} | {_speed(g)} | {ratio} | {same} | "
-                     f"{_vllm(r.get('vllm'))} | {r['compute_limit_tokens_per_s']:,.0f} |")
+        lines.append(f"| {r['model']} | {r['batch']} | {_speed(r['fast'])} | {_speed(r.get('fast_whole_batch'))} | "
+                     f"{_speed(g)} | {ratio} | {same} |")
+    lines += ["", "Sampled (temperature 0.7) and vLLM (greedy):", "",
+              "| model | batch | sampled, fast decoder | sampled, model.generate | identical samples | vLLM "
+              "| compute limit |", "|---|---|---|---|---|---|---|"]
+    for r in doc["runs"]:
+        same = f"{r['sampled_identical']}/{n}" if "sampled_identical" in r else "-"
+        lines.append(f"| {r['model']} | {r['batch']} | {_speed(r.get('sampled_fast'))} | "
+                     f"{_speed(r.get('sampled_generate'))} | {same} | {_vllm(r.get('vllm'))} | "
+                     f"{r['compute_limit_tokens_per_s']:,.0f} |")
     return "\n".join(lines) + "\n"
 
 
