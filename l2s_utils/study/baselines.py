@@ -80,9 +80,12 @@ def baseline_key(spec: BaselineSpec, system2: Path) -> str:
     fields = dataclasses.asdict(spec)
     if fields["max_tokens"] is None:  # the default (the toy profile's length): keys of earlier builds stay
         del fields["max_tokens"]
-    blob = json.dumps({"spec": fields, "version": VERSION, "system2": _sha_dir(system2),
-                       "torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__,
-                       "threads": torch.get_num_threads()}, sort_keys=True)
+    doc = {"spec": fields, "version": VERSION, "system2": _sha_dir(system2),
+           "torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__,
+           "threads": torch.get_num_threads()}
+    if spec.method == "dpo":  # its pairs are System 2's own samples: drawn without top-k since 2026-12-07
+        doc["samples"] = "temperature only (no top-k)"
+    blob = json.dumps(doc, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
