@@ -13,6 +13,7 @@ AVX512-BF16 matmuls) -- the two usual ways to train faster, measured before eith
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import os
@@ -43,8 +44,6 @@ def main() -> int:
     torch.set_num_threads(a.threads)
     gflops = matmul_gflops()
     out = []
-    import contextlib
-
     for scale, variant in itertools.product(a.scales.split(","), a.variants.split(",")):
         if variant not in ("eager", "compile", "bf16"):
             raise SystemExit(f"unknown variant {variant!r}: eager, compile or bf16")

@@ -111,12 +111,13 @@ def growing_layer_class():
 
 
 COMPACT_SHARE = 0.25  # drop finished rows from a greedy batch once they are this share of the rows still computed
+SAMPLING_TOP_K = 0  # sampled decoding has no top-k (generate's global default is 50; vLLM and the paper's toolkit: none)
 
 
 @torch.inference_mode()
 def greedy_decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int,
                   stop_ids: set[int], pad_id: int, bias: tuple[int, float] | None = None,
-                  sample: tuple[float, float] | None = None, compact: bool = True) -> torch.Tensor:
+                  sample: tuple[float, float] | None = None) -> torch.Tensor:
     """Greedy (or sampled) decoding of a left-padded batch: the new tokens, [batch, steps] (pad after a row's stop).
 
     Token for token what ``model.generate`` returns: the model is called with the inputs ``generate`` passes it
@@ -127,7 +128,7 @@ def greedy_decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
     them the pad token to the end, so a batch whose longest answer is 1,000 tokens computes every row 1,000 times.
     Once the finished rows are :data:`COMPACT_SHARE` of those still computed, they are dropped from the inputs, the
     mask and every layer's cache (a row's logits do not depend on the other rows of the batch: measured identical
-    on the toy test set, ``tests/test_generation_fast.py``). ``compact=False`` keeps the batch's shape.
+    on the toy test set, ``tests/test_generation_fast.py``).
     ``bias`` = (token id, b) adds b to that token's logit at every step (``generate``'s ``sequence_bias``).
     ``sample`` = (temperature, top_p): ``generate``'s multinomial sampling (``do_sample=True``, ``top_k=0``): the
     float32 logits divided by the temperature (its ``TemperatureLogitsWarper``), nucleus filtering when top_p < 1
@@ -145,7 +146,6 @@ def greedy_decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
         warpers.append(TemperatureLogitsWarper(sample[0]))
         if sample[1] < 1.0:
             warpers.append(TopPLogitsWarper(sample[1]))
-        compact = False
     grow = growing_layer_class()
     cache = Cache(layers=[grow(min(max_new_tokens, 256)) for _ in range(model.config.num_hidden_layers)])
     mask = torch.zeros((B, L + max_new_tokens), dtype=attention_mask.dtype, device=dev)
@@ -175,7 +175,7 @@ def greedy_decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
         n_done = int(done.sum())
         if i + 1 == max_new_tokens or n_done == len(rows):
             return new[:, :i + 1]
-        if compact and n_done >= max(1, COMPACT_SHARE * len(rows)):
+        if not warpers and n_done >= max(1, COMPACT_SHARE * len(rows)):
             keep = (~done).nonzero().squeeze(1)
             for layer in cache.layers:
                 layer.keep_rows(keep)
@@ -246,8 +246,8 @@ def generate_transformers(model_path: str | os.PathLike, prompts: list[str], sam
     gen_kwargs = dict(max_new_tokens=sampling.max_tokens, eos_token_id=sorted(stop_ids) or None,
                       pad_token_id=tok.pad_token_id)
     if sampling.temperature > 0:
-        # top_k=0: no top-k filtering (generate's global default is 50; vLLM and the paper's toolkit have none)
-        gen_kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
+        gen_kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p,
+                          top_k=SAMPLING_TOP_K)
         torch.manual_seed(sampling.seed)
     else:
         gen_kwargs.update(do_sample=False)

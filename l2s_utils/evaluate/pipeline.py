@@ -34,7 +34,7 @@ from ..merge.checkpoint import (
     INDEX_NAME, TOKENIZER_FILES, Checkpoint, check_weights_policy, file_sha256, model_fingerprint, read_json_object,
 )
 from .benchmarks import Item, load_benchmark
-from .generation import PAPER_MAX_TOKENS, Generation, Sampling, generate, resolve_backend
+from .generation import PAPER_MAX_TOKENS, SAMPLING_TOP_K, Generation, Sampling, generate, resolve_backend
 from .grading import DEFAULT_PROTOCOL, check_protocol, grade_responses
 from .prompts import build_prompt, stop_strings
 from .reflection import keyword_count
@@ -217,7 +217,7 @@ def cached_generate(model: str | os.PathLike, prompts: list[str], sampling: Samp
     """
     opts = _generation_options(options)
     if backend == "transformers" and sampling.temperature > 0:
-        opts["top_k"] = 0  # sampled without generate's default top-k 50 since 2026-12-07: older samples are not reused
+        opts["top_k"] = SAMPLING_TOP_K  # no top-k since 2026-12-07 (generate's default was 50): older samples not reused
     key = cache_key(fingerprint, backend, sampling, generation_files_fingerprint(model), backend_version(backend), opts)
     if isinstance(data_parallel_size, bool) or not isinstance(data_parallel_size, int) or data_parallel_size < 1:
         raise ValueError(f"data_parallel_size must be an int >= 1, got {data_parallel_size!r}")
