@@ -316,17 +316,17 @@ def test_exercises_fold_hints_and_solutions_and_get_a_student_copy(tmp_path):
 
 
 def test_contenders_over_seeds_shows_only_a_record_of_this_profile_and_organism(tmp_path):
-    """The seeds table comes from the record; another profile's or another organism version's record is not shown."""
+    """The seeds table comes from the record; another profile's or another organism version's or recipe's record is not shown."""
     import json
     from types import SimpleNamespace
 
-    from l2s_utils.organism.training import ORGANISM_VERSION
+    from l2s_utils.organism.training import MAIN_SCALE, ORGANISM_VERSION, SCALES, recipe_hash
     from l2s_utils.study import reader
 
     st = SimpleNamespace(name="toy")
     f = tmp_path / "rec.json"
     assert "No record over organism seeds" in reader.contenders_over_seeds(st, f).data
-    doc = {"profile": "toy", "organism_version": ORGANISM_VERSION, "seeds": [0, 1, 2], "machine": "m", "created": "2026-12-07",
+    doc = {"profile": "toy", "organism_version": ORGANISM_VERSION, "recipe_seed0": recipe_hash(SCALES[MAIN_SCALE]), "seeds": [0, 1, 2], "machine": "m", "created": "2026-12-07",
            "wall_s": 600.0, "ranking": [["System 2", "TIES"], ["System 1"]],
            "spread": [{"kind": "merge", "model": "TIES", "accuracy": 80.0, "accuracy_min": 75.5, "accuracy_max": 84.25,
                        "mean_tokens": 200.0, "mean_tokens_min": 190.0, "mean_tokens_max": 210.4,
@@ -336,5 +336,7 @@ def test_contenders_over_seeds_shows_only_a_record_of_this_profile_and_organism(
     assert "80.0 (75.5 to 84.2)" in html and "200 (190 to 210)" in html and "-33.3 (-40.0 to -30.1)" in html
     assert "1. System 2 = TIES; 2. System 1" in html and "10 min" in html
     f.write_text(json.dumps({**doc, "organism_version": "0"}))
+    assert "No record" in reader.contenders_over_seeds(st, f).data
+    f.write_text(json.dumps({**doc, "recipe_seed0": "000000000000"}))  # the same version, another recipe
     assert "No record" in reader.contenders_over_seeds(st, f).data
     assert "No record" in reader.contenders_over_seeds(SimpleNamespace(name="smoke"), f).data

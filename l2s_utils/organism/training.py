@@ -70,7 +70,11 @@ class Spec:
     gave -1.9 instead of -0.4, 15% gave -3.9 instead of -1.7), and the switch moved with it (alpha ~0.25
     to ~0.4; barriers 3 to 16 points).
     Pretraining (v17) takes 2,000 steps of 12 packed rows of 448 tokens (:func:`pack_rows`; v16 took 2,400 steps of
-    384-token rows filled with whole documents, a quarter of them padding). Everything that makes System 2
+    384-token rows filled with whole documents, a quarter of them padding). A step costs in proportion to its tokens;
+    a third fewer pretraining tokens with the same 2,000 updates (rows of 288 tokens, "v19a"; 8 rows a step, "v19b")
+    fit the main pair's 10-minute budget but lost System 2 on one of two seeds each (38.7% and 22.2%: the redundant
+    re-examination miscopied the last step's operands), and fewer updates (v17i, 1,400 steps) failed three bars
+    (``benchmarks/results/organism-explore.jsonl``; CHANGELOG.md). Everything that makes System 2
     accurate -- the single-digit facts, the column steps, copying each operation from one step header to the next
     -- is learned during pretraining; the copy drills and the header format that continues the operation just
     written (v15) make the copy form early; the history of these choices is in CHANGELOG.md.
@@ -129,7 +133,7 @@ SHARD_SIZE = "4MB"  # largest weights file of a saved organism stage (the 1.9M s
 # fixed: the thread count changes float reductions, hence the weights (part of the environment hash); an
 # experiment that trains two organisms side by side on 2 cores sets L2S_TRAIN_THREADS=1 (another environment)
 TRAIN_THREADS = int(os.environ.get("L2S_TRAIN_THREADS", "2"))
-PRETRAIN_DOCS_PER_STEP = 40  # 80,000 documents for the 2,000 pretraining steps (each packed row drawn ~1.3 times; v17: 20, ~2.5 times)
+PRETRAIN_DOCS_PER_STEP = 40  # 80,000 documents for the 2,000 pretraining steps (each packed row drawn ~1.1 times; v17: 20, ~2.5 times)
 SHIPPED_DIR = Path(__file__).resolve().parents[2] / "data" / "organism"
 
 
@@ -180,8 +184,8 @@ def pack_rows(tok, texts: list[str], length: int) -> torch.Tensor:
     packing removes the padding and the attention mask, so a step costs less and sees more tokens."""
     eos = tok.convert_tokens_to_ids("<|endoftext|>")
     ids: list[int] = []
-    for t in texts:
-        ids += tok(t)["input_ids"] + [eos]
+    for doc in tok(texts)["input_ids"]:  # one batched call (the same ids as one call per document, ~2x faster)
+        ids += doc + [eos]
     n = len(ids) // length
     return torch.tensor(ids[:n * length]).view(n, length)
 
@@ -219,11 +223,7 @@ def _sft_batches(tok, pairs: list[tuple[str, str]], batch: int, steps: int, seed
     batches left it instead of settling at its calibrated value (measured on seed 2: first-token
     log-odds of ``<think>`` -1.9 for 40% long traces, where log(0.4 / 0.6) = -0.4).
     """
-    enc = []
-    for prompt, resp in pairs:
-        p = tok(prompt)["input_ids"]
-        r = tok(resp)["input_ids"]
-        enc.append((p, r))
+    enc = list(zip(tok([p for p, _ in pairs])["input_ids"], tok([r for _, r in pairs])["input_ids"]))
     rng = random.Random(seed)
     order = sorted(range(len(enc)), key=lambda i: len(enc[i][0]) + len(enc[i][1]))
     groups = [order[i:i + batch] for i in range(0, len(order), batch)]

@@ -364,16 +364,19 @@ def contenders_over_seeds(st, path: Path = SEEDS_RECORD):
     """Chapter 07's comparison over organism seeds, from the record ``benchmarks/contenders_seeds.py`` writes: per
     model the mean and range over seeds of accuracy, mean tokens and length change vs that seed's System 2, then the
     ranking (an order that flips between seeds is a tie). Only a record of this profile and of today's organism
-    counts; otherwise one sentence says how to make it."""
+    counts (its version and its seed-0 recipe hash); otherwise one sentence says how to make it."""
     import json
 
     from IPython.display import HTML, Markdown
 
-    from ..organism.training import ORGANISM_VERSION
+    from ..organism.training import MAIN_SCALE, ORGANISM_VERSION, SCALES, recipe_hash
 
+    recipe = recipe_hash(SCALES[MAIN_SCALE])
     doc = json.loads(path.read_text()) if path.is_file() else None
-    if doc is None or doc.get("profile") != st.name or doc.get("organism_version") != ORGANISM_VERSION:
-        return Markdown(f"*No record over organism seeds for profile `{st.name}` and organism v{ORGANISM_VERSION}: "
+    if (doc is None or doc.get("profile") != st.name or doc.get("organism_version") != ORGANISM_VERSION
+            or doc.get("recipe_seed0") != recipe):
+        return Markdown(f"*No record over organism seeds for profile `{st.name}` and organism v{ORGANISM_VERSION} "
+                        f"(recipe {recipe}): "
                         "`python benchmarks/contenders_seeds.py` writes it (it trains and evaluates every contender on "
                         "seeds 0-2 of the main pair).*")
     rng = lambda r, k, d=1, s="": f"{r[k]:.{d}f}{s} ({r[k + '_min']:.{d}f} to {r[k + '_max']:.{d}f})"  # noqa: E731
