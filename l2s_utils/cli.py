@@ -86,6 +86,29 @@ def _cmd_organism(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _cmd_baselines(args: argparse.Namespace) -> int:
+    from .study import baselines as B
+    from .study.study import Study
+
+    st = Study(args.profile, progress=not args.quiet)
+    seen = []
+    for c in st.contenders():
+        if c.trained is None or c.checkpoint is not None or (c.trained, c.train) in seen:
+            continue
+        seen.append((c.trained, c.train))
+        spec, org = st.trained_spec(c.trained, c.train), st.pair()["organism"]
+        b = B.build(c.trained, org, spec=spec, progress=not args.quiet, from_scratch=True if args.from_scratch else None)
+        where = "shipped weights (data/baselines)" if b.source == "shipped" else "trained on this machine"
+        print(f"baseline {c.trained} ({org.scale}): {where}, training took {b.manifest['train_s']:.0f} s "
+              f"(recipe {B.recipe_key(spec, org.system2)})  {b.path}")
+        if args.ship:
+            print(f"  shipped to {B.ship(b, org.scale, spec, org.system2)}" if b.source == "trained"
+                  else "  already shipped (nothing to do)")
+    if not seen:
+        print(f"profile {st.name} trains no baseline")
+    return 0
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from .evaluate.generation import Sampling
     from .evaluate.metrics import summarize
@@ -222,6 +245,16 @@ def build_parser() -> argparse.ArgumentParser:
                    "recipe change)")
     o.add_argument("--quiet", action="store_true", help="no progress bars")
     o.set_defaults(func=_cmd_organism)
+
+    b = sub.add_parser("baselines", help="build (or load) the profile's trained long-to-short baselines",
+                       description="Train with TRL (or load from the cache or data/baselines) every trained baseline "
+                                   "the profile's contenders name, from System 2 of its main pair; --ship copies them "
+                                   "into data/baselines (sha256 per file) so that a fresh clone's book does not train.")
+    b.add_argument("--profile", default="toy")
+    b.add_argument("--from-scratch", action="store_true", help="train here even if shipped weights exist")
+    b.add_argument("--ship", action="store_true", help="(maintainers) copy the trained baselines into data/baselines")
+    b.add_argument("--quiet", action="store_true")
+    b.set_defaults(func=_cmd_baselines)
 
     e = sub.add_parser("eval", help="evaluate a model on a benchmark (generate, grade, summarize)",
                        description="Generate greedy responses for a benchmark, grade them and print a summary. "

@@ -68,3 +68,54 @@ def test_each_baseline_trains_on_micro_and_is_cached(method, micro, tmp_path, mo
 
     model, tok = load_model(got.path, "cpu")
     assert model.config.num_hidden_layers == 1
+
+
+def test_shipped_baseline_is_used_verified_and_skipped_from_scratch(micro, tmp_path, monkeypatch):
+    """A shipped baseline (``l2s baselines --ship``) loads where no local build exists; tampered files are refused;
+    from scratch, the shipped weights are not used."""
+    from l2s_utils.study import premise
+
+    monkeypatch.setattr(premise, "toy_max_tokens", lambda profile="toy": 48)
+    monkeypatch.setattr(B, "correct", lambda text, gold: len(text) % 2 == 0)
+    spec = dataclasses.replace(B.DEFAULTS["dpo"], steps=2, problems_per_level=2, batch=4, generations=2)
+    got = B.build("dpo", micro, spec=spec, cache=tmp_path / "a")
+    dest = tmp_path / "shipped"
+    target = B.ship(got, micro.scale, spec, micro.system2, dest)
+    assert target.name == f"micro-dpo-{B.recipe_key(spec, micro.system2)}"
+    assert B.recipe_key(spec, micro.system2) != B.baseline_key(spec, micro.system2)  # no versions in the recipe
+    m = __import__("json").loads((target / "manifest.json").read_text())
+    assert set(m["sha256"]) == {str(f.relative_to(target)) for f in target.rglob("*") if f.is_file()} - {"manifest.json"}
+    assert not str(m["system2"]).startswith("/")  # no machine's path in what ships
+
+    def no_training(*a, **k):
+        raise AssertionError("trained although shipped weights exist")
+
+    monkeypatch.setattr(B, "_train_dpo", no_training)
+    loaded = B.build("dpo", micro, spec=spec, cache=tmp_path / "b", shipped_dir=dest)
+    assert loaded.source == "shipped" and loaded.path == target / "model"
+    assert (loaded.path / "model.safetensors").read_bytes() == (got.path / "model.safetensors").read_bytes()
+    with pytest.raises(ValueError, match="already shipped"):
+        B.ship(loaded, micro.scale, spec, micro.system2, dest)
+    with pytest.raises(AssertionError, match="trained although"):
+        B.build("dpo", micro, spec=spec, cache=tmp_path / "b", shipped_dir=dest, from_scratch=True)
+    monkeypatch.setenv("L2S_ORGANISM_FROM_SCRATCH", "1")
+    with pytest.raises(AssertionError, match="trained although"):
+        B.build("dpo", micro, spec=spec, cache=tmp_path / "b", shipped_dir=dest)
+    monkeypatch.delenv("L2S_ORGANISM_FROM_SCRATCH")
+    (target / "model" / "model.safetensors").write_bytes(b"tampered")
+    with pytest.raises(B.ShippedBaselineError, match="does not match its manifest"):
+        B.build("dpo", micro, spec=spec, cache=tmp_path / "b", shipped_dir=dest)
+    assert not (tmp_path / "b" / "baselines").exists() or not any((tmp_path / "b" / "baselines").iterdir())
+
+
+def test_every_shipped_baseline_matches_its_manifest():
+    """The repository's data/baselines: each directory's files match their sha256, and its name is its recipe."""
+    import json
+
+    from l2s_utils.organism.training import file_hashes
+
+    dirs = sorted(p for p in B.SHIPPED_DIR.iterdir() if p.is_dir()) if B.SHIPPED_DIR.is_dir() else []
+    for d in dirs:
+        m = json.loads((d / "manifest.json").read_text())
+        assert file_hashes(d) == m["sha256"], d
+        assert d.name.endswith("-" + m["recipe"]) and d.name.split("-")[1] == m["method"]

@@ -18,8 +18,13 @@ question), with rewards from the project's own toy grader (:func:`l2s_utils.eval
   the longest one. (TRL ``DPOTrainer``, the frozen System 2 as reference.)
 
 Every baseline is seeded and cached like the organism (``<cache>/baselines/<scale>-<name>-<hash>``: the spec, the
-System 2 weights' sha256, the versions), its manifest records the CPU minutes it took. ``tests/test_baselines.py``
-trains each on the micro organism.
+System 2 weights' sha256, the versions), its manifest records the CPU minutes it took. As the organism's ladder,
+the toy profile's trained baselines ship with the repository (``data/baselines/<scale>-<name>-<recipe>``, the
+recipe being the key without the library versions and thread count; sha256 per file in the manifest;
+``l2s baselines --ship``): a build uses a local cache entry first, then the shipped weights of its recipe (verified
+file by file), and trains only when neither exists or when told to (``from_scratch`` or
+``L2S_ORGANISM_FROM_SCRATCH=1``, ``make book-from-scratch``). ``tests/test_baselines.py`` trains each on the micro
+organism.
 """
 
 from __future__ import annotations
@@ -72,21 +77,46 @@ def _sha_dir(path: Path) -> str:
     return h.hexdigest()
 
 
-def baseline_key(spec: BaselineSpec, system2: Path) -> str:
+def environment() -> dict:
+    """What else decides a trained baseline's last bits: the library versions and the thread count."""
     import torch
     import transformers
     import trl
 
+    return {"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__,
+            "threads": torch.get_num_threads()}
+
+
+def _recipe_doc(spec: BaselineSpec, system2: Path) -> dict:
     fields = dataclasses.asdict(spec)
     if fields["max_tokens"] is None:  # the default (the toy profile's length): keys of earlier builds stay
         del fields["max_tokens"]
-    doc = {"spec": fields, "version": VERSION, "system2": _sha_dir(system2),
-           "torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__,
-           "threads": torch.get_num_threads()}
+    doc = {"spec": fields, "version": VERSION, "system2": _sha_dir(system2)}
     if spec.method == "dpo":  # its pairs are System 2's own samples: drawn without top-k since 2026-12-07
         doc["samples"] = "temperature only (no top-k)"
-    blob = json.dumps(doc, sort_keys=True)
+    return doc
+
+
+def recipe_key(spec: BaselineSpec, system2: Path) -> str:
+    """What a baseline *is*: its spec, :data:`VERSION` and the sha256 of the System 2 it starts from (the name of its
+    shipped weights, ``data/baselines/<scale>-<method>-<recipe>``)."""
+    return hashlib.sha256(json.dumps(_recipe_doc(spec, system2), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def baseline_key(spec: BaselineSpec, system2: Path) -> str:
+    """Cache key of a local build: the recipe (:func:`recipe_key`) and the :func:`environment`."""
+    blob = json.dumps({**_recipe_doc(spec, system2), **environment()}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+ROOT = Path(__file__).resolve().parents[2]
+SHIPPED_DIR = ROOT / "data" / "baselines"
+
+
+def _where(path: Path) -> str:
+    """A path as the repository names it (no machine's directories in what ships)."""
+    p = Path(path).resolve()
+    return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else p.name
 
 
 @dataclass
@@ -94,11 +124,59 @@ class Baseline:
     name: str
     path: Path
     manifest: dict
+    source: str = "trained"  # or "shipped" (data/baselines)
+
+
+class ShippedBaselineError(ValueError):
+    """Shipped baseline weights whose files do not match their recorded sha256."""
+
+
+def shipped(method: str, scale: str, spec: BaselineSpec, system2: Path, root: Path | None = None) -> Baseline | None:
+    """The weights shipped in ``data/baselines`` for this recipe, verified file by file; None if there are none.
+    Files that do not match their recorded sha256 are an error (never silently used)."""
+    from ..organism.training import file_hashes
+
+    d = (root or SHIPPED_DIR) / f"{scale}-{method}-{recipe_key(spec, system2)}"
+    mpath = d / "manifest.json"
+    if not mpath.is_file():
+        return None
+    m = json.loads(mpath.read_text())
+    want, got = m.get("sha256", {}), file_hashes(d)
+    if not want or got != want:
+        bad = sorted(k for k in set(want) | set(got) if want.get(k) != got.get(k))
+        raise ShippedBaselineError(f"shipped baseline {d} does not match its manifest (files: {', '.join(bad[:5])}); "
+                                   "restore it with git or train it here (L2S_ORGANISM_FROM_SCRATCH=1)")
+    return Baseline(method, d / "model", m, "shipped")
+
+
+def ship(b: Baseline, scale: str, spec: BaselineSpec, system2: Path, dest: Path | None = None) -> Path:
+    """Copy a baseline trained here into ``data/baselines/<scale>-<method>-<recipe>`` with the sha256 of every file;
+    other recipes of the same scale and method are removed (one set of weights each)."""
+    from ..organism.training import file_hashes
+
+    if b.source != "trained":
+        raise ValueError(f"{b.path.parent} is already shipped; ship a baseline trained here")
+    base = dest or SHIPPED_DIR
+    target = base / f"{scale}-{b.name}-{recipe_key(spec, system2)}"
+    tmp = target.with_name(target.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(b.path, tmp / "model")
+    manifest = {**b.manifest, "recipe": target.name.rsplit("-", 1)[-1], "system2": _where(system2),
+                "environment": b.manifest.get("environment", environment()), "sha256": file_hashes(tmp)}
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))
+    for old in base.glob(f"{scale}-{b.name}-*"):
+        if old != tmp:
+            shutil.rmtree(old)
+    os.replace(tmp, target)
+    return target
 
 
 def build(method: str, org, *, spec: BaselineSpec | None = None, cache: Path | None = None, progress: bool = False,
-          force: bool = False) -> Baseline:
-    """Train (or load from the cache) baseline ``method`` from ``org``'s System 2; returns its checkpoint."""
+          force: bool = False, from_scratch: bool | None = None, shipped_dir: Path | None = None) -> Baseline:
+    """Train (or load) baseline ``method`` from ``org``'s System 2; returns its checkpoint.
+
+    Order: a local build (``<cache>/baselines``); else the shipped weights of this recipe (:func:`shipped`), unless
+    ``force`` or ``from_scratch`` (default: the environment variable ``L2S_ORGANISM_FROM_SCRATCH``); else train here."""
     from ..organism.training import default_cache
 
     if method not in DEFAULTS:
@@ -106,18 +184,28 @@ def build(method: str, org, *, spec: BaselineSpec | None = None, cache: Path | N
     spec = spec or DEFAULTS[method]
     if spec.method != method:
         raise ValueError(f"spec.method {spec.method!r} does not match {method!r}")
+    if from_scratch is None:
+        from_scratch = os.environ.get("L2S_ORGANISM_FROM_SCRATCH", "").lower() not in ("", "0", "false", "no")
     root = (cache or default_cache()) / "baselines" / f"{org.scale}-{method}-{baseline_key(spec, org.system2)}"
     if (root / "manifest.json").is_file() and not force:
         return Baseline(method, root / "model", json.loads((root / "manifest.json").read_text()))
+    if not (force or from_scratch):
+        b = shipped(method, org.scale, spec, org.system2, shipped_dir)
+        if b is not None:
+            return b
     tmp = root.with_name(root.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     t0 = time.perf_counter()
     train = {"tldr": _train_tldr, "selfbudgeter": _train_selfbudgeter, "dpo": _train_dpo}[method]
-    with _quiet(not progress):
-        log = train(org, spec, tmp, progress)
+    try:
+        with _quiet(not progress):
+            log = train(org, spec, tmp, progress)
+    except BaseException:  # a failed or interrupted training leaves nothing behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     manifest = {"method": method, "spec": dataclasses.asdict(spec), "key": root.name.rsplit("-", 1)[-1],
-                "system2": str(org.system2), "train_s": time.perf_counter() - t0, "log": log,
+                "system2": str(org.system2), "train_s": time.perf_counter() - t0, "environment": environment(), "log": log,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))
     if root.exists():

@@ -213,6 +213,12 @@ class Study:
         (:func:`l2s_utils.study.baselines.build`: cached by its settings and System 2's weights). ``train`` overrides
         fields of its default :class:`~l2s_utils.study.baselines.BaselineSpec`; its generation length is the profile's
         ``sampling.max_tokens`` and its seed the profile's ``seed`` unless ``train`` sets them."""
+        from . import baselines as B
+
+        return B.build(method, self.pair()["organism"], spec=self.trained_spec(method, train), progress=self.progress)
+
+    def trained_spec(self, method: str, train: dict | None = None):
+        """The :class:`~l2s_utils.study.baselines.BaselineSpec` that :meth:`trained` builds ``method`` with."""
         import dataclasses
 
         from . import baselines as B
@@ -224,8 +230,7 @@ class Study:
             raise ValueError(f"unknown baseline {method!r}; known: {', '.join(B.DEFAULTS)}")
         over = {"max_tokens": int(self.profile["sampling"]["max_tokens"]), "seed": int(self.profile.get("seed", 0)),
                 **(train or {})}
-        spec = dataclasses.replace(B.DEFAULTS[method], **over)
-        return B.build(method, self.pair()["organism"], spec=spec, progress=self.progress)
+        return dataclasses.replace(B.DEFAULTS[method], **over)
 
     def contender_model(self, c) -> tuple[Path, str, float]:
         """(checkpoint, one-off step, its seconds) of contender ``c``: System 2 (nothing; 0 s), a merge (its merge
