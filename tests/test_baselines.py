@@ -91,6 +91,8 @@ def test_shipped_baseline_is_used_verified_and_skipped_from_scratch(micro, tmp_p
         raise AssertionError("trained although shipped weights exist")
 
     monkeypatch.setattr(B, "_train_dpo", no_training)
+    assert B.locate("dpo", micro, spec, cache=tmp_path / "b", shipped_dir=dest).source == "shipped"
+    assert B.locate("dpo", micro, spec, cache=tmp_path / "b", shipped_dir=dest, use_shipped=False) is None
     loaded = B.build("dpo", micro, spec=spec, cache=tmp_path / "b", shipped_dir=dest)
     assert loaded.source == "shipped" and loaded.path == target / "model"
     assert (loaded.path / "model.safetensors").read_bytes() == (got.path / "model.safetensors").read_bytes()

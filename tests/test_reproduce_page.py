@@ -36,6 +36,36 @@ def test_a_study_record_is_formatted_as_it_is(tmp_path):
     assert "`smoke`" not in text
 
 
+def test_a_record_says_where_its_trained_models_came_from(tmp_path):
+    """A run on shipped weights says so beside its time (a cold run that trains nothing is not a run that trains)."""
+    from l2s_utils.study import reproduce_tables as RT
+
+    shipped = {**STUDY, "weights": {"organism": {"s": "shipped", "m": "shipped"},
+                                    "baselines": {"tldr": "shipped", "dpo": "shipped"}}}
+    assert RT.weights_text(shipped) == "organism shipped; trained baselines shipped"
+    mixed = {**STUDY, "weights": {"organism": {"s": "trained"}, "baselines": {"tldr": "shipped", "dpo": "trained"}}}
+    assert RT.weights_text(mixed) == "organism trained; trained baselines tldr shipped, dpo trained"
+    assert RT.weights_text(STUDY) == ""  # an older record: nothing said, nothing guessed
+    (tmp_path / "study-toy.json").write_text(json.dumps(shipped))
+    row = next(line for line in reproduce.study_runs(tmp_path).splitlines() if line.startswith("| `toy`"))
+    assert "(1 of 2 executed, 1 unchanged; organism shipped; trained baselines shipped)" in row
+    assert "(organism shipped; trained baselines shipped);" in RT.readme_line(shipped, "2026-12-09")
+
+
+def test_the_record_looks_up_shipped_weights_without_training(tmp_path, monkeypatch):
+    """On a fresh machine (an empty cache) the toy profile's organism and baselines are the shipped ones."""
+    from l2s_utils.study import baselines as B
+    from l2s_utils.study import runrecord
+    from l2s_utils.study.profiles import load_profile
+
+    monkeypatch.setenv("L2S_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(B, "build", lambda *a, **k: (_ for _ in ()).throw(AssertionError("would train")))
+    w = runrecord.weights(load_profile("toy"), [{"scale": "s", "source": "shipped"}])
+    assert w == {"organism": {"s": "shipped"},
+                 "baselines": {"tldr": "shipped", "selfbudgeter": "shipped", "dpo": "shipped"}}
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.safetensors"))
+
+
 def test_missing_records_say_not_measured(tmp_path):
     frags = reproduce.fragments(tmp_path)
     assert "No study run has been recorded yet" in frags["reproduce-study.md"]

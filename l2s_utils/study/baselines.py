@@ -171,6 +171,18 @@ def ship(b: Baseline, scale: str, spec: BaselineSpec, system2: Path, dest: Path 
     return target
 
 
+def locate(method: str, org, spec: BaselineSpec, *, cache: Path | None = None, shipped_dir: Path | None = None,
+           use_shipped: bool = True) -> Baseline | None:
+    """The baseline that :func:`build` would return without training: a local build, else (``use_shipped``) the
+    shipped weights of its recipe; None when there is neither (nothing is trained or written)."""
+    from ..organism.training import default_cache
+
+    root = (cache or default_cache()) / "baselines" / f"{org.scale}-{method}-{baseline_key(spec, org.system2)}"
+    if (root / "manifest.json").is_file():
+        return Baseline(method, root / "model", json.loads((root / "manifest.json").read_text()))
+    return shipped(method, org.scale, spec, org.system2, shipped_dir) if use_shipped else None
+
+
 def build(method: str, org, *, spec: BaselineSpec | None = None, cache: Path | None = None, progress: bool = False,
           force: bool = False, from_scratch: bool | None = None, shipped_dir: Path | None = None) -> Baseline:
     """Train (or load) baseline ``method`` from ``org``'s System 2; returns its checkpoint.
@@ -187,10 +199,9 @@ def build(method: str, org, *, spec: BaselineSpec | None = None, cache: Path | N
     if from_scratch is None:
         from_scratch = os.environ.get("L2S_ORGANISM_FROM_SCRATCH", "").lower() not in ("", "0", "false", "no")
     root = (cache or default_cache()) / "baselines" / f"{org.scale}-{method}-{baseline_key(spec, org.system2)}"
-    if (root / "manifest.json").is_file() and not force:
-        return Baseline(method, root / "model", json.loads((root / "manifest.json").read_text()))
-    if not (force or from_scratch):
-        b = shipped(method, org.scale, spec, org.system2, shipped_dir)
+    if not force:
+        b = locate(method, org, spec, cache=cache, shipped_dir=None if from_scratch else shipped_dir,
+                   use_shipped=not from_scratch)
         if b is not None:
             return b
     tmp = root.with_name(root.name + ".partial")

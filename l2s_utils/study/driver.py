@@ -298,13 +298,14 @@ def run_study(profile: str = "toy", out: str | Path | None = None, book: str | P
     notebooks = chapter_names(book) if notebooks is None else notebooks
     t0 = time.perf_counter()
     before = runrecord.generation_records(out)
-    organism_models(prof, progress, verbose=True)
+    models = organism_models(prof, progress, verbose=True)
     report = run_notebooks(notebook_profile(prof), out, book / "chapters", notebooks, progress, prof)
     chapters = chapter_names(book) if (book / "_toc.yml").is_file() else notebooks
     write_intro(out, book, chapters, prof["name"])
     generated = runrecord.generated_since(out, before)
     publish = runrecord.publish_requested() if record is None else record
-    rec = runrecord.make(prof["name"], report, time.perf_counter() - t0, generated, out, chapters)
+    rec = runrecord.make(prof["name"], report, time.perf_counter() - t0, generated, out, chapters,
+                         weights=runrecord.weights(prof, models))
     runrecord.save(rec, out, publish)
     reproduce.write(book)
     t1 = time.perf_counter()

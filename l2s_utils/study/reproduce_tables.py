@@ -51,18 +51,35 @@ def study_row(doc: dict, source: str) -> str:
     commit = (doc.get("commit") or "-")[:10] + (" (uncommitted changes)" if doc.get("dirty") else "")
     merge = "-" if best is None else f"{best['model']}: {_model(best)}"
     cells = [f"`{doc['profile']}`", _model(by.get("System 1")), _model(by.get("System 2")), merge,
-             f"{wall} ({chapters})", f"{gen.get('tokens', 0):,} ({gen.get('responses', 0):,} responses)",
+             f"{wall} ({chapters}" + (f"; {weights_text(doc)}" if doc.get("weights") else "") + ")",
+             f"{gen.get('tokens', 0):,} ({gen.get('responses', 0):,} responses)",
              f"{machine_text(doc.get('machine', {}))}; commit {commit}; {source}"]
     return "| " + " | ".join(cells) + " |"
 
 
+def weights_text(doc: dict) -> str:
+    """Where the run's trained models came from, in words ("" when the record does not say)."""
+    w = doc.get("weights")
+    if not w:
+        return ""
+
+    def say(sources: dict) -> str:
+        kinds = sorted(set(sources.values()))
+        return kinds[0] if len(kinds) == 1 else ", ".join(f"{k} {v}" for k, v in sources.items())
+
+    parts = [f"organism {say(w['organism'])}"] + ([f"trained baselines {say(w['baselines'])}"] if w.get("baselines") else [])
+    return "; ".join(parts)
+
+
 def readme_line(doc: dict, date: str) -> str:
-    """One README line per stored study run: its wall time, chapters executed, tokens generated, machine, date."""
+    """One README line per stored study run: its wall time, chapters executed, tokens generated, where its trained
+    models came from, machine, date."""
     ch = doc.get("chapters", [])
     run = sum(c["status"] == "executed" for c in ch)
+    w = weights_text(doc)
     return (f"- `{doc['profile']}`: the study took {doc['seconds']:,.0f} s ({run} of {len(ch)} chapters executed), "
-            f"{doc.get('generated', {}).get('tokens', 0):,} tokens generated; {machine_text(doc.get('machine', {}))}; "
-            f"{date} (`benchmarks/results/study-{doc['profile']}.json`).")
+            f"{doc.get('generated', {}).get('tokens', 0):,} tokens generated" + (f" ({w})" if w else "") +
+            f"; {machine_text(doc.get('machine', {}))}; {date} (`benchmarks/results/study-{doc['profile']}.json`).")
 
 
 def _speed(r: dict | None) -> str:

@@ -12,7 +12,10 @@
 - ``generated``: ``responses`` and ``tokens`` (``n_tokens`` summed) of the generation cache records that this run
   added under ``out`` (:func:`generation_records`); generations served from the cache count nothing;
 - ``results``: per model of the merge chapters' summaries (``out/verdicts/<chapter>.summary.csv``) its
-  ``accuracy`` (%) and ``mean_tokens``, averaged over benchmarks when there are several, and ``n`` (problems).
+  ``accuracy`` (%) and ``mean_tokens``, averaged over benchmarks when there are several, and ``n`` (problems);
+- ``weights`` (organism profiles): where the trained models came from (:func:`weights`): per organism scale and
+  per trained baseline ``shipped`` (``data/organism``, ``data/baselines``), ``trained`` (built on this machine, now
+  or in an earlier run: the local cache) or ``not built`` -- a run on shipped weights trains nothing.
 """
 
 from __future__ import annotations
@@ -98,12 +101,36 @@ def results(out: Path, chapters) -> list[dict]:
              "n": int(r.n)} for m, r in agg.iterrows()]
 
 
-def make(profile: str, report: list[dict], seconds: float, generated: dict, out: Path, chapters) -> dict:
+def make(profile: str, report: list[dict], seconds: float, generated: dict, out: Path, chapters,
+         weights: dict | None = None) -> dict:
     """The record of a finished run (fields: the module's docstring)."""
     commit, dirty = gitinfo.head(ROOT)
-    return {"profile": profile, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "commit": commit, "dirty": dirty, "machine": machine(), "chapters": report,
-            "seconds": round(seconds, 1), "generated": generated, "results": results(out, chapters)}
+    rec = {"profile": profile, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+           "commit": commit, "dirty": dirty, "machine": machine(), "chapters": report,
+           "seconds": round(seconds, 1), "generated": generated, "results": results(out, chapters)}
+    if weights:
+        rec["weights"] = weights
+    return rec
+
+
+def weights(prof: dict, models: list[dict]) -> dict | None:
+    """Where an organism profile's trained models came from: ``{"organism": {scale: "shipped" | "trained"},
+    "baselines": {method: "shipped" | "trained" | "not built"}}`` (``models``: what
+    :func:`~l2s_utils.study.driver.organism_models` built); None for a profile of hub models. Looks up, never
+    trains (:func:`l2s_utils.study.baselines.locate`)."""
+    if not models:
+        return None
+    from . import baselines as B
+    from .study import Study
+
+    st = Study(prof)
+    org = st.pair()["organism"]
+    found = {}
+    for c in st.contenders():
+        if c.trained is not None and c.checkpoint is None and c.trained not in found:
+            b = B.locate(c.trained, org, st.trained_spec(c.trained, c.train))
+            found[c.trained] = "not built" if b is None else b.source
+    return {"organism": {m["scale"]: m["source"] for m in models}, "baselines": found}
 
 
 def save(record: dict, out: Path, publish: bool = False, results_dir: Path = RESULTS) -> Path:
