@@ -376,12 +376,9 @@ class ShippedOrganismError(ValueError):
     """A shipped organism whose files do not match their recorded sha256."""
 
 
-def shipped(scale: str, spec: Spec) -> Organism | None:
-    """The organism shipped in ``data/organism`` for this recipe, verified file by file; None if there is none.
-
-    A shipped organism whose files do not match their recorded sha256 is an error (never silently used).
-    """
-    root = SHIPPED_DIR / f"{scale}-{recipe_hash(spec)}"
+def verified_manifest(root: Path, what: str, error=ValueError) -> dict | None:
+    """The manifest of shipped weights in ``root`` once every file matches its recorded sha256; None if ``root`` has
+    no manifest. Files that do not match are an ``error`` naming them (shipped weights are never silently used)."""
     mpath = root / "manifest.json"
     if not mpath.is_file():
         return None
@@ -390,9 +387,19 @@ def shipped(scale: str, spec: Spec) -> Organism | None:
     got = file_hashes(root)
     if not want or got != want:
         bad = sorted(k for k in set(want) | set(got) if want.get(k) != got.get(k))
-        raise ShippedOrganismError(f"shipped organism {root} does not match its manifest (files: {', '.join(bad[:5])}); "
-                           "restore it with git or build from scratch (L2S_ORGANISM_FROM_SCRATCH=1)")
-    return _organism(scale, root, m, "shipped")
+        raise error(f"shipped {what} {root} does not match its manifest (files: {', '.join(bad[:5])}); "
+                    "restore it with git or build from scratch (L2S_ORGANISM_FROM_SCRATCH=1)")
+    return m
+
+
+def shipped(scale: str, spec: Spec) -> Organism | None:
+    """The organism shipped in ``data/organism`` for this recipe, verified file by file; None if there is none.
+
+    A shipped organism whose files do not match their recorded sha256 is an error (never silently used).
+    """
+    root = SHIPPED_DIR / f"{scale}-{recipe_hash(spec)}"
+    m = verified_manifest(root, "organism", ShippedOrganismError)
+    return None if m is None else _organism(scale, root, m, "shipped")
 
 
 def build(scale: str = MAIN_SCALE, *, cache: Path | None = None, force: bool = False, progress: bool = True,

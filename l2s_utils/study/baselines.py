@@ -134,19 +134,11 @@ class ShippedBaselineError(ValueError):
 def shipped(method: str, scale: str, spec: BaselineSpec, system2: Path, root: Path | None = None) -> Baseline | None:
     """The weights shipped in ``data/baselines`` for this recipe, verified file by file; None if there are none.
     Files that do not match their recorded sha256 are an error (never silently used)."""
-    from ..organism.training import file_hashes
+    from ..organism.training import verified_manifest
 
     d = (root or SHIPPED_DIR) / f"{scale}-{method}-{recipe_key(spec, system2)}"
-    mpath = d / "manifest.json"
-    if not mpath.is_file():
-        return None
-    m = json.loads(mpath.read_text())
-    want, got = m.get("sha256", {}), file_hashes(d)
-    if not want or got != want:
-        bad = sorted(k for k in set(want) | set(got) if want.get(k) != got.get(k))
-        raise ShippedBaselineError(f"shipped baseline {d} does not match its manifest (files: {', '.join(bad[:5])}); "
-                                   "restore it with git or train it here (L2S_ORGANISM_FROM_SCRATCH=1)")
-    return Baseline(method, d / "model", m, "shipped")
+    m = verified_manifest(d, "baseline", ShippedBaselineError)
+    return None if m is None else Baseline(method, d / "model", m, "shipped")
 
 
 def ship(b: Baseline, scale: str, spec: BaselineSpec, system2: Path, dest: Path | None = None) -> Path:
