@@ -121,3 +121,16 @@ def test_every_shipped_baseline_matches_its_manifest():
         m = json.loads((d / "manifest.json").read_text())
         assert file_hashes(d) == m["sha256"], d
         assert d.name.endswith("-" + m["recipe"]) and d.name.split("-")[1] == m["method"]
+
+
+def test_cli_loads_the_shipped_baselines_of_the_toy_profile(tmp_path, monkeypatch, capsys):
+    """``l2s baselines --profile toy`` on a fresh machine (empty cache): the shipped weights, nothing trained."""
+    from l2s_utils import cli
+
+    monkeypatch.setenv("L2S_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(B, "_train_tldr", lambda *a, **k: (_ for _ in ()).throw(AssertionError("would train")))
+    assert cli.main(["baselines", "--profile", "toy", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    for method in ("tldr", "selfbudgeter", "dpo"):
+        assert f"baseline {method} (s): shipped weights (data/baselines)" in out
+    assert "data/baselines/s-tldr-" in out
