@@ -73,7 +73,8 @@ class Spec:
     384-token rows filled with whole documents, a quarter of them padding). A step costs in proportion to its tokens;
     a third fewer pretraining tokens with the same 2,000 updates (rows of 288 tokens, "v19a"; 8 rows a step, "v19b")
     fit the main pair's 10-minute budget but lost System 2 on one of two seeds each (38.7% and 22.2%: the redundant
-    re-examination miscopied the last step's operands), and fewer updates (v17i, 1,400 steps) failed three bars
+    re-examination miscopied the last step's operands; with 70% worked solutions in the mix, "v19e", one of three), and
+    fewer updates (v17i, 1,400 steps) failed three bars
     (``benchmarks/results/organism-explore.jsonl``; CHANGELOG.md). Everything that makes System 2
     accurate -- the single-digit facts, the column steps, copying each operation from one step header to the next
     -- is learned during pretraining; the copy drills and the header format that continues the operation just
