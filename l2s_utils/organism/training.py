@@ -519,12 +519,23 @@ def ship(org: Organism, dest: Path | None = None) -> Path:
     """
     if org.source != "trained":
         raise ValueError(f"{org.root} is already a shipped organism; ship a trained one (--from-scratch)")
-    base = dest or SHIPPED_DIR
-    target = base / f"{org.scale}-{org.manifest['recipe']}"
+    target = (dest or SHIPPED_DIR) / f"{org.scale}-{org.manifest['recipe']}"
+    return install_shipped(target, f"{org.scale}-*",
+                           lambda tmp: shutil.copytree(org.root, tmp, ignore=shutil.ignore_patterns("premise.json")))
+
+
+def install_shipped(target: Path, siblings: str, fill) -> Path:
+    """Write shipped weights into ``target`` whole or not at all: ``fill(tmp)`` fills a fresh ``<target>.partial``,
+    then every other directory matching ``siblings`` beside it is removed (one set of weights per name) and the
+    partial one takes ``target``'s place."""
     tmp = target.with_name(target.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(org.root, tmp, ignore=shutil.ignore_patterns("premise.json"))
-    for old in base.glob(f"{org.scale}-*"):
+    try:
+        fill(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for old in target.parent.glob(siblings):
         if old != tmp:
             shutil.rmtree(old)
     os.replace(tmp, target)

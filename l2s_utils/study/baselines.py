@@ -144,23 +144,19 @@ def shipped(method: str, scale: str, spec: BaselineSpec, system2: Path, root: Pa
 def ship(b: Baseline, scale: str, spec: BaselineSpec, system2: Path, dest: Path | None = None) -> Path:
     """Copy a baseline trained here into ``data/baselines/<scale>-<method>-<recipe>`` with the sha256 of every file;
     other recipes of the same scale and method are removed (one set of weights each)."""
-    from ..organism.training import file_hashes
+    from ..organism.training import file_hashes, install_shipped
 
     if b.source != "trained":
         raise ValueError(f"{b.path.parent} is already shipped; ship a baseline trained here")
-    base = dest or SHIPPED_DIR
-    target = base / f"{scale}-{b.name}-{recipe_key(spec, system2)}"
-    tmp = target.with_name(target.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(b.path, tmp / "model")
-    manifest = {**b.manifest, "recipe": target.name.rsplit("-", 1)[-1], "system2": _where(system2),
-                "environment": b.manifest.get("environment", environment()), "sha256": file_hashes(tmp)}
-    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))
-    for old in base.glob(f"{scale}-{b.name}-*"):
-        if old != tmp:
-            shutil.rmtree(old)
-    os.replace(tmp, target)
-    return target
+    target = (dest or SHIPPED_DIR) / f"{scale}-{b.name}-{recipe_key(spec, system2)}"
+
+    def fill(tmp: Path) -> None:
+        shutil.copytree(b.path, tmp / "model")
+        manifest = {**b.manifest, "recipe": target.name.rsplit("-", 1)[-1], "system2": _where(system2),
+                    "environment": b.manifest.get("environment", environment()), "sha256": file_hashes(tmp)}
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))
+
+    return install_shipped(target, f"{scale}-{b.name}-*", fill)
 
 
 def locate(method: str, org, spec: BaselineSpec, *, cache: Path | None = None, shipped_dir: Path | None = None,
