@@ -91,15 +91,12 @@ def _cmd_baselines(args: argparse.Namespace) -> int:
     from .study.study import Study
 
     st = Study(args.profile, progress=not args.quiet)
-    seen = []
-    for c in st.contenders():
-        if c.trained is None or c.checkpoint is not None or (c.trained, c.train) in seen:
-            continue
-        seen.append((c.trained, c.train))
-        spec, org = st.trained_spec(c.trained, c.train), st.pair()["organism"]
-        b = B.build(c.trained, org, spec=spec, progress=not args.quiet, from_scratch=True if args.from_scratch else None)
+    seen = st.trained_baselines()
+    for method, train in seen:
+        spec, org = st.trained_spec(method, train), st.pair()["organism"]
+        b = B.build(method, org, spec=spec, progress=not args.quiet, from_scratch=True if args.from_scratch else None)
         where = "shipped weights (data/baselines)" if b.source == "shipped" else "trained on this machine"
-        print(f"baseline {c.trained} ({org.scale}): {where}, training took {b.manifest['train_s']:.0f} s "
+        print(f"baseline {method} ({org.scale}): {where}, training took {b.manifest['train_s']:.0f} s "
               f"(recipe {B.recipe_key(spec, org.system2)})  {b.path}")
         if args.ship:
             print(f"  shipped to {B.ship(b, org.scale, spec, org.system2)}" if b.source == "trained"

@@ -126,10 +126,9 @@ def weights(prof: dict, models: list[dict]) -> dict | None:
     st = Study(prof)
     org = st.pair()["organism"]
     found = {}
-    for c in st.contenders():
-        if c.trained is not None and c.checkpoint is None and c.trained not in found:
-            b = B.locate(c.trained, org, st.trained_spec(c.trained, c.train))
-            found[c.trained] = "not built" if b is None else b.source
+    for method, train in st.trained_baselines():
+        b = B.locate(method, org, st.trained_spec(method, train))
+        found.setdefault(method, "not built" if b is None else b.source)
     return {"organism": {m["scale"]: m["source"] for m in models}, "baselines": found}
 
 

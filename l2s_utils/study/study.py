@@ -217,6 +217,14 @@ class Study:
 
         return B.build(method, self.pair()["organism"], spec=self.trained_spec(method, train), progress=self.progress)
 
+    def trained_baselines(self) -> list[tuple[str, dict]]:
+        """(method, ``train`` overrides) of every baseline the profile's contenders train here, each once, in order."""
+        seen: list[tuple[str, dict]] = []
+        for c in self.contenders():
+            if c.trained is not None and c.checkpoint is None and (c.trained, c.train) not in seen:
+                seen.append((c.trained, c.train))
+        return seen
+
     def trained_spec(self, method: str, train: dict | None = None):
         """The :class:`~l2s_utils.study.baselines.BaselineSpec` that :meth:`trained` builds ``method`` with."""
         import dataclasses
