@@ -163,7 +163,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
     chapters = chapter_names(args.book or BOOK)  # the book's _toc.yml, in its order
     notebooks = tuple(n for n in chapters if not args.only or any(n.startswith(o) for o in args.only))
     run_study(args.profile, out=args.out, book=args.book, notebooks=notebooks, progress=not args.quiet,
-              record=args.record or None)
+              record=args.record or None, jobs=args.jobs)
     return 0
 
 
@@ -299,6 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--book", type=Path, default=None, help="book directory (default ./book)")
     s.add_argument("--only", nargs="*", default=None, help="notebook name prefixes to run (e.g. 00 01)")
     s.add_argument("--quiet", action="store_true")
+    s.add_argument("--jobs", type=_positive_int, default=None,
+                   help="chapters executed at a time (default: 2 for the organism on a CPU machine with >= 2 cores, each "
+                        "kernel with half the cores as threads; else 1; or L2S_STUDY_JOBS)")
     s.add_argument("--record", action="store_true",
                    help="also store the run's record (runs/<profile>/study-run.json) as benchmarks/results/study-<profile>.json, "
                         "which the Reproduce page shows (or set L2S_STUDY_RECORD=1)")

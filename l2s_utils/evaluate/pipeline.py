@@ -22,6 +22,7 @@ samples generates only the new ones) and the grading protocol (``grading``: ``st
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -45,6 +46,23 @@ def _sha(text: str) -> str:
 
 
 GENERATION_FILES = ("generation_config.json", *TOKENIZER_FILES)
+
+
+@contextlib.contextmanager
+def wait_lock(path: Path):
+    """Hold an exclusive ``flock`` on ``path`` (created with its parents; never removed), waiting for another holder.
+
+    Two processes that need the same cached artefact (the study runs chapters side by side) make it once: the second
+    waits, then finds it made. A killed holder releases the lock with its file descriptor."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def generation_files_fingerprint(model: str | os.PathLike) -> dict[str, str]:
@@ -225,6 +243,19 @@ def cached_generate(model: str | os.PathLike, prompts: list[str], sampling: Samp
     done = read_cached(cache_dir, key)
     shas = [_sha(p) for p in prompts]
     missing = sorted({s: p for s, p in zip(shas, prompts) if s not in done}.items())
+    if not missing or part_file:  # a data-parallel replica runs under its parent's lock
+        return _generate_missing(model, prompts, sampling, backend, cache_dir, fingerprint, chunk, progress,
+                                 data_parallel_size, part_file, options, key, done, shas, missing)
+    with wait_lock(cache_dir / ".locks" / f"{key}.lock"):  # another process generating this key: wait, then reuse
+        done = read_cached(cache_dir, key)
+        missing = sorted({s: p for s, p in zip(shas, prompts) if s not in done}.items())
+        return _generate_missing(model, prompts, sampling, backend, cache_dir, fingerprint, chunk, progress,
+                                 data_parallel_size, part_file, options, key, done, shas, missing)
+
+
+def _generate_missing(model, prompts, sampling, backend, cache_dir, fingerprint, chunk, progress, data_parallel_size,
+                      part_file, options, key, done, shas, missing) -> list[Generation]:
+    """:func:`cached_generate` once the cache was read: generate the ``missing`` (sha, prompt) pairs, appending."""
     if missing and data_parallel_size > 1:
         _run_data_parallel(model, [p for _, p in missing], sampling, backend, cache_dir, fingerprint, chunk,
                            data_parallel_size, options)
@@ -319,7 +350,7 @@ def evaluate(model: str | os.PathLike, benchmark: str, *, limit: int | None = No
              data: str | os.PathLike | None = None, items: list[Item] | None = None, length_tokenizer=None,
              model_name: str | None = None, shots: list[tuple[str, str]] = (), grade_workers: int = 2,
              grading: str = DEFAULT_PROTOCOL, n_samples: int = 1, progress: bool = True, allow_pickle: bool = False,
-             shard: str | tuple[int, int] | None = None, **backend_options):
+             shard: str | tuple[int, int] | None = None, results_dir: str | os.PathLike | None = None, **backend_options):
     """Evaluate one model on one benchmark; returns (and saves) a pandas DataFrame, one row per problem and sample.
 
     Inputs are checked before anything is written: the model directory (config.json, weights under the
@@ -331,6 +362,9 @@ def evaluate(model: str | os.PathLike, benchmark: str, *, limit: int | None = No
     (:func:`balanced_shards`, the same on every node), so N nodes sharing ``out`` each run one shard and a
     last run without ``shard`` grades everything from the cache without generating. A shard's rows are
     saved as ``<benchmark>.shard-<i>of<N>.parquet``.
+
+    Rows are saved under ``<results_dir>/<model_name>/`` (default ``<out>/results``; the study gives the ladder's
+    scales their own, so that one name evaluated at two scales keeps both).
     """
     import pandas as pd
 
@@ -385,7 +419,7 @@ def evaluate(model: str | os.PathLike, benchmark: str, *, limit: int | None = No
                      "keywords": kw, "reflective": kw > 0, "prompt_style": prompt, "sampling": json.dumps(sp.key()),
                      "seed": sp.seed, "sample": s, "backend": backend, "backend_version": bver, "grading": grading, **prov})
     df = pd.DataFrame(rows)
-    target = out / "results" / name
+    target = (Path(results_dir) if results_dir is not None else out / "results") / name
     target.mkdir(parents=True, exist_ok=True)
     for suffix, write in ((".parquet", df.to_parquet), (".csv", df.to_csv)):  # atomic: a kill leaves no half file
         final = target / (f"{benchmark}{suffix}" if shard is None else f"{benchmark}.shard-{shard[0]}of{shard[1]}{suffix}")

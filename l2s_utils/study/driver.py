@@ -65,42 +65,149 @@ def organism_models(prof: dict, progress: bool = False, verbose: bool = False) -
     return models
 
 
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def default_jobs(prof: dict) -> int:
+    """How many chapters the study executes at a time: ``L2S_STUDY_JOBS`` if set; else 2 for the organism on a
+    machine without CUDA with at least 2 cores (each chapter's kernel gets half the cores as threads), else 1.
+
+    Why 2 on CPU: decoding the organism is bound by reading its key/value cache and by the threads' hand-offs, not by
+    arithmetic, so two kernels of one thread each generate ~1.5x the tokens/s of one kernel of two threads
+    (``benchmarks/results/parallel_bench.json``: 2 processes x 1 thread against 1 x 2, System 2 on the toy test
+    set, identical responses). Chapters share their merges and generations through the run directory's caches (a
+    lock per artefact: one makes it, the other waits and reuses it), so the results do not depend on the order."""
+    env = os.environ.get("L2S_STUDY_JOBS")
+    if env:
+        try:
+            jobs = int(env)
+        except ValueError:
+            raise StudyError(f"L2S_STUDY_JOBS must be a positive integer, got {env!r}") from None
+        if jobs < 1:
+            raise StudyError(f"L2S_STUDY_JOBS must be a positive integer, got {env!r}")
+        return jobs
+    if prof["models"]["kind"] != "organism" or _cores() < 2:
+        return 1
+    import torch
+
+    return 1 if torch.cuda.is_available() else 2
+
+
+def _expected_seconds(out: Path, profile: str) -> dict[str, float]:
+    """Each chapter's seconds in the last executed run (the run directory's record, else the stored one): the
+    longest chapters start first when chapters run side by side."""
+    for f in (Path(out) / runrecord.RECORD, ROOT / "benchmarks" / "results" / f"study-{profile}.json"):
+        try:
+            return {c["notebook"]: float(c["seconds"]) for c in json.loads(f.read_text()).get("chapters", [])
+                    if c.get("status") == "executed"}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue
+    return {}
+
+
+def _execute(name: str, src: Path, tmp: Path, profile: str, out: Path, progress: bool, threads: int | None) -> None:
+    """Execute one chapter into ``tmp``: in this process (``threads`` None) or in a child process whose kernel gets
+    ``threads`` threads (chapters side by side). A failing cell is a StudyError naming the notebook and the cell."""
+    params = {"profile": profile, "out": _shown_path(out)}
+    if threads is None:
+        import papermill as pm
+
+        try:
+            pm.execute_notebook(str(src), str(tmp), parameters=params, kernel_name="python3", progress_bar=progress,
+                                cwd=str(ROOT))
+        except pm.PapermillExecutionError as e:
+            raise StudyError(f"notebook {name}: cell {e.exec_count} failed: {e.ename}: {e.evalue} "
+                             f"(the executed notebook with the traceback: {tmp})") from None
+        return
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    p = subprocess.run([sys.executable, "-m", "l2s_utils.study.driver", "--execute", str(src), str(tmp),
+                        json.dumps(params)], cwd=ROOT, env=env, capture_output=True, text=True)
+    if p.returncode == 0:
+        return
+    cell = [ln for ln in p.stdout.splitlines() if ln.startswith(_CELL_ERROR)]
+    if cell:
+        e = json.loads(cell[-1][len(_CELL_ERROR):])
+        raise StudyError(f"notebook {name}: cell {e['exec_count']} failed: {e['ename']}: {e['evalue']} "
+                         f"(the executed notebook with the traceback: {tmp})")
+    raise StudyError(f"notebook {name}: its execution failed (exit code {p.returncode}): "
+                     f"{(p.stderr or p.stdout).strip()[-2000:]}")
+
+
+_CELL_ERROR = "L2S_CELL_ERROR "
+
+
+def _execute_child(src: str, dst: str, params: str) -> int:
+    """``python -m l2s_utils.study.driver --execute SRC DST PARAMS``: one chapter in a child process (:func:`_execute`)."""
+    import papermill as pm
+
+    try:
+        pm.execute_notebook(src, dst, parameters=json.loads(params), kernel_name="python3", progress_bar=False,
+                            cwd=str(ROOT))
+    except pm.PapermillExecutionError as e:
+        print(_CELL_ERROR + json.dumps({"exec_count": e.exec_count, "ename": e.ename, "evalue": str(e.evalue)}), flush=True)
+        return 3
+    return 0
+
+
 def run_notebooks(profile: str, out: Path, chapters: Path, notebooks=None, progress: bool = True,
-                  prof: dict | None = None) -> list[dict]:
+                  prof: dict | None = None, jobs: int | None = None) -> list[dict]:
     """Execute ``notebooks`` (default: the chapters in the toc of the book that ``chapters`` belongs to,
     ``chapters/../_toc.yml``) into ``chapters`` with papermill (parameters: ``profile``, out); one report entry per
-    notebook. ``prof`` is the profile already loaded (``run_study`` passes it, so a build loads and validates the
-    profile once in this process)."""
-    import papermill as pm
+    notebook, in their order. ``prof`` is the profile already loaded (``run_study`` passes it, so a build loads and
+    validates the profile once in this process). ``jobs`` (default :func:`default_jobs`): chapters executed at a
+    time; above 1 each runs in a child process with ``cores // jobs`` threads, the longest (last run) first."""
+    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
     notebooks = chapter_names(Path(chapters).parent) if notebooks is None else notebooks
     prof = prof or load_profile(profile)
+    jobs = default_jobs(prof) if jobs is None else int(jobs)
     models = organism_models(prof, progress)
     chapters.mkdir(parents=True, exist_ok=True)
-    report = []
+    done: dict[str, dict] = {}
+    todo = []
     for name in notebooks:
         src, dst = ROOT / "notebooks" / f"{name}.ipynb", chapters / f"{name}.ipynb"
         stamp_file = chapters / f".{name}.stamp"
         stamp = _stamp(src, prof, models)
         if dst.is_file() and stamp_file.is_file() and stamp_file.read_text() == stamp:
-            report.append({"notebook": name, "status": "unchanged", "seconds": 0.0})
-            continue
+            done[name] = {"notebook": name, "status": "unchanged", "seconds": 0.0}
+        else:
+            todo.append((name, src, dst, stamp_file, stamp))
+    jobs = max(1, min(jobs, len(todo)))
+    threads = None if jobs == 1 else max(1, _cores() // jobs)
+
+    def run(name, src, dst, stamp_file, stamp):
         t = time.perf_counter()
         print(f"[l2s study] executing {name} ...", flush=True)
         tmp = dst.with_suffix(".partial.ipynb")
-        try:
-            pm.execute_notebook(str(src), str(tmp), parameters={"profile": profile, "out": _shown_path(out)},
-                                kernel_name="python3", progress_bar=progress, cwd=str(ROOT))
-        except pm.PapermillExecutionError as e:
-            raise StudyError(f"notebook {name}: cell {e.exec_count} failed: {e.ename}: {e.evalue} "
-                             f"(the executed notebook with the traceback: {tmp})") from None
+        _execute(name, src, tmp, profile, out, progress, threads)
         reader_tags(tmp)
         strip_machine_paths(tmp, out)
         tmp.replace(dst)
         export_downloads(dst, chapters.parent / "_static" / "downloads")
         stamp_file.write_text(stamp)
-        report.append({"notebook": name, "status": "executed", "seconds": round(time.perf_counter() - t, 1)})
-    return report
+        done[name] = {"notebook": name, "status": "executed", "seconds": round(time.perf_counter() - t, 1)}
+        if threads is not None:
+            print(f"[l2s study] {name}: executed ({done[name]['seconds']} s)", flush=True)
+
+    if threads is None:
+        for item in todo:
+            run(*item)
+    else:
+        expected = _expected_seconds(out, prof["name"])
+        todo.sort(key=lambda it: -expected.get(it[0], 0.0))  # stable: unknown chapters keep the toc's order
+        print(f"[l2s study] {len(todo)} chapters, {jobs} at a time ({threads} thread{'s' * (threads > 1)} each)", flush=True)
+        with ThreadPoolExecutor(jobs) as ex:
+            futures = [ex.submit(run, *item) for item in todo]
+            finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            failed = [f for f in finished if f.exception() is not None]
+            if failed:
+                for f in futures:
+                    f.cancel()  # chapters not started stay so; those running finish (their outputs are whole)
+                wait(futures)
+                raise failed[0].exception()
+    return [done[name] for name in notebooks]
 
 
 def _shown_path(out: Path) -> str:
@@ -289,9 +396,10 @@ def notebook_profile(prof: dict) -> str:
 
 
 def run_study(profile: str = "toy", out: str | Path | None = None, book: str | Path | None = None,
-              notebooks=None, progress: bool = True, record: bool | None = None) -> Path:
+              notebooks=None, progress: bool = True, record: bool | None = None, jobs: int | None = None) -> Path:
     """The whole study: models, the chapters (default: those of ``book``'s ``_toc.yml``), the book. ``record``
-    (default: ``L2S_STUDY_RECORD`` set) also stores the run's record in ``benchmarks/results``."""
+    (default: ``L2S_STUDY_RECORD`` set) also stores the run's record in ``benchmarks/results``; ``jobs``: chapters
+    at a time (:func:`run_notebooks`)."""
     prof = load_profile(profile)
     out = Path(out) if out else ROOT / "runs" / prof["name"]
     book = Path(book) if book else ROOT / "book"
@@ -299,13 +407,14 @@ def run_study(profile: str = "toy", out: str | Path | None = None, book: str | P
     t0 = time.perf_counter()
     before = runrecord.generation_records(out)
     models = organism_models(prof, progress, verbose=True)
-    report = run_notebooks(notebook_profile(prof), out, book / "chapters", notebooks, progress, prof)
+    jobs = default_jobs(prof) if jobs is None else int(jobs)
+    report = run_notebooks(notebook_profile(prof), out, book / "chapters", notebooks, progress, prof, jobs)
     chapters = chapter_names(book) if (book / "_toc.yml").is_file() else notebooks
     write_intro(out, book, chapters, prof["name"])
     generated = runrecord.generated_since(out, before)
     publish = runrecord.publish_requested() if record is None else record
     rec = runrecord.make(prof["name"], report, time.perf_counter() - t0, generated, out, chapters,
-                         weights=runrecord.weights(prof, models))
+                         weights=runrecord.weights(prof, models), jobs=jobs)
     runrecord.save(rec, out, publish)
     reproduce.write(book)
     t1 = time.perf_counter()
@@ -317,3 +426,9 @@ def run_study(profile: str = "toy", out: str | Path | None = None, book: str | P
     print(f"[l2s study] done in {rec['seconds'] + rec['book_seconds']:.0f} s, {generated['tokens']:,} tokens generated "
           f"({generated['responses']:,} responses; record: {out / runrecord.RECORD}). The book: {index}")
     return index
+
+
+if __name__ == "__main__":  # the child process of a chapter run side by side (_execute)
+    if len(sys.argv) == 5 and sys.argv[1] == "--execute":
+        raise SystemExit(_execute_child(*sys.argv[2:]))
+    raise SystemExit("usage: python -m l2s_utils.study.driver --execute SRC DST PARAMETERS_JSON")

@@ -45,7 +45,7 @@ def study_row(doc: dict, source: str) -> str:
     best = best_merge(doc.get("results", []))
     ch = doc.get("chapters", [])
     run = sum(c["status"] == "executed" for c in ch)
-    chapters = f"{run} of {len(ch)} executed" + (f", {len(ch) - run} unchanged" if run < len(ch) else "")
+    chapters = f"{run} of {len(ch)} executed" + (f", {len(ch) - run} unchanged" if run < len(ch) else "") + _jobs(doc)
     wall = f"{doc['seconds']:,.0f} s" + (f" + {doc['book_seconds']:,.0f} s book" if doc.get("book_seconds") else "")
     gen = doc.get("generated", {})
     commit = (doc.get("commit") or "-")[:10] + (" (uncommitted changes)" if doc.get("dirty") else "")
@@ -55,6 +55,11 @@ def study_row(doc: dict, source: str) -> str:
              f"{gen.get('tokens', 0):,} ({gen.get('responses', 0):,} responses)",
              f"{machine_text(doc.get('machine', {}))}; commit {commit}; {source}"]
     return "| " + " | ".join(cells) + " |"
+
+
+def _jobs(doc: dict) -> str:
+    """", 2 at a time" for a run that executed chapters side by side ("" for one at a time or an older record)."""
+    return f", {doc['jobs']} at a time" if int(doc.get("jobs") or 1) > 1 else ""
 
 
 def weights_text(doc: dict) -> str:
@@ -77,7 +82,7 @@ def readme_line(doc: dict, date: str) -> str:
     ch = doc.get("chapters", [])
     run = sum(c["status"] == "executed" for c in ch)
     w = weights_text(doc)
-    return (f"- `{doc['profile']}`: the study took {doc['seconds']:,.0f} s ({run} of {len(ch)} chapters executed), "
+    return (f"- `{doc['profile']}`: the study took {doc['seconds']:,.0f} s ({run} of {len(ch)} chapters executed{_jobs(doc)}), "
             f"{doc.get('generated', {}).get('tokens', 0):,} tokens generated" + (f" ({w})" if w else "") +
             f"; {machine_text(doc.get('machine', {}))}; {date} (`benchmarks/results/study-{doc['profile']}.json`).")
 

@@ -7,6 +7,8 @@
   ``dirty`` (uncommitted changes in the work tree), ``machine`` (:func:`machine`);
 - ``chapters``: per notebook its ``status`` -- ``executed``, or ``unchanged`` when its stamp matched and it was
   not run (its ``seconds`` are then 0) -- and ``seconds`` (wall time of its execution);
+- ``jobs``: chapters executed at a time (:func:`l2s_utils.study.driver.default_jobs`; with 2 a chapter's ``seconds``
+  overlap another's);
 - ``seconds``: the wall time of the study up to the book's build (models, chapters, intro), and ``book_seconds``
   that of the jupyter-book build (added after it; the page rendered before it shows the study's part only);
 - ``generated``: ``responses`` and ``tokens`` (``n_tokens`` summed) of the generation cache records that this run
@@ -102,12 +104,12 @@ def results(out: Path, chapters) -> list[dict]:
 
 
 def make(profile: str, report: list[dict], seconds: float, generated: dict, out: Path, chapters,
-         weights: dict | None = None) -> dict:
+         weights: dict | None = None, jobs: int = 1) -> dict:
     """The record of a finished run (fields: the module's docstring)."""
     commit, dirty = gitinfo.head(ROOT)
     rec = {"profile": profile, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
            "commit": commit, "dirty": dirty, "machine": machine(), "chapters": report,
-           "seconds": round(seconds, 1), "generated": generated, "results": results(out, chapters)}
+           "seconds": round(seconds, 1), "jobs": int(jobs), "generated": generated, "results": results(out, chapters)}
     if weights:
         rec["weights"] = weights
     return rec

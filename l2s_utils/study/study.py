@@ -124,11 +124,16 @@ class Study:
         """The merged checkpoint for ``method`` (profile hyper-parameters, overridden by keywords); cached."""
         from ..merge import merge
 
+        from ..evaluate.pipeline import wait_lock
+
         cfg = self.merge_config(method, scale, calibration, **override)
         path = self.out / "merged" / (scale or "main") / f"{method}-{_hash(cfg)}"
         if not (path / "l2s_merge.json").is_file():
-            result = merge(cfg, path, overwrite=path.exists(), progress=self.progress)
-            _merge_seconds_file(path).write_text(json.dumps({"merge_s": result.seconds}))
+            # chapters run side by side (l2s study --jobs): one merges, the other waits and finds it merged
+            with wait_lock(self.out / ".locks" / f"merged-{scale or 'main'}-{path.name}.lock"):
+                if not (path / "l2s_merge.json").is_file():
+                    result = merge(cfg, path, overwrite=path.exists(), progress=self.progress)
+                    _merge_seconds_file(path).write_text(json.dumps({"merge_s": result.seconds}))
         return path
 
     @staticmethod
@@ -187,7 +192,9 @@ class Study:
             df = evaluate(model, b["name"], items=items, prompt=prompt, backend=bk["name"], sampling=sampling,
                           out=self.out / "eval", length_tokenizer=self.length_tokenizer(), model_name=name,
                           grading=self.profile.get("grading", "strict"), n_samples=sp.get("n", 1),
-                          progress=self.progress, allow_pickle=self.allow_pickle, **options)
+                          progress=self.progress, allow_pickle=self.allow_pickle,
+                          results_dir=None if scale is None else self.out / "eval" / "results" / f"scale-{scale}",
+                          **options)
             df["role"], df["scale"], df["profile"] = role, scale or "main", self.name
             frames.append(df)
         return pd.concat(frames, ignore_index=True)
