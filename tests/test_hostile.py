@@ -963,6 +963,7 @@ def test_profile_path_is_used_as_given_throughout(tmp_path, monkeypatch):
         Path(dst).write_text(json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
 
     monkeypatch.setattr(papermill, "execute_notebook", fake_execute)
+    monkeypatch.setenv("L2S_STUDY_JOBS", "1")  # chapters in this process, where papermill is replaced
     monkeypatch.setattr(driver, "organism_models", lambda *a, **k: [])
     monkeypatch.setattr(driver, "build_book", lambda book: book / "index.html")
     monkeypatch.chdir(tmp_path)

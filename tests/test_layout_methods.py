@@ -218,6 +218,7 @@ def test_driver_loads_the_profile_once(tmp_path, monkeypatch):
         Path(dst).write_text(json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
 
     monkeypatch.setattr(papermill, "execute_notebook", fake_execute)
+    monkeypatch.setenv("L2S_STUDY_JOBS", "1")  # chapters in this process, where papermill is replaced
     monkeypatch.setattr(driver, "organism_models", lambda *a, **k: [])
     monkeypatch.setattr(driver, "build_book", lambda book: book / "index.html")
     (tmp_path / "book").mkdir()

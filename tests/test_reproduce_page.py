@@ -2,6 +2,7 @@
 never typed by hand; a study run writes its own record (l2s_utils.study.runrecord)."""
 
 import json
+import shutil
 import re
 from pathlib import Path
 
@@ -200,6 +201,7 @@ def test_the_study_writes_its_record_and_the_page_fragments(tmp_path, monkeypatc
     monkeypatch.setattr(driver, "organism_models", lambda *a, **k: [])
     monkeypatch.setattr(driver, "build_book", lambda book: book / "index.html")
     monkeypatch.delenv("L2S_STUDY_RECORD", raising=False)
+    monkeypatch.setenv("L2S_STUDY_JOBS", "1")  # in this process, where papermill is replaced
     (tmp_path / "book").mkdir()
     names = ("00_testbed", "01_task_vector_merging")
     for _ in range(2):  # the second run finds both chapters unchanged: no seconds, no tokens
@@ -243,3 +245,19 @@ def test_tables_let_a_value_and_its_interval_wrap_and_settings_stand_side_by_sid
     assert t.set_index("setting").to_dict("index") == {
         "steps": {"tldr": "48", "dpo": "60"}, "lr": {"tldr": "0.0002", "dpo": "0.0001"},
         "beta": {"tldr": "-", "dpo": "-"}, "minutes": {"tldr": "-", "dpo": "1.15"}}
+
+
+def test_reproduce_page_shows_the_side_by_side_comparison(tmp_path):
+    from l2s_utils.study import reproduce
+
+    real = ROOT / "benchmarks" / "results"
+    shutil.copy(real / "study-toy.json", tmp_path / "study-toy.json")
+    assert "Chapters side by side" not in reproduce.study_runs(tmp_path)
+    one = {"profile": "toy", "commit": "abcdef1234567", "seconds": 800.0, "book_seconds": 4.0, "jobs": 1}
+    two = {**one, "seconds": 500.0, "jobs": 2}
+    for same, word in ((True, "results identical"), (False, "results **not identical**")):
+        (tmp_path / "study-jobs-toy.json").write_text(json.dumps(
+            {"results_identical": same, "one_at_a_time": one, "two_at_a_time": two}))
+        text = reproduce.study_runs(tmp_path)
+        assert "504 s two at a time against 804 s one at a time (1.60x)" in text and word in text
+        assert "commit abcdef1234" in text

@@ -71,6 +71,10 @@ def study_runs(results: Path = RESULTS) -> str:
     text = (tables.STUDY_HEAD + "\n".join(rows) + "\n") if rows else "*No study run has been recorded yet.*\n"
     if waiting:
         text += "\nNot measured yet: " + ", ".join(waiting) + ".\n"
+    for profile in tables.profiles():
+        jobs = load(results / f"study-jobs-{profile}.json")
+        if jobs is not None:
+            text += "\n" + tables.jobs_text(jobs)
     return text + "\n" + tables.STUDY_NOTE
 
 

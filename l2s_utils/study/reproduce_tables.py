@@ -40,6 +40,20 @@ STUDY_NOTE = ("System 1, System 2, merge: accuracy and mean response tokens over
               "(its stamp matched): its seconds are 0, so a run with unchanged chapters is not a cold run.\n")
 
 
+def jobs_text(doc: dict) -> str:
+    """The side-by-side comparison of ``benchmarks/results/study-jobs-<profile>.json`` in words."""
+    one, two = doc["one_at_a_time"], doc["two_at_a_time"]
+    total = lambda r: r["seconds"] + (r.get("book_seconds") or 0)  # noqa: E731
+    same = "identical" if doc.get("results_identical") else "**not identical**"
+    return (f"Chapters side by side: `l2s study` executes two chapters at a time on a CPU machine (each kernel with "
+            f"half the cores; `--jobs`, `L2S_STUDY_JOBS`). From two fresh clones of commit {str(two['commit'])[:10]}, "
+            f"back to back on this machine, the `{two['profile']}` study took {total(two):,.0f} s two at a time against "
+            f"{total(one):,.0f} s one at a time ({total(one) / total(two):.2f}x), results {same} "
+            f"(`benchmarks/results/study-jobs-{two['profile']}.json`). A shared machine's speed varies from hour to "
+            "hour, two threads of one kernel more than one-thread kernels side by side: compare runs made back to back, "
+            "as these two were.\n")
+
+
 def study_row(doc: dict, source: str) -> str:
     by = {r["model"]: r for r in doc.get("results", [])}
     best = best_merge(doc.get("results", []))
