@@ -300,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--only", nargs="*", default=None, help="notebook name prefixes to run (e.g. 00 01)")
     s.add_argument("--quiet", action="store_true")
     s.add_argument("--jobs", type=_positive_int, default=None,
-                   help="chapters executed at a time (default: 2 for the organism on a CPU machine with >= 2 cores, each "
+                   help="chapters executed at a time (default: 2 for the organism with the transformers backend on a CPU machine with >= 2 cores, each "
                         "kernel with half the cores as threads; else 1; or L2S_STUDY_JOBS)")
     s.add_argument("--record", action="store_true",
                    help="also store the run's record (runs/<profile>/study-run.json) as benchmarks/results/study-<profile>.json, "

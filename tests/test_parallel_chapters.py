@@ -159,6 +159,7 @@ def test_jobs_default_and_environment(monkeypatch):
     monkeypatch.delenv("L2S_STUDY_JOBS")
     monkeypatch.setattr(driver, "_cores", lambda: 2)
     assert driver.default_jobs(prof) == 2
+    assert driver.default_jobs(load_profile("toy-vllm")) == 1  # vLLM engines: one chapter at a time
     monkeypatch.setattr(driver, "_cores", lambda: 1)
     assert driver.default_jobs(prof) == 1
 

@@ -70,8 +70,9 @@ def _cores() -> int:
 
 
 def default_jobs(prof: dict) -> int:
-    """How many chapters the study executes at a time: ``L2S_STUDY_JOBS`` if set; else 2 for the organism on a
-    machine without CUDA with at least 2 cores (each chapter's kernel gets half the cores as threads), else 1.
+    """How many chapters the study executes at a time: ``L2S_STUDY_JOBS`` if set; else 2 for the organism with the
+    transformers backend on a machine without CUDA with at least 2 cores (each chapter's kernel gets half the cores as
+    threads), else 1.
 
     Why 2 on CPU: decoding the organism is bound by reading its key/value cache and by the threads' hand-offs, not by
     arithmetic, so two kernels of one thread each generate ~1.5x the tokens/s of one kernel of two threads
@@ -91,7 +92,11 @@ def default_jobs(prof: dict) -> int:
         return 1
     import torch
 
-    return 1 if torch.cuda.is_available() else 2
+    from ..evaluate.generation import resolve_backend
+
+    if torch.cuda.is_available() or resolve_backend(prof["backend"]["name"]) != "transformers":
+        return 1  # one GPU, or vLLM engines (each sizes its own threads and cache): one chapter at a time
+    return 2
 
 
 def _expected_seconds(out: Path, profile: str) -> dict[str, float]:
