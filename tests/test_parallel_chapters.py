@@ -64,6 +64,43 @@ def test_concurrent_cached_generate_generates_once(tmp_path, monkeypatch):
     assert [g.text for g in got["a"]] == [g.text for g in got["b"]] == [f"answer to {p}" for p in prompts]
 
 
+def test_other_prompts_of_one_key_do_not_wait(tmp_path, monkeypatch):
+    """Shards of one key (``l2s eval --shard`` on several nodes or GPUs) ask for other prompts: no lock between them."""
+    def fake_generate(model, prompts, sampling, backend=None, progress=False, on_batch=None, **options):
+        time.sleep(0.6)
+        return [Generation(f"answer to {p}", 3, "stop") for p in prompts]
+
+    monkeypatch.setattr(P, "generate", fake_generate)
+    model = tmp_path / "model"
+    model.mkdir()
+    ts = [threading.Thread(target=P.cached_generate, args=(model, [f"{tag}{i}" for i in range(3)], Sampling(max_tokens=8)),
+                           kwargs=dict(backend="transformers", cache_dir=tmp_path / "gen", fingerprint="fp", progress=False))
+          for tag in "ab"]
+    t0 = time.perf_counter()
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert time.perf_counter() - t0 < 1.1  # side by side (one after the other: >= 1.2 s)
+    done = P.read_cached(tmp_path / "gen", next((tmp_path / "gen").glob("*.jsonl")).name[:-6])
+    assert len(done) == 6
+
+
+def test_wait_lock_goes_on_where_the_file_system_cannot_lock(tmp_path, monkeypatch):
+    import errno
+    import fcntl
+
+    def no_flock(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    ran = []
+    with pytest.warns(UserWarning, match="cannot lock"):
+        with P.wait_lock(tmp_path / "x.lock"):
+            ran.append(1)
+    assert ran == [1]
+
+
 def test_concurrent_study_merges_merge_once(tmp_path, monkeypatch):
     import l2s_utils.merge as M
     from l2s_utils.study.study import Study
@@ -143,6 +180,12 @@ def test_a_failing_chapter_side_by_side_names_its_notebook_and_cell(fake_repo):
         driver.run_notebooks("smoke", root / "runs", root / "book" / "chapters", ["good", "bad"], progress=False,
                              jobs=2)
     assert not (root / "book" / "chapters" / "bad.ipynb").exists()
+    _notebook(root / "notebooks" / "bad2.ipynb", "raise KeyError('also broken')\n")
+    with pytest.raises(driver.StudyError) as e:  # both failures named, the first in the given order first
+        driver.run_notebooks("smoke", root / "runs", root / "book" / "chapters", ["bad", "bad2"], progress=False,
+                             jobs=2)
+    msg = str(e.value)
+    assert msg.startswith("notebook bad: ") and "1 more: notebook bad2: " in msg and "also broken" in msg
 
 
 def test_jobs_default_and_environment(monkeypatch):

@@ -54,12 +54,20 @@ def wait_lock(path: Path):
 
     Two processes that need the same cached artefact (the study runs chapters side by side) make it once: the second
     waits, then finds it made. A killed holder releases the lock with its file descriptor."""
+    import errno
     import fcntl
+    import warnings
 
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as e:  # a file system without flock (some network mounts): go on unlocked, as before locks
+            if e.errno not in (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            warnings.warn(f"{path}: this file system cannot lock ({e.strerror}); going on without the lock "
+                          "(two processes may make the same artefact twice)", stacklevel=3)
         yield
     finally:
         os.close(fd)  # closing releases the lock
@@ -147,11 +155,12 @@ def cache_files(cache_dir: Path, key: str) -> list[Path]:
     return sorted(p for p in [cache_dir / f"{key}.jsonl", *cache_dir.glob(f"{key}.part-*.jsonl")] if p.is_file())
 
 
-def read_cached(cache_dir: Path, key: str) -> dict[str, Generation]:
-    """Every cached generation of ``key``: the main file (repaired) and the union of all part files."""
+def read_cached(cache_dir: Path, key: str, repair: bool = True) -> dict[str, Generation]:
+    """Every cached generation of ``key``: the main file (repaired, unless ``repair`` is False: a reader that does
+    not hold the key's lock leaves a line being written alone) and the union of all part files."""
     done: dict[str, Generation] = {}
     for f in cache_files(cache_dir, key):
-        for sha, g in _read_cache(f, repair=not f.name.startswith(f"{key}.part-")).items():
+        for sha, g in _read_cache(f, repair=repair and not f.name.startswith(f"{key}.part-")).items():
             done.setdefault(sha, g)
     return done
 
@@ -240,13 +249,16 @@ def cached_generate(model: str | os.PathLike, prompts: list[str], sampling: Samp
     if isinstance(data_parallel_size, bool) or not isinstance(data_parallel_size, int) or data_parallel_size < 1:
         raise ValueError(f"data_parallel_size must be an int >= 1, got {data_parallel_size!r}")
     cache_dir.mkdir(parents=True, exist_ok=True)
-    done = read_cached(cache_dir, key)
+    done = read_cached(cache_dir, key, repair=part_file)  # unlocked: a line being written is left alone
     shas = [_sha(p) for p in prompts]
     missing = sorted({s: p for s, p in zip(shas, prompts) if s not in done}.items())
-    if not missing or part_file:  # a data-parallel replica runs under its parent's lock
+    if not missing or part_file:  # a data-parallel replica or a shard: other writers of this key use part files
         return _generate_missing(model, prompts, sampling, backend, cache_dir, fingerprint, chunk, progress,
                                  data_parallel_size, part_file, options, key, done, shas, missing)
-    with wait_lock(cache_dir / ".locks" / f"{key}.lock"):  # another process generating this key: wait, then reuse
+    # the lock names the key and the prompts missing: a second process asking for the same ones (a chapter run side by
+    # side) waits, then reuses them; other requests of the key do not wait for it
+    which = _sha("\n".join(s for s, _ in missing))[:16]
+    with wait_lock(cache_dir / ".locks" / f"{key}-{which}.lock"):
         done = read_cached(cache_dir, key)
         missing = sorted({s: p for s, p in zip(shas, prompts) if s not in done}.items())
         return _generate_missing(model, prompts, sampling, backend, cache_dir, fingerprint, chunk, progress,

@@ -78,13 +78,16 @@ def _sha_dir(path: Path) -> str:
 
 
 def environment() -> dict:
-    """What else decides a trained baseline's last bits: the library versions and the thread count."""
+    """What else decides a trained baseline's last bits: the library versions and the thread count (training runs
+    with the organism's ``TRAIN_THREADS`` whatever the calling process uses, e.g. a chapter run side by side)."""
     import torch
     import transformers
     import trl
 
+    from ..organism.training import TRAIN_THREADS
+
     return {"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__,
-            "threads": torch.get_num_threads()}
+            "threads": TRAIN_THREADS}
 
 
 def _recipe_doc(spec: BaselineSpec, system2: Path) -> dict:
@@ -197,12 +200,20 @@ def build(method: str, org, *, spec: BaselineSpec | None = None, cache: Path | N
     tmp.mkdir(parents=True)
     t0 = time.perf_counter()
     train = {"tldr": _train_tldr, "selfbudgeter": _train_selfbudgeter, "dpo": _train_dpo}[method]
+    import torch
+
+    from ..organism.training import TRAIN_THREADS
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(TRAIN_THREADS)  # the thread count is part of the build's key (environment)
     try:
         with _quiet(not progress):
             log = train(org, spec, tmp, progress)
     except BaseException:  # a failed or interrupted training leaves nothing behind
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        torch.set_num_threads(threads)
     manifest = {"method": method, "spec": dataclasses.asdict(spec), "key": root.name.rsplit("-", 1)[-1],
                 "system2": str(org.system2), "train_s": time.perf_counter() - t0, "environment": environment(), "log": log,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

@@ -125,7 +125,8 @@ def _execute(name: str, src: Path, tmp: Path, profile: str, out: Path, progress:
             raise StudyError(f"notebook {name}: cell {e.exec_count} failed: {e.ename}: {e.evalue} "
                              f"(the executed notebook with the traceback: {tmp})") from None
         return
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    path = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONPATH": path}
     p = subprocess.run([sys.executable, "-m", "l2s_utils.study.driver", "--execute", str(src), str(tmp),
                         json.dumps(params)], cwd=ROOT, env=env, capture_output=True, text=True)
     if p.returncode == 0:
@@ -206,12 +207,17 @@ def run_notebooks(profile: str, out: Path, chapters: Path, notebooks=None, progr
         with ThreadPoolExecutor(jobs) as ex:
             futures = [ex.submit(run, *item) for item in todo]
             finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
-            failed = [f for f in finished if f.exception() is not None]
-            if failed:
+            if any(f.exception() is not None for f in finished):
                 for f in futures:
                     f.cancel()  # chapters not started stay so; those running finish (their outputs are whole)
                 wait(futures)
-                raise failed[0].exception()
+                errors = [f.exception() for f in futures if not f.cancelled() and f.exception() is not None]
+                errors.sort(key=lambda e: next((i for i, n in enumerate(notebooks) if f"notebook {n}:" in str(e)),
+                                               len(notebooks)))
+                if len(errors) > 1:
+                    raise StudyError(f"{errors[0]} (and {len(errors) - 1} more: "
+                                     + "; ".join(str(e) for e in errors[1:]) + ")") from errors[0]
+                raise errors[0]
     return [done[name] for name in notebooks]
 
 
@@ -418,8 +424,9 @@ def run_study(profile: str = "toy", out: str | Path | None = None, book: str | P
     write_intro(out, book, chapters, prof["name"])
     generated = runrecord.generated_since(out, before)
     publish = runrecord.publish_requested() if record is None else record
+    ran = sum(r["status"] == "executed" for r in report)  # one chapter to execute runs alone whatever jobs says
     rec = runrecord.make(prof["name"], report, time.perf_counter() - t0, generated, out, chapters,
-                         weights=runrecord.weights(prof, models), jobs=jobs)
+                         weights=runrecord.weights(prof, models), jobs=max(1, min(jobs, ran)))
     runrecord.save(rec, out, publish)
     reproduce.write(book)
     t1 = time.perf_counter()

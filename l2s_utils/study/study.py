@@ -128,7 +128,7 @@ class Study:
 
         cfg = self.merge_config(method, scale, calibration, **override)
         path = self.out / "merged" / (scale or "main") / f"{method}-{_hash(cfg)}"
-        if not (path / "l2s_merge.json").is_file():
+        if not ((path / "l2s_merge.json").is_file() and _merge_seconds_file(path).is_file()):
             # chapters run side by side (l2s study --jobs): one merges, the other waits and finds it merged
             with wait_lock(self.out / ".locks" / f"merged-{scale or 'main'}-{path.name}.lock"):
                 if not (path / "l2s_merge.json").is_file():
