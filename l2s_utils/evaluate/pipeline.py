@@ -252,67 +252,60 @@ def cached_generate(model: str | os.PathLike, prompts: list[str], sampling: Samp
     done = read_cached(cache_dir, key, repair=part_file)  # unlocked: a line being written is left alone
     shas = [_sha(p) for p in prompts]
     missing = sorted({s: p for s, p in zip(shas, prompts) if s not in done}.items())
-    if not missing or part_file:  # a data-parallel replica or a shard: other writers of this key use part files
-        return _generate_missing(model, prompts, sampling, backend, cache_dir, fingerprint, chunk, progress,
-                                 data_parallel_size, part_file, options, key, done, shas, missing)
-    # the lock names the key and the prompts missing: a second process asking for the same ones (a chapter run side by
-    # side) waits, then reuses them; other requests of the key do not wait for it
+    # a process that asks for the same missing prompts of this key (a chapter run side by side) waits for the one
+    # generating them, then reuses them; other requests of the key (shards) do not wait. A data-parallel replica or a
+    # shard writes its own part file and takes no lock (its parent holds it).
+    locked = bool(missing) and not part_file
     which = _sha("\n".join(s for s, _ in missing))[:16]
-    with wait_lock(cache_dir / ".locks" / f"{key}-{which}.lock"):
-        done = read_cached(cache_dir, key)
-        missing = sorted({s: p for s, p in zip(shas, prompts) if s not in done}.items())
-        return _generate_missing(model, prompts, sampling, backend, cache_dir, fingerprint, chunk, progress,
-                                 data_parallel_size, part_file, options, key, done, shas, missing)
+    with wait_lock(cache_dir / ".locks" / f"{key}-{which}.lock") if locked else contextlib.nullcontext():
+        if locked:
+            done = read_cached(cache_dir, key)
+            missing = sorted({s: p for s, p in zip(shas, prompts) if s not in done}.items())
+        if missing and data_parallel_size > 1:
+            _run_data_parallel(model, [p for _, p in missing], sampling, backend, cache_dir, fingerprint, chunk,
+                               data_parallel_size, options)
+            done = read_cached(cache_dir, key)
+            missing = []
+        if missing:
+            if part_file:
+                import socket
 
+                path = cache_dir / f"{key}.part-{socket.gethostname()}-{os.getpid()}.jsonl"
+            else:
+                path = cache_dir / f"{key}.jsonl"
+            if path.is_file() and path.stat().st_size:
+                with open(path, "rb") as f:
+                    f.seek(-1, os.SEEK_END)
+                    dangling = f.read(1) != b"\n"
+                if dangling:  # an interrupted write left half a line: end it so the next line stays intact
+                    with open(path, "a") as f:
+                        f.write("\n")
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+            try:
+                for start in range(0, len(missing), chunk):
+                    part = missing[start:start + chunk]
 
-def _generate_missing(model, prompts, sampling, backend, cache_dir, fingerprint, chunk, progress, data_parallel_size,
-                      part_file, options, key, done, shas, missing) -> list[Generation]:
-    """:func:`cached_generate` once the cache was read: generate the ``missing`` (sha, prompt) pairs, appending."""
-    if missing and data_parallel_size > 1:
-        _run_data_parallel(model, [p for _, p in missing], sampling, backend, cache_dir, fingerprint, chunk,
-                           data_parallel_size, options)
-        done = read_cached(cache_dir, key)
-        missing = []
-    if missing:
-        if part_file:
-            import socket
+                    def append(idx, gens, part=part):  # after every batch: a kill loses at most the batch in flight
+                        lines = []
+                        for i, g in zip(idx, gens):
+                            s = part[i][0]
+                            if s not in done:
+                                done[s] = g
+                                lines.append(json.dumps({"prompt_sha": s, "text": g.text, "n_tokens": g.n_tokens,
+                                                         "finish_reason": g.finish_reason}) + "\n")
+                        data = memoryview("".join(lines).encode("utf-8"))
+                        try:
+                            while data:  # one O_APPEND write per batch, so lines of concurrent runs do not interleave
+                                data = data[os.write(fd, data):]
+                        except OSError as e:  # a full disk: name the file
+                            raise OSError(e.errno, e.strerror, str(path)) from None
 
-            path = cache_dir / f"{key}.part-{socket.gethostname()}-{os.getpid()}.jsonl"
-        else:
-            path = cache_dir / f"{key}.jsonl"
-        if path.is_file() and path.stat().st_size:
-            with open(path, "rb") as f:
-                f.seek(-1, os.SEEK_END)
-                dangling = f.read(1) != b"\n"
-            if dangling:  # an interrupted write left half a line: end it so the next line stays intact
-                with open(path, "a") as f:
-                    f.write("\n")
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
-        try:
-            for start in range(0, len(missing), chunk):
-                part = missing[start:start + chunk]
-
-                def append(idx, gens, part=part):  # after every batch: a kill loses at most the batch in flight
-                    lines = []
-                    for i, g in zip(idx, gens):
-                        s = part[i][0]
-                        if s not in done:
-                            done[s] = g
-                            lines.append(json.dumps({"prompt_sha": s, "text": g.text, "n_tokens": g.n_tokens,
-                                                     "finish_reason": g.finish_reason}) + "\n")
-                    data = memoryview("".join(lines).encode("utf-8"))
-                    try:
-                        while data:  # one O_APPEND write per batch, so lines of concurrent runs do not interleave
-                            data = data[os.write(fd, data):]
-                    except OSError as e:  # a full disk: name the file
-                        raise OSError(e.errno, e.strerror, str(path)) from None
-
-                gens = generate(model, [p for _, p in part], sampling, backend=backend, progress=progress,
-                                on_batch=append, **options)
-                append(range(len(part)), gens)  # whatever the backend did not report batch by batch
-        finally:
-            os.close(fd)
-    return [done[s] for s in shas]
+                    gens = generate(model, [p for _, p in part], sampling, backend=backend, progress=progress,
+                                    on_batch=append, **options)
+                    append(range(len(part)), gens)  # whatever the backend did not report batch by batch
+            finally:
+                os.close(fd)
+        return [done[s] for s in shas]
 
 
 def _run_data_parallel(model, prompts, sampling, backend, cache_dir, fingerprint, chunk, size, options) -> None:

@@ -25,6 +25,7 @@ when the recipe matches and no local build exists, so a newcomer's book does not
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -429,10 +430,18 @@ def build(scale: str = MAIN_SCALE, *, cache: Path | None = None, force: bool = F
         org = shipped(scale, spec)
         if org is not None:
             return org
+    with training_threads():
+        return _train(scale, spec, root, progress, base_from)
+
+
+@contextlib.contextmanager
+def training_threads():
+    """Train with ``TRAIN_THREADS`` threads (part of the build's environment, hence of its cache key) whatever the
+    calling process uses; restores its thread count after. The organism and the trained baselines train under it."""
     threads = torch.get_num_threads()
     torch.set_num_threads(TRAIN_THREADS)
     try:
-        return _train(scale, spec, root, progress, base_from)
+        yield
     finally:
         torch.set_num_threads(threads)
 

@@ -200,20 +200,14 @@ def build(method: str, org, *, spec: BaselineSpec | None = None, cache: Path | N
     tmp.mkdir(parents=True)
     t0 = time.perf_counter()
     train = {"tldr": _train_tldr, "selfbudgeter": _train_selfbudgeter, "dpo": _train_dpo}[method]
-    import torch
+    from ..organism.training import training_threads
 
-    from ..organism.training import TRAIN_THREADS
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(TRAIN_THREADS)  # the thread count is part of the build's key (environment)
     try:
-        with _quiet(not progress):
+        with _quiet(not progress), training_threads():  # the thread count is part of the build's key (environment)
             log = train(org, spec, tmp, progress)
     except BaseException:  # a failed or interrupted training leaves nothing behind
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    finally:
-        torch.set_num_threads(threads)
     manifest = {"method": method, "spec": dataclasses.asdict(spec), "key": root.name.rsplit("-", 1)[-1],
                 "system2": str(org.system2), "train_s": time.perf_counter() - t0, "environment": environment(), "log": log,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

@@ -111,33 +111,39 @@ def _expected_seconds(out: Path, profile: str) -> dict[str, float]:
     return {}
 
 
+def _papermill(src, dst, params: dict, progress: bool) -> dict | None:
+    """Execute one notebook with papermill; None, or the failing cell (``exec_count``, ``ename``, ``evalue``)."""
+    import papermill as pm
+
+    try:
+        pm.execute_notebook(str(src), str(dst), parameters=params, kernel_name="python3", progress_bar=progress,
+                            cwd=str(ROOT))
+    except pm.PapermillExecutionError as e:
+        return {"exec_count": e.exec_count, "ename": e.ename, "evalue": str(e.evalue)}
+    return None
+
+
 def _execute(name: str, src: Path, tmp: Path, profile: str, out: Path, progress: bool, threads: int | None) -> None:
     """Execute one chapter into ``tmp``: in this process (``threads`` None) or in a child process whose kernel gets
     ``threads`` threads (chapters side by side). A failing cell is a StudyError naming the notebook and the cell."""
     params = {"profile": profile, "out": _shown_path(out)}
     if threads is None:
-        import papermill as pm
-
-        try:
-            pm.execute_notebook(str(src), str(tmp), parameters=params, kernel_name="python3", progress_bar=progress,
-                                cwd=str(ROOT))
-        except pm.PapermillExecutionError as e:
-            raise StudyError(f"notebook {name}: cell {e.exec_count} failed: {e.ename}: {e.evalue} "
-                             f"(the executed notebook with the traceback: {tmp})") from None
-        return
-    path = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONPATH": path}
-    p = subprocess.run([sys.executable, "-m", "l2s_utils.study.driver", "--execute", str(src), str(tmp),
-                        json.dumps(params)], cwd=ROOT, env=env, capture_output=True, text=True)
-    if p.returncode == 0:
-        return
-    cell = [ln for ln in p.stdout.splitlines() if ln.startswith(_CELL_ERROR)]
-    if cell:
-        e = json.loads(cell[-1][len(_CELL_ERROR):])
-        raise StudyError(f"notebook {name}: cell {e['exec_count']} failed: {e['ename']}: {e['evalue']} "
+        failed = _papermill(src, tmp, params, progress)
+    else:
+        path = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONPATH": path}
+        p = subprocess.run([sys.executable, "-m", "l2s_utils.study.driver", "--execute", str(src), str(tmp),
+                            json.dumps(params)], cwd=ROOT, env=env, capture_output=True, text=True)
+        if p.returncode == 0:
+            return
+        cell = [ln for ln in p.stdout.splitlines() if ln.startswith(_CELL_ERROR)]
+        if not cell:
+            raise StudyError(f"notebook {name}: its execution failed (exit code {p.returncode}): "
+                             f"{(p.stderr or p.stdout).strip()[-2000:]}")
+        failed = json.loads(cell[-1][len(_CELL_ERROR):])
+    if failed is not None:
+        raise StudyError(f"notebook {name}: cell {failed['exec_count']} failed: {failed['ename']}: {failed['evalue']} "
                          f"(the executed notebook with the traceback: {tmp})")
-    raise StudyError(f"notebook {name}: its execution failed (exit code {p.returncode}): "
-                     f"{(p.stderr or p.stdout).strip()[-2000:]}")
 
 
 _CELL_ERROR = "L2S_CELL_ERROR "
@@ -145,15 +151,16 @@ _CELL_ERROR = "L2S_CELL_ERROR "
 
 def _execute_child(src: str, dst: str, params: str) -> int:
     """``python -m l2s_utils.study.driver --execute SRC DST PARAMS``: one chapter in a child process (:func:`_execute`)."""
-    import papermill as pm
-
-    try:
-        pm.execute_notebook(src, dst, parameters=json.loads(params), kernel_name="python3", progress_bar=False,
-                            cwd=str(ROOT))
-    except pm.PapermillExecutionError as e:
-        print(_CELL_ERROR + json.dumps({"exec_count": e.exec_count, "ename": e.ename, "evalue": str(e.evalue)}), flush=True)
+    failed = _papermill(src, dst, json.loads(params), progress=False)
+    if failed is not None:
+        print(_CELL_ERROR + json.dumps(failed), flush=True)
         return 3
     return 0
+
+
+def _effective_jobs(jobs: int, n: int) -> int:
+    """Chapters at a time when ``n`` are to execute: one alone runs in this process whatever ``jobs`` says."""
+    return max(1, min(jobs, n))
 
 
 def run_notebooks(profile: str, out: Path, chapters: Path, notebooks=None, progress: bool = True,
@@ -180,7 +187,7 @@ def run_notebooks(profile: str, out: Path, chapters: Path, notebooks=None, progr
             done[name] = {"notebook": name, "status": "unchanged", "seconds": 0.0}
         else:
             todo.append((name, src, dst, stamp_file, stamp))
-    jobs = max(1, min(jobs, len(todo)))
+    jobs = _effective_jobs(jobs, len(todo))
     threads = None if jobs == 1 else max(1, _cores() // jobs)
 
     def run(name, src, dst, stamp_file, stamp):
@@ -424,9 +431,9 @@ def run_study(profile: str = "toy", out: str | Path | None = None, book: str | P
     write_intro(out, book, chapters, prof["name"])
     generated = runrecord.generated_since(out, before)
     publish = runrecord.publish_requested() if record is None else record
-    ran = sum(r["status"] == "executed" for r in report)  # one chapter to execute runs alone whatever jobs says
+    ran = sum(r["status"] == "executed" for r in report)
     rec = runrecord.make(prof["name"], report, time.perf_counter() - t0, generated, out, chapters,
-                         weights=runrecord.weights(prof, models), jobs=max(1, min(jobs, ran)))
+                         weights=runrecord.weights(prof, models), jobs=_effective_jobs(jobs, ran))
     runrecord.save(rec, out, publish)
     reproduce.write(book)
     t1 = time.perf_counter()
